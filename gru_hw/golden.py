@@ -130,3 +130,181 @@ def _float_batch(model, x, lengths, sequence, state):
     top = hs[-1]
     y = top @ model.head.w.T + model.head.b if model.head is not None else top.copy()
     return y, seq, hs
+
+
+# ---- the bit-exact integer model ---------------------------------------------------------------
+class _Sat:
+    """Saturation counters, one per requantization point."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, name: str, n: int) -> None:
+        self.counts[name] = self.counts.get(name, 0) + int(n)
+
+
+def quantize_inputs(spec, x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Quantize float inputs to the spec's x format at the ``x`` point; return (ints, saturations)."""
+    from .fixed import quantize
+
+    mode = spec.mode("x")
+    return quantize(x, spec.x_fmt, mode.rounding, mode.overflow)
+
+
+def _align(v: np.ndarray, frac: int, to_frac: int) -> np.ndarray:
+    return v << (to_frac - frac)
+
+
+def int_step(qm, k: int, x_in: np.ndarray, h: np.ndarray, sat: _Sat | None = None) -> np.ndarray:
+    """Compute one step of layer ``k`` in integers, exactly as the hardware does.
+
+    ``x_in`` is (N, I) in the layer's input format, ``h`` is (N, H) in h_fmt; returns the new h.
+    The arithmetic, in order (every shift is exact unless it is a named requantization point):
+
+        acc_x = W_ih x + b_ih                     (fraction bits fx + fw_ih)
+        acc_h = W_hh h + b_hh                     (fraction bits fh + fw_hh; for reset_before the
+                                                   n rows use r*h instead of h, see below)
+        r = sigmoid(requant_{l.r}(acc_x_r + acc_h_r))   both aligned to the finer fraction
+        z = sigmoid(requant_{l.z}(acc_x_z + acc_h_z))
+        reset_after:  hn = requant_{l.hn}(acc_h_n)  to hn_fmt
+                      n  = tanh(requant_{l.n}(acc_x_n + r * hn))
+        reset_before: rh = requant_{l.rh}(r * h)    to h_fmt
+                      n  = tanh(requant_{l.n}(acc_x_n + W_hn rh + b_hn))
+        h' = requant_{l.h}(n + z * (h - n))            to h_fmt
+    """
+    from .fixed import requantize
+
+    spec = qm.spec
+    q = qm.layers[k]
+    lf = spec.layers[k]
+    sat = sat if sat is not None else _Sat()
+    hsz = h.shape[1]
+    fx = spec.acc_x_frac(k)
+    fh = spec.acc_h_frac(k)
+    fmax = max(fx, fh)
+    pre_fmt = spec.preact_fmt
+    sig = spec.sigmoid_table()
+    tnh = spec.tanh_table()
+
+    def rq(v: np.ndarray, frac: int, fmt, point: str) -> np.ndarray:
+        mode = spec.mode(f"l{k}.{point}")
+        out, n = requantize(v, frac, fmt, mode.rounding, mode.overflow)
+        sat.add(f"l{k}.{point}", n)
+        return out
+
+    acc_x = x_in @ q.w_ih.T + q.b_ih
+    acc_h_rz = h @ q.w_hh[: 2 * hsz].T + q.b_hh[: 2 * hsz]
+    s_rz = _align(acc_x[:, : 2 * hsz], fx, fmax) + _align(acc_h_rz, fh, fmax)
+    r = sig.eval_int(rq(s_rz[:, :hsz], fmax, pre_fmt, "r"))
+    z = sig.eval_int(rq(s_rz[:, hsz:], fmax, pre_fmt, "z"))
+    fg = spec.gate_fmt.frac_bits
+    acc_x_n = acc_x[:, 2 * hsz :]
+    if lf.hn_fmt is not None:
+        acc_hn = h @ q.w_hh[2 * hsz :].T + q.b_hh[2 * hsz :]
+        hn = rq(acc_hn, fh, lf.hn_fmt, "hn")
+        prod = r * hn
+        fp = fg + lf.hn_fmt.frac_bits
+    else:
+        rh = rq(r * h, fg + spec.h_fmt.frac_bits, spec.h_fmt, "rh")
+        prod = rh @ q.w_hh[2 * hsz :].T + q.b_hh[2 * hsz :]
+        fp = fh
+    fn = max(fx, fp)
+    n = tnh.eval_int(rq(_align(acc_x_n, fx, fn) + _align(prod, fp, fn), fn, pre_fmt, "n"))
+    fhh = spec.h_fmt.frac_bits
+    upd = (n << fg) + z * (h - n)
+    return rq(upd, fhh + fg, spec.h_fmt, "h")
+
+
+def int_head(qm, h: np.ndarray, sat: _Sat | None = None) -> np.ndarray:
+    """Apply the dense head in integers: requant_{head}(W_o h + b_o) to out_fmt."""
+    from .fixed import requantize
+
+    spec = qm.spec
+    acc = h @ qm.head_w.T + qm.head_b
+    mode = spec.mode("head")
+    out, n = requantize(acc, spec.h_fmt.frac_bits + spec.head.w_fmt.frac_bits, spec.head.out_fmt,
+                        mode.rounding, mode.overflow)
+    if sat is not None:
+        sat.add("head", n)
+    return out
+
+
+def int_forward_q(
+    qm,
+    xq: np.ndarray,
+    lengths: np.ndarray,
+    *,
+    sequence: bool = False,
+    keep_state: bool = False,
+    state: list[np.ndarray] | None = None,
+) -> GoldenResult:
+    """Run the integer model on already-quantized inputs (int64 (N, T, I) in x_fmt).
+
+    Returns integer outputs: ``y`` in out_fmt and ``h`` in h_fmt. ``state`` (one (1, H) array per
+    layer) is the starting state with ``keep_state``; it is updated in place.
+    """
+    sat = _Sat()
+    if keep_state:
+        st = state if state is not None else [np.zeros((1, hs), dtype=np.int64) for hs in qm.hidden_sizes]
+        ys, hs = [], []
+        for n in range(xq.shape[0]):
+            y, h = _int_batch(qm, xq[n : n + 1], lengths[n : n + 1], sequence, st, sat)
+            ys.append(y)
+            hs.append(h)
+        return GoldenResult(np.concatenate(ys), np.concatenate(hs) if sequence else None, sat.counts)
+    y, h = _int_batch(qm, xq, lengths, sequence, None, sat)
+    return GoldenResult(y, h, sat.counts)
+
+
+def _int_batch(qm, xq, lengths, sequence, state, sat):
+    n, t, _ = xq.shape
+    if state is None:
+        hs = [np.zeros((n, hsz), dtype=np.int64) for hsz in qm.hidden_sizes]
+    else:
+        hs = state
+    seq = np.zeros((n, t, qm.hidden_sizes[-1]), dtype=np.int64) if sequence else None
+    for step in range(int(lengths.max())):
+        active = (step < lengths)[:, None]
+        inp = xq[:, step, :]
+        for k in range(len(qm.layers)):
+            # Count saturations only for the sequences still running.
+            new = int_step(qm, k, inp[active[:, 0]], hs[k][active[:, 0]], sat)
+            hk = hs[k].copy()
+            hk[active[:, 0]] = new
+            hs[k][...] = hk
+            inp = hs[k]
+        if sequence:
+            seq[:, step, :] = np.where(active, hs[-1], 0)
+    top = hs[-1]
+    y = int_head(qm, top, sat) if qm.head_w is not None else top.copy()
+    return y, seq
+
+
+def int_forward(
+    qm,
+    x: np.ndarray,
+    lengths: np.ndarray | None = None,
+    *,
+    sequence: bool = False,
+    keep_state: bool = False,
+) -> GoldenResult:
+    """Run the bit-exact integer model on float inputs; return real-valued outputs.
+
+    Inputs are quantized at the ``x`` point; ``y`` and ``h`` are converted back to floats (exactly:
+    they are integers times a power of two). Saturation counts per point are in ``saturations``.
+    """
+    from .fixed import to_float
+
+    model_like = _Shape(qm)
+    x, lengths = check_inputs(model_like, x, lengths)
+    xq, nsat = quantize_inputs(qm.spec, x)
+    res = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state)
+    res.saturations = {"x": nsat, **qm.saturations, **res.saturations}
+    y = to_float(res.y, qm.spec.out_fmt)
+    h = to_float(res.h, qm.spec.h_fmt) if sequence else None
+    return GoldenResult(y, h, res.saturations)
+
+
+class _Shape:
+    def __init__(self, qm) -> None:
+        self.input_size = qm.input_size
