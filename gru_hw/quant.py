@@ -304,7 +304,7 @@ class QuantSpec:
             )
         except KeyError as exc:
             raise GruHwError(f"{where}: missing key {exc.args[0]!r}") from None
-        unknown = set(dict(spec.points)) - set(spec.point_names())
+        unknown = set(pj) - set(spec.point_names())
         if unknown:
             raise GruHwError(f"{where}.points: unknown requantization point(s) {sorted(unknown)}")
         spec.validate(where=where)
