@@ -228,64 +228,65 @@ def _eval(spec: PWLSpec, slope: np.ndarray, icpt: np.ndarray, clamp_value: int,
     return out.astype(np.int64)
 
 
-def _seg_error(spec: PWLSpec, func: str, k: int, c0: int, c1: int, d: np.ndarray,
-               target: np.ndarray) -> float:
-    sl = np.array([c1], dtype=np.int64)
-    ic = np.array([c0], dtype=np.int64)
-    m = (np.int64(k) << spec.offset_bits) + d
-    y = _eval(spec, sl, ic, 0, m - (np.int64(k) << spec.offset_bits))  # evaluate as segment 0
+def _seg_error(spec: PWLSpec, c0: int, c1: int, d: np.ndarray, target: np.ndarray) -> float:
+    """Max error of one segment's (icpt, slope) pair at offsets ``d`` (evaluated as segment 0)."""
+    y = _eval(spec, np.array([c1], dtype=np.int64), np.array([c0], dtype=np.int64), 0, d)
     return float(np.max(np.abs(np.ldexp(y.astype(np.float64), -spec.out_fmt.frac_bits) - target)))
 
 
 def _fit_segment(spec: PWLSpec, k: int) -> tuple[int, int]:
-    """Return quantized (icpt, slope) minimizing the max error over the segment's inputs."""
+    """Return quantized (icpt, slope) minimizing the max error over the segment's inputs.
+
+    A ternary search over the slope on a subsample of the segment's inputs finds the neighbourhood
+    of the optimum; a local scan on every input of the segment then picks the exact best pair.
+    """
     s = spec.offset_bits
     fi = spec.in_fmt.frac_bits
     n = 1 << s
-    # Representable inputs of this segment (subsample huge segments for the search; the final
-    # table is still checked exhaustively).
-    step = max(1, n >> 14)
-    d = np.arange(0, n, step, dtype=np.int64)
-    if d[-1] != n - 1:
-        d = np.append(d, n - 1)
-    x = np.ldexp(((np.int64(k) << s) + d).astype(np.float64), -fi)
-    target = _ref(spec.func, x)
     pinned = k == 0
     c0_pin = (1 << spec.icpt_frac) // 2 if spec.func == "sigmoid" else 0
-    dx = np.ldexp(d.astype(np.float64), -fi)
 
-    def best_c0(c1: int) -> int:
-        if pinned:
-            return c0_pin
-        resid = target - c1 * np.ldexp(dx, -spec.slope_frac)
-        mid = 0.5 * (resid.max() + resid.min())
-        return int(math.floor(math.ldexp(mid, spec.icpt_frac) + 0.5))
+    def grid(limit: int) -> tuple[np.ndarray, np.ndarray]:
+        step = max(1, n // limit)
+        d = np.arange(0, n, step, dtype=np.int64)
+        if d[-1] != n - 1:
+            d = np.append(d, n - 1)
+        x = np.ldexp(((np.int64(k) << s) + d).astype(np.float64), -fi)
+        return d, _ref(spec.func, x)
 
-    def err(c1: int) -> float:
-        c0 = best_c0(c1)
-        best = math.inf
-        # The rounding of c0 interacts with the final rounding: try the neighbours too.
-        for dc in ((0,) if pinned else (-1, 0, 1)):
-            best = min(best, _seg_error(spec, spec.func, k, c0 + dc, c1, d, target))
-        return best
+    def make_err(d: np.ndarray, target: np.ndarray):
+        dx = np.ldexp(d.astype(np.float64), -fi)
 
-    deriv = _deriv(spec.func, x)
+        def best_c0(c1: int) -> int:
+            if pinned:
+                return c0_pin
+            resid = target - c1 * np.ldexp(dx, -spec.slope_frac)
+            mid = 0.5 * (resid.max() + resid.min())
+            return int(math.floor(math.ldexp(mid, spec.icpt_frac) + 0.5))
+
+        def err(c1: int) -> tuple[float, int]:
+            c0 = best_c0(c1)
+            options = (c0,) if pinned else (c0 - 1, c0, c0 + 1)
+            return min((_seg_error(spec, c, c1, d, target), c) for c in options)
+
+        return err
+
+    coarse = make_err(*grid(512))
+    d_all, t_all = grid(n)
+    x_all = np.ldexp(((np.int64(k) << s) + d_all).astype(np.float64), -fi)
+    deriv = _deriv(spec.func, x_all)
     lo = int(math.floor(math.ldexp(float(deriv.min()), spec.slope_frac))) - 2
     hi = int(math.ceil(math.ldexp(float(deriv.max()), spec.slope_frac))) + 2
-    # Ternary search on the (nearly convex) max-error curve, then a local scan.
     while hi - lo > 16:
         m1 = lo + (hi - lo) // 3
         m2 = hi - (hi - lo) // 3
-        if err(m1) <= err(m2):
+        if coarse(m1)[0] <= coarse(m2)[0]:
             hi = m2
         else:
             lo = m1
-    cands = range(lo - 4, hi + 5)
-    c1 = min(cands, key=err)
-    c0 = best_c0(c1)
-    if not pinned:
-        c0 = min((c0 - 1, c0, c0 + 1), key=lambda c: _seg_error(spec, spec.func, k, c, c1, d, target))
-    return c0, c1
+    fine = make_err(d_all, t_all)
+    best = min((fine(c1) + (c1,) for c1 in range(lo - 4, hi + 5)), key=lambda t: t[0])
+    return best[1], best[2]
 
 
 @lru_cache(maxsize=64)
