@@ -1,0 +1,158 @@
+"""The command line: info and golden end to end, and every user mistake gives exit 2 and one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import random_model
+from gru_hw.cli import main
+from gru_hw.golden import float_forward, int_forward
+from gru_hw.quant import QuantSpec, choose_spec, quantize_model
+
+
+@pytest.fixture
+def files(tmp_path, rng):
+    model = random_model(rng, 3, [5, 4], head=2)
+    mpath = tmp_path / "m.npz"
+    model.save_npz(mpath)
+    x = rng.normal(0, 1, (4, 6, 3))
+    lengths = np.array([6, 2, 5, 1])
+    ipath = tmp_path / "in.npz"
+    np.savez(ipath, x=x, lengths=lengths)
+    return model, mpath, x, lengths, ipath
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_golden_fixed_and_float(files, tmp_path, capsys):
+    model, mpath, x, lengths, ipath = files
+    out = tmp_path / "o.npz"
+    code, stdout, _ = run(capsys, "golden", mpath, ipath, "-o", out, "--sequence", "--weight-bits", "10")
+    assert code == 0 and "fixed golden" in stdout
+    qm = quantize_model(model, choose_spec(model, weight_bits=10))
+    want = int_forward(qm, x, lengths, sequence=True)
+    got = np.load(out)
+    assert np.array_equal(got["y"], want.y) and np.array_equal(got["h"], want.h)
+    code, _, _ = run(capsys, "golden", mpath, ipath, "-o", out, "--float")
+    assert code == 0
+    assert np.array_equal(np.load(out)["y"], float_forward(model, x, lengths).y)
+    assert "h" not in np.load(out).files
+
+
+def test_golden_keep_state_and_qconfig(files, tmp_path, capsys):
+    model, mpath, x, lengths, ipath = files
+    q = tmp_path / "q.json"
+    choose_spec(model, 8, 9).save(q)
+    out = tmp_path / "o.npz"
+    assert run(capsys, "golden", mpath, ipath, "-o", out, "--keep-state", "--qconfig", q)[0] == 0
+    qm = quantize_model(model, QuantSpec.load(q))
+    assert np.array_equal(np.load(out)["y"], int_forward(qm, x, lengths, keep_state=True).y)
+
+
+def test_info_json(files, capsys):
+    model, mpath, *_ = files
+    code, stdout, _ = run(capsys, "info", mpath, "--json", "--steps", "10", "--lanes", "3")
+    assert code == 0
+    info = json.loads(stdout)
+    assert info["hidden_sizes"] == [5, 4] and info["output_size"] == 2 and info["lanes"] == 3
+    assert info["pwl"]["sigmoid"]["max_abs_error"] <= 0.002
+    assert info["cycles_per_step"] >= info["ideal_cycles_per_step"] == -(-3 * (5 * 8 + 4 * 9) // 3)
+    assert info["cycles_per_sequence"] >= 10 * info["cycles_per_step"]
+    code, stdout, _ = run(capsys, "info", mpath)
+    assert code == 0 and "cycles/step" in stdout and "sigmoid" in stdout
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("case", [
+    "missing_model", "corrupt_model", "unknown_ext", "missing_inputs", "corrupt_inputs", "wrong_width",
+    "nan_inputs", "bad_lengths", "no_x", "bad_bits", "bad_bits_text", "qconfig_and_bits",
+    "bad_qconfig", "bad_segments", "float_and_bits", "missing_output_dir", "nan_weights",
+])
+def test_user_mistakes_exit_2_one_line(files, tmp_path, capsys, case):
+    model, mpath, x, lengths, ipath = files
+    out = tmp_path / "o.npz"
+    argv = ["golden", mpath, ipath, "-o", out]
+    expect = None
+    if case == "missing_model":
+        argv[1], expect = tmp_path / "nope.npz", "nope.npz: no such file"
+    elif case == "corrupt_model":
+        argv[1], expect = _write(tmp_path / "bad.npz", b"garbage"), "bad.npz"
+    elif case == "unknown_ext":
+        argv[1], expect = _write(tmp_path / "m.txt", b"x"), "unknown model file type"
+    elif case == "missing_inputs":
+        argv[2], expect = tmp_path / "none.npz", "none.npz: no such file"
+    elif case == "corrupt_inputs":
+        argv[2], expect = _write(tmp_path / "in2.npz", b"PK\x03\x04junk"), "in2.npz: cannot read"
+    elif case == "wrong_width":
+        np.save(tmp_path / "w.npy", np.zeros((2, 3, 7)))
+        argv[2], expect = tmp_path / "w.npy", "has 7 features per step, the model takes 3"
+    elif case == "nan_inputs":
+        bad = x.copy()
+        bad[0, 0, 0] = np.inf
+        np.savez(tmp_path / "nan.npz", x=bad)
+        argv[2], expect = tmp_path / "nan.npz", "NaN or infinite"
+    elif case == "bad_lengths":
+        np.savez(tmp_path / "l.npz", x=x, lengths=np.array([1, 2, 3, 99]))
+        argv[2], expect = tmp_path / "l.npz", "lengths must be within 1..6"
+    elif case == "no_x":
+        np.savez(tmp_path / "nox.npz", y=x)
+        argv[2], expect = tmp_path / "nox.npz", "has no array 'x'"
+    elif case == "bad_bits":
+        argv += ["--weight-bits", "40"]
+        expect = "--weight-bits: must be an integer in 2..24, got 40"
+    elif case == "bad_bits_text":
+        argv += ["--act-bits", "many"]
+        expect = "--act-bits must be an integer, got 'many'"
+    elif case == "qconfig_and_bits":
+        choose_spec(model).save(tmp_path / "q.json")
+        argv += ["--qconfig", tmp_path / "q.json", "--weight-bits", "8"]
+        expect = "--qconfig cannot be combined with --weight-bits"
+    elif case == "bad_qconfig":
+        argv += ["--qconfig", _write(tmp_path / "q.json", b"{not json")]
+        expect = "q.json: not valid JSON"
+    elif case == "bad_segments":
+        argv += ["--pwl-segments", "48"]
+        expect = "--pwl-segments must be a power of two"
+    elif case == "float_and_bits":
+        argv += ["--float", "--act-bits", "8"]
+        expect = "--float cannot be combined with --act-bits"
+    elif case == "missing_output_dir":
+        argv[4], expect = tmp_path / "no" / "o.npz", "does not exist"
+    elif case == "nan_weights":
+        d = dict(np.load(mpath))
+        d["w_hh_1"] = d["w_hh_1"].copy()
+        d["w_hh_1"][0, 0] = np.nan
+        np.savez(tmp_path / "nanw.npz", **d)
+        argv[1], expect = tmp_path / "nanw.npz", "NaN"
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse errors exit from inside parse_args
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert expect in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_console_script_exit_status(files, tmp_path):
+    """Through a real process: exit 2, one stderr line, no traceback."""
+    _, mpath, _, _, ipath = files
+    proc = subprocess.run([sys.executable, "-m", "gru_hw.cli", "golden", str(mpath), str(tmp_path / "x.npz"),
+                           "-o", str(tmp_path / "o.npz")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("x.npz: no such file") and proc.stderr.count("\n") == 1
