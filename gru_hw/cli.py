@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lanes", type=_positive_int("--lanes"), default=None, metavar="P")
     p.add_argument("--steps", type=_positive_int("--steps"), default=None, metavar="T")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--target-accuracy-drop", type=float, metavar="POINTS",
+                   help="with --calibrate: recommend the narrowest formats losing at most this much "
+                        "accuracy (needs 'labels' in INPUTS)")
+    p.add_argument("--target-error", type=float, metavar="E",
+                   help="with --calibrate: recommend the narrowest formats with max |y - y_float| <= E")
     _add_quant_flags(p)
 
     p = sub.add_parser("golden", help="run the reference model (bit-exact fixed point, or float)")
@@ -206,12 +211,33 @@ def cmd_info(args: argparse.Namespace) -> int:
     spec = resolve_spec(model, args)
     lanes = args.lanes if args.lanes is not None else _default_lanes(model)
     info = model_info(model, spec, lanes=lanes, steps=args.steps)
+    text_extra = ""
+    if args.target_accuracy_drop is not None or args.target_error is not None:
+        if not args.calibrate:
+            raise GruHwError("--target-accuracy-drop / --target-error need --calibrate INPUTS")
+        if args.target_accuracy_drop is not None and args.target_error is not None:
+            raise GruHwError("give either --target-accuracy-drop or --target-error, not both")
+        for flag, v in (("--target-accuracy-drop", args.target_accuracy_drop),
+                        ("--target-error", args.target_error)):
+            if v is not None and not (np.isfinite(v) and v >= 0):
+                raise GruHwError(f"{flag} must be a finite number >= 0, got {v}")
+    if args.calibrate:
+        from .calibrate import format_report, point_report, recommend
+        from .io import load_inputs, load_labels
+
+        x, lengths = load_inputs(args.calibrate, model.input_size)
+        labels = load_labels(args.calibrate, x.shape[0])
+        rows = point_report(model, spec, x, lengths)
+        rec = recommend(model, x, lengths, labels=labels, target_accuracy_drop=args.target_accuracy_drop,
+                        target_error=args.target_error)
+        info["calibration"] = {"points": rows, "recommendation": rec}
+        text_extra = "\n" + format_report(rows, rec)
     if args.json:
         _print_json(info)
     else:
         from .report import format_info
 
-        print(format_info(info))
+        print(format_info(info) + text_extra)
     return 0
 
 

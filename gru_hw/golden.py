@@ -100,7 +100,7 @@ def _chunked(run, x, lengths, state, sequence):
     )
 
 
-def _float_batch(model, x, lengths, sequence, state):
+def _float_batch(model, x, lengths, sequence, state, trace=None):
     n, t, _ = x.shape
     hs = [np.zeros((n, l.hidden_size)) if state is None else state[k].copy()
           for k, l in enumerate(model.layers)]
@@ -123,12 +123,21 @@ def _float_batch(model, x, lengths, sequence, state):
                 hn = (r * h) @ w_hh[2 * hsz :].T + layer.b_hh[2 * hsz :]
                 nn_ = np.tanh(gx[:, 2 * hsz :] + hn)
             h_new = (1.0 - z) * nn_ + z * h
+            if trace is not None:
+                a = active[:, 0]
+                pre_n = gx[:, 2 * hsz :] + (r * hn if model.reset_after else hn)
+                for name, v in (("r", gx[:, :hsz] + gh_rz[:, :hsz]), ("z", gx[:, hsz:2 * hsz] + gh_rz[:, hsz:]),
+                                ("hn" if model.reset_after else "rh", hn if model.reset_after else r * h),
+                                ("n", pre_n), ("h", h_new)):
+                    trace.setdefault(f"l{k}.{name}", []).append(v[a].ravel())
             hs[k] = np.where(active, h_new, h)
             inp = hs[k]
         if sequence:
             seq[:, step, :] = np.where(active, hs[-1], 0.0)
     top = hs[-1]
     y = top @ model.head.w.T + model.head.b if model.head is not None else top.copy()
+    if trace is not None and model.head is not None:
+        trace.setdefault("head", []).append(y.ravel())
     return y, seq, hs
 
 
@@ -136,8 +145,14 @@ def _float_batch(model, x, lengths, sequence, state):
 class _Sat:
     """Saturation counters, one per requantization point."""
 
-    def __init__(self) -> None:
+    def __init__(self, trace: dict[str, list] | None = None) -> None:
         self.counts: dict[str, int] = {}
+        #: when not None, the real value after each requantization point, per point
+        self.trace = trace
+
+    def record(self, name: str, value: np.ndarray, frac: int) -> None:
+        if self.trace is not None:
+            self.trace.setdefault(name, []).append(np.ldexp(value.astype(np.float64), -frac).ravel())
 
     def add(self, name: str, n: int) -> None:
         self.counts[name] = self.counts.get(name, 0) + int(n)
@@ -190,6 +205,7 @@ def int_step(qm, k: int, x_in: np.ndarray, h: np.ndarray, sat: _Sat | None = Non
         mode = spec.mode(f"l{k}.{point}")
         out, n = requantize(v, frac, fmt, mode.rounding, mode.overflow)
         sat.add(f"l{k}.{point}", n)
+        sat.record(f"l{k}.{point}", out, fmt.frac_bits)
         return out
 
     acc_x = x_in @ q.w_ih.T + q.b_ih
@@ -226,6 +242,7 @@ def int_head(qm, h: np.ndarray, sat: _Sat | None = None) -> np.ndarray:
                         mode.rounding, mode.overflow)
     if sat is not None:
         sat.add("head", n)
+        sat.record("head", out, spec.head.out_fmt.frac_bits)
     return out
 
 
@@ -237,13 +254,15 @@ def int_forward_q(
     sequence: bool = False,
     keep_state: bool = False,
     state: list[np.ndarray] | None = None,
+    trace: dict[str, list] | None = None,
 ) -> GoldenResult:
     """Run the integer model on already-quantized inputs (int64 (N, T, I) in x_fmt).
 
     Returns integer outputs: ``y`` in out_fmt and ``h`` in h_fmt. ``state`` (one (1, H) array per
-    layer) is the starting state with ``keep_state``; it is updated in place.
+    layer) is the starting state with ``keep_state``; it is updated in place. ``trace``, when
+    given, collects the real value after every requantization point (for calibration reports).
     """
-    sat = _Sat()
+    sat = _Sat(trace)
     if keep_state:
         st = state if state is not None else [np.zeros((1, hs), dtype=np.int64) for hs in qm.hidden_sizes]
         ys, hs = [], []

@@ -63,6 +63,20 @@ def load_inputs(path: str | Path, input_size: int | None = None) -> tuple[np.nda
     return x, lengths
 
 
+def load_labels(path: str | Path, n: int) -> np.ndarray | None:
+    """Return the optional integer ``labels`` (N,) of an INPUTS ``.npz``, or None."""
+    p = Path(path)
+    if p.suffix.lower() != ".npz":
+        return None
+    with np.load(p, allow_pickle=False) as data:
+        if "labels" not in data.files:
+            return None
+        labels = data["labels"]
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise GruHwError(f"{p}: labels must be {n} integers, got {labels.dtype} of shape {labels.shape}")
+    return labels.astype(np.int64)
+
+
 def save_outputs(path: str | Path, **arrays: np.ndarray | None) -> None:
     """Write OUTPUTS as ``.npz`` (arrays that are None are left out), atomically."""
     p = Path(path)
