@@ -1,0 +1,128 @@
+"""Run :class:`gru_hw.gateware.GRUCore` in Amaranth's simulator on integer inputs."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from .errors import GruHwError
+
+__all__ = ["simulate"]
+
+
+def _pattern(p):
+    """Return an endless iterator of booleans (None: always True)."""
+    if p is None:
+        return itertools.repeat(True)
+    if callable(p):
+        return (bool(p(i)) for i in itertools.count())
+    seq = list(p)
+    if not seq:
+        raise GruHwError("a valid/ready pattern must not be empty")
+    return itertools.cycle(bool(v) for v in seq)
+
+
+def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_state: bool = False,
+             valid_pattern=None, ready_pattern=None, tail_mul: str = "dsp",
+             max_cycles: int | None = None, vcd: str | Path | None = None):
+    """Simulate the core on quantized inputs ``xq`` (N, T, I) int64 in x_fmt.
+
+    Returns ``(y, h, cycles)``: y (N, O) int64 in out_fmt (the head output, or the top layer's
+    last h without a head), h (N, T, H) int64 in h_fmt with ``sequence`` (zeros past a sequence's
+    length) else None, and cycles (N,) int64: clock cycles from the first input beat of sequence n
+    accepted to its (last) output beat accepted. ``valid_pattern`` / ``ready_pattern`` are
+    iterables of booleans (cycled) or callables cycle -> bool deciding, per cycle, whether the
+    input is offered (when a beat is pending) and whether the output is accepted.
+    """
+    from .gateware import GRUCore
+
+    xq = np.asarray(xq, dtype=np.int64)
+    if xq.ndim == 2:
+        xq = xq[None]
+    n_seq, t_max, n_in = xq.shape
+    if lengths is None:
+        lengths = np.full(n_seq, t_max, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if lengths.shape != (n_seq,) or np.any(lengths < 1) or np.any(lengths > t_max):
+        raise GruHwError(f"lengths must be {n_seq} integers in 1..{t_max}")
+    dut = GRUCore(qm, lanes, sequence=sequence, tail_mul=tail_mul)
+    if n_in != dut.input_size:
+        raise GruHwError(f"x has {n_in} features per step, the model takes {dut.input_size}")
+    has_head = dut.has_head
+    hsz = dut.hidden_sizes[-1]
+    out_size = qm.output_size
+
+    beats = []
+    for n in range(n_seq):
+        for t in range(int(lengths[n])):
+            first = int(t == 0 and (not keep_state or n == 0))
+            beats.append(({"x": [int(v) for v in xq[n, t]], "first": first,
+                           "last": int(t == lengths[n] - 1)}, n))
+    expected_out = int(lengths.sum()) if sequence else n_seq
+    if max_cycles is None:
+        sch = dut.schedule
+        max_cycles = 50 * (sch.cycles_per_step * int(lengths.sum()) + 200 * n_seq + 1000)
+
+    y = np.zeros((n_seq, out_size), dtype=np.int64)
+    h = np.zeros((n_seq, t_max, hsz), dtype=np.int64) if sequence else None
+    cycles = np.zeros(n_seq, dtype=np.int64)
+    first_accept = [None] * n_seq
+    vpat, rpat = _pattern(valid_pattern), _pattern(ready_pattern)
+
+    async def bench(ctx):
+        i_s, o_s = dut.i_stream, dut.o_stream
+        bi = 0          # next beat to send
+        shown = -1      # beat currently on the payload
+        got = 0
+        out_seq, out_step = 0, 0
+        cycle = 0
+        while got < expected_out:
+            if cycle > max_cycles:
+                raise RuntimeError(f"simulation did not finish in {max_cycles} cycles "
+                                   f"(sent {bi} beats, received {got} outputs)")
+            offer = bi < len(beats) and next(vpat)
+            if offer and shown != bi:
+                ctx.set(i_s.payload, beats[bi][0])
+                shown = bi
+            ctx.set(i_s.valid, int(offer))
+            ready = next(rpat)
+            ctx.set(o_s.ready, int(ready))
+            if offer and ctx.get(i_s.ready):
+                n = beats[bi][1]
+                if first_accept[n] is None:
+                    first_accept[n] = cycle
+                bi += 1
+            if ready and ctx.get(o_s.valid):
+                pl = ctx.get(o_s.payload)
+                vals = [int(v) for v in pl.y] if hasattr(pl, "y") else None
+                vals = [int(pl.y[i]) for i in range(len(pl.y))]
+                last = int(pl.last)
+                if sequence:
+                    h[out_seq, out_step] = vals
+                    if last:
+                        y[out_seq] = [int(pl.y_head[i]) for i in range(out_size)] if has_head else vals
+                else:
+                    y[out_seq] = vals
+                got += 1
+                done_seq = (not sequence) or last
+                if sequence and not last:
+                    out_step += 1
+                if done_seq:
+                    cycles[out_seq] = cycle - first_accept[out_seq]
+                    out_seq += 1
+                    out_step = 0
+            await ctx.tick()
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    if vcd is not None:
+        with sim.write_vcd(str(vcd)):
+            sim.run()
+    else:
+        sim.run()
+    return y, h, cycles

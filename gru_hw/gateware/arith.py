@@ -1,0 +1,156 @@
+"""Small arithmetic building blocks shared by the gateware: requantizers, multipliers, delays.
+
+Every block here computes exactly what :mod:`gru_hw.fixed` computes in NumPy. Signals are plain
+``signed(n)`` values; the fixed-point format is tracked in Python.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..fixed import Overflow, QFormat, Rounding
+from ..schedule import MUL_LATENCY, RQ_LATENCY
+
+__all__ = ["shift_round", "overflow", "rq_pipe", "mul_pipe", "delay", "Requantizer",
+           "TailMultiplier"]
+
+
+def shift_round(v: Value, shift: int, rounding: Rounding) -> Value:
+    """Return ``v / 2**shift`` rounded like :func:`gru_hw.fixed.shift_round` (shift may be <= 0)."""
+    if shift <= 0:
+        return v << (-shift)
+    if rounding is Rounding.TRUNCATE:
+        return v >> shift
+    half = 1 << (shift - 1)
+    q = (v + half) >> shift
+    if rounding is Rounding.HALF_UP:
+        return q
+    # Half to even: where the dropped bits were exactly one half and q came out odd, step back.
+    tie = v.as_unsigned()[:shift] == half
+    return q - (tie & q[0])
+
+
+def overflow(q: Value, fmt: QFormat, mode: Overflow) -> Value:
+    """Return ``q`` brought into ``fmt`` (saturated or wrapped), as ``signed(fmt.width)``."""
+    if mode is Overflow.SATURATE:
+        q = Mux(q > fmt.max_int, fmt.max_int, Mux(q < fmt.min_int, fmt.min_int, q))
+    return q.as_signed()[: fmt.width].as_signed()
+
+
+def rq_pipe(m: Module, v: Value, from_frac: int, fmt: QFormat, rounding: Rounding,
+            ovf: Overflow, name: str) -> Signal:
+    """Requantize ``v`` (``from_frac`` fraction bits) to ``fmt`` in RQ_LATENCY = 2 register stages."""
+    q_expr = shift_round(v, from_frac - fmt.frac_bits, rounding)
+    q = Signal(q_expr.shape(), name=f"{name}_q")
+    out = Signal(signed(fmt.width), name=f"{name}_o")
+    m.d.sync += [q.eq(q_expr), out.eq(overflow(q, fmt, ovf))]
+    assert RQ_LATENCY == 2
+    return out
+
+
+def _lut_product_terms(a: Value, b: Value) -> list[Value]:
+    """Partial products of a*b as shifted, gated copies of a (no ``*`` operator)."""
+    bs = b.shape()
+    terms = []
+    for i in range(bs.width):
+        t = Mux(b[i], a.as_signed() << i, 0)
+        if bs.signed and i == bs.width - 1:
+            t = -t  # two's complement: the sign bit weighs -2**(n-1)
+        terms.append(t)
+    return terms
+
+
+def _tree_sum(terms: list[Value]) -> Value:
+    while len(terms) > 1:
+        nxt = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+        if len(terms) % 2:
+            nxt.append(terms[-1])
+        terms = nxt
+    return terms[0]
+
+
+def mul_pipe(m: Module, a: Value, b: Value, kind: str, name: str) -> Signal:
+    """Return the registered product a*b after MUL_LATENCY[kind] cycles.
+
+    ``kind="dsp"``: one ``*`` and a register (synthesis maps it to a DSP block).
+    ``kind="lut"``: shift-and-add partial products over the bits of ``b`` (pass the narrower
+    operand as ``b``), summed in two register stages, so that synthesis keeps it in logic.
+    """
+    sa, sb = a.shape(), b.shape()
+    width = sa.width + sb.width + 1
+    out = Signal(signed(width), name=f"{name}_p")
+    if kind == "dsp":
+        m.d.sync += out.eq(a * b)
+        return out
+    assert kind == "lut" and MUL_LATENCY["lut"] == 2
+    terms = _lut_product_terms(a, b)
+    half = (len(terms) + 1) // 2
+    lo = Signal(signed(width), name=f"{name}_lo")
+    hi = Signal(signed(width), name=f"{name}_hi")
+    m.d.sync += [lo.eq(_tree_sum(terms[:half])),
+                 hi.eq(_tree_sum(terms[half:]) if len(terms) > half else 0),
+                 out.eq(lo + hi)]
+    return out
+
+
+def delay(m: Module, v: Value, n: int, name: str) -> Value:
+    """Return ``v`` delayed by ``n`` register stages (``v`` itself for n = 0)."""
+    for i in range(n):
+        r = Signal(v.shape(), name=f"{name}_d{i + 1}")
+        m.d.sync += r.eq(v)
+        v = r
+    return v
+
+
+class Requantizer(wiring.Component):
+    """Requantize an integer with ``from_frac`` fraction bits to ``fmt``.
+
+    Ports: ``i`` (in, ``signed(in_width)``), ``o`` (out, ``signed(fmt.width)``).
+    Latency 2 cycles (round, then saturate/wrap), throughput one value per cycle.
+    Exactly :func:`gru_hw.fixed.requantize`.
+    """
+
+    def __init__(self, in_width: int, from_frac: int, fmt: QFormat,
+                 rounding: Rounding = Rounding.HALF_UP, ovf: Overflow = Overflow.SATURATE) -> None:
+        self.in_width = in_width
+        self.from_frac = from_frac
+        self.fmt = fmt
+        self.rounding = rounding
+        self.ovf = ovf
+        super().__init__({"i": In(signed(in_width)), "o": Out(signed(fmt.width))})
+
+    @property
+    def latency(self) -> int:
+        """Cycles from ``i`` to ``o``."""
+        return RQ_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        out = rq_pipe(m, self.i, self.from_frac, self.fmt, self.rounding, self.ovf, "rq")
+        m.d.comb += self.o.eq(out)
+        return m
+
+
+class TailMultiplier(wiring.Component):
+    """A pipelined multiplier as used in the tail. Ports ``a``, ``b`` (in), ``p`` (out).
+
+    Latency MUL_LATENCY[kind] cycles, one product per cycle.
+    """
+
+    def __init__(self, a_shape: Shape, b_shape: Shape, kind: str = "dsp") -> None:
+        self.kind = kind
+        a_shape, b_shape = Shape.cast(a_shape), Shape.cast(b_shape)
+        super().__init__({"a": In(a_shape), "b": In(b_shape),
+                          "p": Out(signed(a_shape.width + b_shape.width + 1))})
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the operands to the product."""
+        return MUL_LATENCY[self.kind]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.p.eq(mul_pipe(m, self.a, self.b, self.kind, "mul"))
+        return m

@@ -1,0 +1,687 @@
+"""GRUCore: the streaming fixed-point GRU (stack + optional dense head), bit-exact with golden.
+
+Structure (the cycle model is :class:`gru_hw.schedule.Schedule`; this module builds exactly it):
+
+* **Controller.** Runs the schedule's program of phases, one column per cycle. Inside a group it
+  never stalls; at a group or phase start it waits for its dependencies (input beat, the state of
+  a layer being up to date, the r*h vector, room in the output register, room in the shift chain).
+* **MAC lanes.** Lane p has a weight memory (one word per issued column of the program, so the
+  address is a plain counter), a bias memory (one word per group) and an accumulator buffer.
+  Pipeline: cycle i issue (memory/vector addresses), i+1 weight and vector registered, i+2 product
+  registered, accumulate; at a group's last column the sum is parked in the buffer (first phase of
+  a gate row) or loaded, paired with the parked sum, into the shift chain (second phase).
+* **Shift chain.** P registers that move one row per cycle into the tail, tagged (kind, unit) by
+  counters, in the order r0 z0 n0 r1 ... (reset_after) or r0 z0 r1 z1 ... then n0 n1 ...
+* **Tail.** Fixed-latency pipelines, one row per cycle: r/z rows align and add their two sums,
+  requantize, sigmoid, and are written to the gate memories (reset_before: r*h is requantized to
+  the rh memory). n rows (reset_after: requant hn, wait for r, r*hn, add, requant; reset_before:
+  add, requant) go through tanh and the update h' = requant(n + z (h - n)), written to the other
+  bank of the layer's state memory (two banks: h_{t-1} is read while h_t is written).
+  Head rows are requantized into the output register.
+
+Every requantization point uses its own rounding and overflow mode from the QuantSpec.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..errors import GruHwError
+from ..fixed import bits_for_int_range
+from ..schedule import MAC_LATENCY, RQ_LATENCY, Schedule
+from .activation import PWLUnit
+from .arith import delay, mul_pipe, rq_pipe
+
+__all__ = ["GRUCore"]
+
+KIND_R, KIND_Z, KIND_N, KIND_HEAD = 0, 1, 2, 3
+ROWSET_CODE = {"all": 0, "rz": 1, "n": 2, "head": 3}
+SRC_CODE = {"x": 0, "h_below": 1, "h_own": 2, "rh": 3, "h_top": 4}
+
+
+def _bits(n: int) -> int:
+    """Unsigned width holding 0..n."""
+    return max(1, int(n).bit_length())
+
+
+def _sel(m: Module, index, exprs: list, name: str, signed_: bool = True) -> Signal:
+    """Return a signal equal to exprs[index] (a mux over a small constant list)."""
+    width = max(e.shape().width if hasattr(e, "shape") else max(1, int(e).bit_length() + 1)
+                for e in exprs)
+    out = Signal(signed(width + 1) if signed_ else unsigned(width), name=name)
+    if len(exprs) == 1:
+        m.d.comb += out.eq(exprs[0])
+        return out
+    with m.Switch(index):
+        for i, e in enumerate(exprs):
+            with m.Case(i):
+                m.d.comb += out.eq(e)
+    return out
+
+
+class GRUCore(wiring.Component):
+    """A streaming GRU inference core for one quantized model.
+
+    Parameters: ``qm`` (QuantModel), ``lanes`` (MAC lanes P, 1..3H), ``sequence`` (emit the top
+    layer's h every step), ``tail_mul`` ("dsp": tail products with ``*``; "lut": shift-and-add).
+
+    Ports:
+      * ``i_stream`` (in): one time step per beat, payload ``{x: I x signed(x_fmt.width), first,
+        last}``. ``first`` restarts every layer from h = 0; ``last`` ends a sequence.
+      * ``o_stream`` (out): payload ``{y: O_y x signed(out_width), [y_head], last}``.
+        sequence=False: one beat per sequence after its last step; y is the head output
+        (out_fmt) or, without a head, the top layer's h (h_fmt); last = 1.
+        sequence=True: one beat per step, y = the top layer's h (h_fmt), last copied from the
+        input beat; with a head, ``y_head`` (O x out_fmt) carries the head output, valid on the
+        beats with last = 1 (zero or stale otherwise).
+      Both streams follow the Amaranth stream rules (valid never waits for ready).
+
+    Latency and throughput: see :attr:`schedule` (cycles_per_step, cycles_per_sequence(T),
+    latency), exact when the input is always valid and the output always ready.
+    """
+
+    def __init__(self, qm, lanes: int, *, sequence: bool = False, tail_mul: str = "dsp") -> None:
+        self.qm = qm
+        self.spec = qm.spec
+        self.sequence = bool(sequence)
+        self.schedule = Schedule(qm, lanes, tail_mul=tail_mul)
+        self.lanes = lanes
+        self.tail_mul = tail_mul
+        spec = self.spec
+        self.input_size = qm.input_size
+        self.hidden_sizes = list(qm.hidden_sizes)
+        self.has_head = qm.head_w is not None
+        self.x_width = spec.x_fmt.width
+        if self.sequence:
+            self.out_width = spec.h_fmt.width
+            self.y_size = self.hidden_sizes[-1]
+        else:
+            self.out_width = spec.out_fmt.width
+            self.y_size = qm.output_size
+        fields = {"y": data.ArrayLayout(signed(self.out_width), self.y_size)}
+        if self.sequence and self.has_head:
+            fields["y_head"] = data.ArrayLayout(signed(spec.out_fmt.width), qm.output_size)
+        fields["last"] = unsigned(1)
+        self.i_layout = data.StructLayout({
+            "x": data.ArrayLayout(signed(self.x_width), self.input_size),
+            "first": unsigned(1), "last": unsigned(1)})
+        self.o_layout = data.StructLayout(fields)
+        super().__init__({
+            "i_stream": In(stream.Signature(self.i_layout)),
+            "o_stream": Out(stream.Signature(self.o_layout)),
+        })
+        self._build_tables()
+
+    # ---- figures used by tests and tools -------------------------------------------------------
+    @property
+    def cycles_per_step(self) -> int:
+        """Steady-state cycles per time step (input always valid, output always ready)."""
+        return self.schedule.cycles_per_step
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a sequence's last input beat accepted to its output beat accepted."""
+        return self.schedule.latency
+
+    def cycles_per_sequence(self, steps: int) -> int:
+        """Exact cycles of one sequence of ``steps`` steps sent to an idle core."""
+        return self.schedule.cycles_per_sequence(steps)
+
+    # ---- memory contents -----------------------------------------------------------------------
+    def _phase_matrix(self, ph):
+        """Return (weights (rows, cols), bias (rows,), vector (lo, hi)) of a phase, rows in order."""
+        qm, spec = self.qm, self.spec
+        if ph.rowset == "head":
+            h = spec.h_fmt
+            return qm.head_w, qm.head_b, (h.min_int, h.max_int)
+        q = qm.layers[ph.layer]
+        hk = self.hidden_sizes[ph.layer]
+        if ph.rowset == "all":
+            order = [kind * hk + j for j in range(hk) for kind in range(3)]
+        elif ph.rowset == "rz":
+            order = [kind * hk + j for j in range(hk) for kind in range(2)]
+        else:
+            order = [2 * hk + j for j in range(hk)]
+        if ph.x_like:
+            w, b = q.w_ih[order], q.b_ih[order]
+            f = spec.in_fmt(ph.layer)
+        else:
+            w, b = q.w_hh[order], q.b_hh[order]
+            f = spec.h_fmt
+        return w, b, (f.min_int, f.max_int)
+
+    def _build_tables(self) -> None:
+        sch = self.schedule
+        p = self.lanes
+        wdata = [[0] * max(sch.weight_depth, 1) for _ in range(p)]
+        bdata = [[0] * max(sch.bias_depth, 1) for _ in range(p)]
+        lo_all, hi_all = 0, 0
+        wmax = 1
+        vbits = max(self.spec.x_fmt.width, self.spec.h_fmt.width)
+        for ph in sch.phases:
+            w, b, (vlo, vhi) = self._phase_matrix(ph)
+            w = np.asarray(w, dtype=np.int64)
+            b = np.asarray(b, dtype=np.int64)
+            pos = np.where(w > 0, w * vhi, w * vlo).sum(axis=1) + b
+            neg = np.where(w > 0, w * vlo, w * vhi).sum(axis=1) + b
+            lo_all = min(lo_all, int(neg.min()), int(b.min()))
+            hi_all = max(hi_all, int(pos.max()), int(b.max()))
+            wmax = max(wmax, bits_for_int_range(int(w.min()), int(w.max())))
+            for g in range(ph.groups):
+                for lane in range(p):
+                    row = g * p + lane
+                    if row >= ph.rows:
+                        continue
+                    bdata[lane][ph.gbase + g] = int(b[row])
+                    base = ph.waddr + g * ph.cols
+                    for c in range(ph.cols):
+                        wdata[lane][base + c] = int(w[row, c])
+        self._wdata, self._bdata = wdata, bdata
+        self.weight_width = max(wmax, max(lf.w_ih_fmt.width for lf in self.spec.layers))
+        self.vector_width = vbits
+        prod = self.weight_width + vbits
+        self.acc_width = max(bits_for_int_range(lo_all, hi_all), prod) + 1
+        self.bias_width = max(bits_for_int_range(min(min(r) for r in bdata), max(max(r) for r in bdata)), 2)
+
+    # ---- the hardware --------------------------------------------------------------------------
+    def elaborate(self, platform):  # noqa: C901 (one flat datapath reads best top to bottom)
+        m = Module()
+        sch = self.schedule
+        spec = self.spec
+        P = self.lanes
+        phases = sch.phases
+        nph = len(phases)
+        hs = self.hidden_sizes
+        nl = len(hs)
+        top = nl - 1
+        ml = sch.mul_latency
+        tm = self.tail_mul
+        reset_after = self.qm.reset_after
+        has_head = self.has_head
+        O = self.qm.output_size
+        vw = self.vector_width
+        aw = self.acc_width
+        fg = spec.gate_fmt.frac_bits
+        fhh = spec.h_fmt.frac_bits
+
+        # state memory: per layer two banks of H words; bank b of layer k at sbase[k] + b*H
+        sbase = [2 * sum(hs[:k]) for k in range(nl)]
+        gbase = [sum(hs[:k]) for k in range(nl)]  # per-layer offset in gate / rh memories
+        state = Memory(shape=signed(spec.h_fmt.width), depth=2 * sum(hs), init=[])
+        m.submodules.state = state
+        st_w = state.write_port()
+        st_vec = state.read_port()        # matvec vector
+        st_tail = state.read_port()       # tail: h_j for the update
+        st_rh = state.read_port() if not reset_after else None  # tail: h_j for r*h
+        zmem = Memory(shape=signed(spec.gate_fmt.width), depth=sum(hs), init=[])
+        m.submodules.zmem = zmem
+        z_w, z_r = zmem.write_port(), zmem.read_port()
+        if reset_after:
+            rmem = Memory(shape=signed(spec.gate_fmt.width), depth=sum(hs), init=[])
+            m.submodules.rmem = rmem
+            r_w, r_r = rmem.write_port(), rmem.read_port()
+        else:
+            rhmem = Memory(shape=signed(spec.h_fmt.width), depth=sum(hs), init=[])
+            m.submodules.rhmem = rhmem
+            rh_w, rh_vec = rhmem.write_port(), rhmem.read_port()
+
+        # ---- layer status -------------------------------------------------------------------
+        pending = Signal(nl, name="pending")       # a pass over the layer's state is in flight
+        rz_pending = Signal(nl, name="rz_pending")  # reset_before: r*h / z of this step in flight
+        cur = Signal(nl, name="cur")               # bank holding the layer's current h
+        zero_pending = Signal(nl, name="zero_pending")
+        zero_cur = Signal(nl, name="zero_cur")     # this step of the layer starts from h = 0
+        cur_last = Signal(name="cur_last")
+        top_oen = Signal(name="top_oen")
+        top_last = Signal(name="top_last")
+        o_valid = Signal(name="o_valid")
+        o_last = Signal(name="o_last")
+        y_regs = [Signal(signed(self.out_width), name=f"y{i}") for i in range(self.y_size)]
+        yh_regs = ([Signal(signed(spec.out_fmt.width), name=f"yh{i}") for i in range(O)]
+                   if self.sequence and has_head else [])
+
+        # ---- controller ---------------------------------------------------------------------
+        max_cols = max(p.cols for p in phases)
+        max_groups = max(p.groups for p in phases)
+        ph = Signal(range(nph), name="ph")
+        g = Signal(range(max_groups + 1), name="g")
+        c = Signal(range(max_cols + 1), name="c")
+        waddr = Signal(range(max(sch.weight_depth, 2)), name="waddr")
+        gidx = Signal(range(max(sch.bias_depth, 2)), name="gidx")
+        ser_hold = Signal(range(P + 2), name="ser_hold")
+
+        k_cols = Signal(range(max_cols + 1), name="k_cols")
+        k_groups = Signal(range(max_groups + 1), name="k_groups")
+        k_last_rows = Signal(range(P + 1), name="k_last_rows")
+        k_emit = Signal(name="k_emit")
+        k_xlike = Signal(name="k_xlike")
+        k_src = Signal(range(len(SRC_CODE)), name="k_src")
+        k_rowset = Signal(range(4), name="k_rowset")
+        k_layer = Signal(range(max(nl, 2)), name="k_layer")
+        k_bufbase = Signal(range(sch.buffer_depth + 1), name="k_bufbase")
+        k_ok = Signal(name="k_ok")  # the phase's start conditions hold
+        vec_addr = Signal(range(max(2 * sum(hs), 2)), name="vec_addr")
+        vec_zero = Signal(name="vec_zero")
+        rh_addr = Signal(range(max(sum(hs), 2)), name="rh_addr")
+        i_ready = self.i_stream.ready
+        o_free = ~o_valid | self.o_stream.ready
+        writes_out = (Const(1) if self.sequence else (cur_last & Const(int(not has_head))))
+
+        at_phase_start = (c == 0) & (g == 0)
+        with m.Switch(ph):
+            for i, p_ in enumerate(phases):
+                with m.Case(i):
+                    m.d.comb += [
+                        k_cols.eq(p_.cols), k_groups.eq(p_.groups),
+                        k_last_rows.eq(p_.rows - (p_.groups - 1) * P),
+                        k_emit.eq(p_.emit), k_xlike.eq(p_.x_like), k_src.eq(SRC_CODE[p_.source]),
+                        k_rowset.eq(ROWSET_CODE[p_.rowset]), k_layer.eq(max(p_.layer, 0)),
+                        k_bufbase.eq(p_.bufbase),
+                    ]
+                    ok = Const(1)
+                    if p_.accept:
+                        ok = ok & self.i_stream.valid
+                    if p_.source == "h_below":
+                        ok = ok & ~pending[p_.layer - 1]
+                    if p_.first_h_read:
+                        ok = ok & ~pending[p_.layer]
+                    if p_.source == "rh":
+                        ok = ok & ~rz_pending[p_.layer]
+                    if p_.rowset == "head":
+                        ok = ok & ~pending[top] & o_free
+                    if p_.final and p_.layer == top:
+                        ok = ok & (~writes_out | o_free)
+                    m.d.comb += k_ok.eq(ok)
+                    # vector addresses
+                    if p_.source in ("h_below", "h_own", "h_top"):
+                        lk = {"h_below": p_.layer - 1, "h_own": p_.layer, "h_top": top}[p_.source]
+                        m.d.comb += vec_addr.eq(sbase[lk] + Mux(cur[lk], hs[lk], 0) + c)
+                    if p_.source == "h_own":
+                        m.d.comb += vec_zero.eq(Mux(at_phase_start & Const(int(p_.first_h_read)),
+                                                    zero_pending[p_.layer], zero_cur[p_.layer]))
+                    if p_.source == "rh":
+                        m.d.comb += rh_addr.eq(gbase[p_.layer] + c)
+
+        group_ok = ~k_emit | (ser_hold <= k_cols)
+        go = Signal(name="go")
+        m.d.comb += go.eq(Mux(c != 0, 1, group_ok & Mux(g == 0, k_ok, 1)))
+        m.d.comb += i_ready.eq((ph == 0) & at_phase_start)
+        accept = go & (ph == 0) & at_phase_start
+        last_col = c == k_cols - 1
+        last_group = g == k_groups - 1
+        n_rows = Mux(last_group, k_last_rows, P)
+
+        with m.If(go):
+            with m.If(~last_col):
+                m.d.sync += c.eq(c + 1)
+            with m.Else():
+                m.d.sync += c.eq(0)
+                with m.If(~last_group):
+                    m.d.sync += g.eq(g + 1)
+                with m.Else():
+                    m.d.sync += g.eq(0)
+            step_end = last_col & last_group & (
+                (ph == nph - 1) | ((ph == sch.step_phases - 1) & ~(cur_last & Const(int(has_head)))))
+            with m.If(last_col & last_group):
+                m.d.sync += ph.eq(Mux(step_end, 0, ph + 1))
+            m.d.sync += waddr.eq(Mux(step_end, 0, waddr + 1))
+            with m.If(last_col):
+                m.d.sync += gidx.eq(Mux(step_end, 0, gidx + 1))
+
+        # serializer hold counter
+        with m.If(go & last_col & k_emit):
+            m.d.sync += ser_hold.eq(n_rows)
+        with m.Elif(ser_hold != 0):
+            m.d.sync += ser_hold.eq(ser_hold - 1)
+
+        # ---- input register ------------------------------------------------------------------
+        x_regs = [Signal(signed(self.x_width), name=f"x{i}") for i in range(self.input_size)]
+        payload = self.i_stream.payload
+        with m.If(accept):
+            m.d.sync += [x_regs[i].eq(payload.x[i]) for i in range(self.input_size)]
+            m.d.sync += cur_last.eq(payload.last)
+
+        # ---- issue pipeline: cycle i (issue) -> i+1 (operands) -> i+2 (product, accumulate) --
+        m.d.comb += [st_vec.addr.eq(vec_addr)]
+        if not reset_after:
+            m.d.comb += rh_vec.addr.eq(rh_addr)
+        x_arr = Array(x_regs)
+        vx = Signal(signed(self.x_width), name="vx")
+        m.d.sync += vx.eq(Mux(accept, payload.x[0], x_arr[c]))
+
+        v1 = Signal(name="issue1")
+        first1, last1, emit1, xlike1, zero1 = (Signal(name=n) for n in
+                                               ("first1", "last1", "emit1", "xlike1", "zero1"))
+        src1 = Signal.like(k_src, name="src1")
+        gidx1 = Signal.like(gidx, name="gidx1")
+        buf1 = Signal(range(sch.buffer_depth + 1), name="buf1")
+        layer1 = Signal.like(k_layer, name="layer1")
+        rowset1 = Signal.like(k_rowset, name="rowset1")
+        nrows1 = Signal(range(P + 1), name="nrows1")
+        fgroup1 = Signal(name="fgroup1")
+        m.d.sync += [
+            v1.eq(go), first1.eq(c == 0), last1.eq(last_col), emit1.eq(k_emit),
+            xlike1.eq(k_xlike), zero1.eq(vec_zero & (k_src == SRC_CODE["h_own"])), src1.eq(k_src),
+            gidx1.eq(gidx), buf1.eq(k_bufbase + g), layer1.eq(k_layer), rowset1.eq(k_rowset),
+            nrows1.eq(n_rows), fgroup1.eq(g == 0),
+        ]
+        vec = Signal(signed(vw), name="vec")
+        with m.Switch(src1):
+            with m.Case(SRC_CODE["x"]):
+                m.d.comb += vec.eq(vx)
+            with m.Case(SRC_CODE["rh"]):
+                if not reset_after:
+                    m.d.comb += vec.eq(rh_vec.data)
+            with m.Default():
+                m.d.comb += vec.eq(Mux(zero1, 0, st_vec.data))
+
+        v2 = Signal(name="issue2")
+        first2, last2, emit2, xlike2 = (Signal(name=n) for n in ("first2", "last2", "emit2", "xlike2"))
+        buf2 = Signal.like(buf1, name="buf2")
+        layer2 = Signal.like(k_layer, name="layer2")
+        rowset2 = Signal.like(k_rowset, name="rowset2")
+        nrows2 = Signal.like(nrows1, name="nrows2")
+        fgroup2 = Signal(name="fgroup2")
+        m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), emit2.eq(emit1),
+                     xlike2.eq(xlike1), buf2.eq(buf1), layer2.eq(layer1), rowset2.eq(rowset1),
+                     nrows2.eq(nrows1), fgroup2.eq(fgroup1)]
+        load = v2 & last2 & emit2
+        park = v2 & last2 & ~emit2
+
+        lane_ax, lane_ah = [], []
+        for lane in range(P):
+            wmem = Memory(shape=signed(self.weight_width), depth=len(self._wdata[lane]),
+                          init=self._wdata[lane])
+            bmem = Memory(shape=signed(self.bias_width), depth=len(self._bdata[lane]),
+                          init=self._bdata[lane])
+            buf = Memory(shape=signed(aw), depth=sch.buffer_depth, init=[])
+            m.submodules[f"wmem{lane}"] = wmem
+            m.submodules[f"bmem{lane}"] = bmem
+            m.submodules[f"buf{lane}"] = buf
+            wr = wmem.read_port()
+            br = bmem.read_port()
+            bw, bb = buf.write_port(), buf.read_port()
+            m.d.comb += [wr.addr.eq(waddr), br.addr.eq(gidx1), bb.addr.eq(buf1)]
+            prod = Signal(signed(self.weight_width + vw), name=f"prod{lane}")
+            m.d.sync += prod.eq(wr.data * vec)
+            acc = Signal(signed(aw), name=f"acc{lane}")
+            acc_next = Signal(signed(aw), name=f"accn{lane}")
+            m.d.comb += acc_next.eq(Mux(first2, br.data, acc) + prod)
+            with m.If(v2):
+                m.d.sync += acc.eq(acc_next)
+            m.d.comb += [bw.addr.eq(buf2), bw.data.eq(acc_next), bw.en.eq(park)]
+            lane_ax.append(Mux(xlike2, acc_next, bb.data))
+            lane_ah.append(Mux(xlike2, bb.data, acc_next))
+
+        # ---- shift chain into the tail -------------------------------------------------------
+        ch_ax = [Signal(signed(aw), name=f"ch_ax{i}") for i in range(P)]
+        ch_ah = [Signal(signed(aw), name=f"ch_ah{i}") for i in range(P)]
+        cnt = Signal(range(P + 1), name="ch_cnt")
+        s_layer = Signal.like(k_layer, name="s_layer")
+        s_rowset = Signal.like(k_rowset, name="s_rowset")
+        kind = Signal(2, name="kind")
+        tj = Signal(range(max(max(hs), O) + 1), name="tj")
+        out_now = cnt != 0
+        with m.If(load):
+            m.d.sync += [ch_ax[i].eq(lane_ax[i]) for i in range(P)]
+            m.d.sync += [ch_ah[i].eq(lane_ah[i]) for i in range(P)]
+            m.d.sync += [cnt.eq(nrows2), s_layer.eq(layer2), s_rowset.eq(rowset2)]
+        with m.Elif(out_now):
+            m.d.sync += [ch_ax[i].eq(ch_ax[i + 1]) for i in range(P - 1)]
+            m.d.sync += [ch_ah[i].eq(ch_ah[i + 1]) for i in range(P - 1)]
+            m.d.sync += cnt.eq(cnt - 1)
+        with m.If(load & fgroup2):
+            m.d.sync += tj.eq(0)
+            with m.Switch(rowset2):
+                with m.Case(ROWSET_CODE["n"]):
+                    m.d.sync += kind.eq(KIND_N)
+                with m.Case(ROWSET_CODE["head"]):
+                    m.d.sync += kind.eq(KIND_HEAD)
+                with m.Default():
+                    m.d.sync += kind.eq(KIND_R)
+        with m.Elif(out_now):
+            with m.Switch(s_rowset):
+                with m.Case(ROWSET_CODE["all"]):
+                    m.d.sync += kind.eq(Mux(kind == KIND_N, KIND_R, kind + 1))
+                    with m.If(kind == KIND_N):
+                        m.d.sync += tj.eq(tj + 1)
+                with m.Case(ROWSET_CODE["rz"]):
+                    m.d.sync += kind.eq(Mux(kind == KIND_Z, KIND_R, KIND_Z))
+                    with m.If(kind == KIND_Z):
+                        m.d.sync += tj.eq(tj + 1)
+                with m.Default():
+                    m.d.sync += tj.eq(tj + 1)
+
+        # ---- the tail ------------------------------------------------------------------------
+        t_v, t_ax, t_ah, t_layer, t_kind, t_j = out_now, ch_ax[0], ch_ah[0], s_layer, kind, tj
+
+        def at(sig, n, name):
+            return delay(m, sig, n, name)
+
+        def layer_const(vals, name):
+            return _sel(m, t_layer_at(0), vals, name)
+
+        def t_layer_at(n):
+            return at(t_layer, n, "t_layer") if n else t_layer
+
+        def per_layer(layer_sig, vals, name, signed_=False):
+            return _sel(m, layer_sig, [Const(v) for v in vals], name, signed_)
+
+        def modes(point):
+            return [spec.mode(f"l{k}.{point}") for k in range(nl)]
+
+        def rq_layers(v, fracs, fmt_of, point, layer_sig_after, name):
+            """Requantize ``v`` per layer (own frac / format / mode), select by the layer."""
+            outs = []
+            for k in range(nl):
+                md = spec.mode(f"l{k}.{point}")
+                outs.append(rq_pipe(m, v, fracs[k], fmt_of(k), md.rounding, md.overflow,
+                                    f"{name}{k}"))
+            if nl == 1:
+                return outs[0]
+            res = Signal(signed(max(o.shape().width for o in outs)), name=f"{name}_sel")
+            with m.Switch(layer_sig_after):
+                for k in range(nl):
+                    with m.Case(k):
+                        m.d.comb += res.eq(outs[k])
+            return res
+
+        fx = [spec.acc_x_frac(k) for k in range(nl)]
+        fh = [spec.acc_h_frac(k) for k in range(nl)]
+
+        def align_sum(layer_sig, a, fa, b, fb, name):
+            """Register sum_k (a << (f - fa_k)) + (b << (f - fb_k)) with f = max; return (sig, f)."""
+            fm = [max(fa[k], fb[k]) for k in range(nl)]
+            exprs = [(a << (fm[k] - fa[k])) + (b << (fm[k] - fb[k])) for k in range(nl)]
+            width = max(e.shape().width for e in exprs)
+            s = Signal(signed(width), name=name)
+            if nl == 1:
+                m.d.sync += s.eq(exprs[0])
+            else:
+                with m.Switch(layer_sig):
+                    for k in range(nl):
+                        with m.Case(k):
+                            m.d.sync += s.eq(exprs[k])
+            return s, fm
+
+        # r / z rows: sum, requantize (point r or z), sigmoid
+        s_rz, f_rz = align_sum(t_layer, t_ax, fx, t_ah, fh, "s_rz")
+        kind1 = at(t_kind, 1, "kind")
+        layer3 = t_layer_at(RQ_LATENCY + 1)
+        kind3 = at(kind1, RQ_LATENCY, "kind1")
+        pre_r = rq_layers(s_rz, f_rz, lambda k: spec.preact_fmt, "r", layer3, "rq_r")
+        pre_z = rq_layers(s_rz, f_rz, lambda k: spec.preact_fmt, "z", layer3, "rq_z")
+        pre_g = Signal(signed(spec.preact_fmt.width), name="pre_g")
+        m.d.comb += pre_g.eq(Mux(kind3 == KIND_Z, pre_z, pre_r))
+        m.submodules.sigmoid = sig = PWLUnit(spec.sigmoid_table(), tm)
+        m.d.comb += sig.i.eq(pre_g)
+        g_stage = 1 + RQ_LATENCY + sig.latency  # gate value valid at e + g_stage
+        gate = sig.o
+        L_rz = sch.tail_rz_latency
+        v_w = at(t_v, L_rz, "v_rz")
+        kind_w = at(t_kind, L_rz, "kind_rz")
+        j_w = at(t_j, L_rz, "j_rz")
+        layer_w = t_layer_at(L_rz)
+        gaddr_w = Signal(range(max(sum(hs), 2)), name="gaddr_w")
+        m.d.comb += gaddr_w.eq(per_layer(layer_w, gbase, "gbase_w") + j_w)
+        if reset_after:
+            assert g_stage == L_rz
+            m.d.comb += [r_w.addr.eq(gaddr_w), r_w.data.eq(gate),
+                         r_w.en.eq(v_w & (kind_w == KIND_R)),
+                         z_w.addr.eq(gaddr_w), z_w.data.eq(gate),
+                         z_w.en.eq(v_w & (kind_w == KIND_Z))]
+        else:
+            # r*h: read h_j one cycle before the gate comes out
+            j_r = at(t_j, g_stage - 1, "j_hr")
+            layer_r = t_layer_at(g_stage - 1)
+            cur_r = Signal(name="cur_r")
+            zero_r = Signal(name="zero_r")
+            m.d.comb += [cur_r.eq(cur.bit_select(layer_r, 1)), zero_r.eq(zero_cur.bit_select(layer_r, 1))]
+            m.d.comb += st_rh.addr.eq(per_layer(layer_r, sbase, "sbase_r") +
+                                      Mux(cur_r, per_layer(layer_r, hs, "hs_r"), 0) + j_r)
+            zero_r1 = at(zero_r, 1, "zero_r")
+            h_r = Signal(signed(spec.h_fmt.width), name="h_r")
+            m.d.comb += h_r.eq(Mux(zero_r1, 0, st_rh.data))
+            rh_prod = mul_pipe(m, gate, h_r, tm, "rh_mul")
+            layer_p = t_layer_at(g_stage + ml)
+            rh = rq_layers(rh_prod, [fg + fhh] * nl, lambda k: spec.h_fmt, "rh", t_layer_at(L_rz),
+                           "rq_rh")
+            gate_w = at(gate, ml + RQ_LATENCY, "gate_w")
+            m.d.comb += [rh_w.addr.eq(gaddr_w), rh_w.data.eq(rh),
+                         rh_w.en.eq(v_w & (kind_w == KIND_R)),
+                         z_w.addr.eq(gaddr_w), z_w.data.eq(gate_w),
+                         z_w.en.eq(v_w & (kind_w == KIND_Z))]
+            # the reset_before r/z pass is done when z of the last unit is written
+            last_w = Signal(name="rz_last_w")
+            m.d.comb += last_w.eq(j_w == per_layer(layer_w, [h - 1 for h in hs], "hlast_rz"))
+            with m.If(v_w & (kind_w == KIND_Z) & last_w):
+                m.d.sync += rz_pending.eq(rz_pending & ~(Const(1, nl) << layer_w))
+
+        # n rows
+        if reset_after:
+            hn = rq_layers(t_ah, fh, lambda k: spec.layers[k].hn_fmt, "hn", t_layer_at(RQ_LATENCY),
+                           "rq_hn")
+            hn_d = at(hn, L_rz - RQ_LATENCY, "hn")
+            ax_d = at(t_ax, L_rz + ml, "ax_n")
+            j_rr = at(t_j, L_rz - 1, "j_rr")
+            layer_rr = t_layer_at(L_rz - 1)
+            m.d.comb += r_r.addr.eq(per_layer(layer_rr, gbase, "gbase_rr") + j_rr)
+            rhn = mul_pipe(m, r_r.data, hn_d, tm, "rhn_mul")
+            fp = [fg + spec.layers[k].hn_fmt.frac_bits for k in range(nl)]
+            s_n, f_n = align_sum(t_layer_at(L_rz + ml), ax_d, fx, rhn, fp, "s_n")
+            n_in_stage = L_rz + ml + 1
+        else:
+            s_n, f_n = align_sum(t_layer, t_ax, fx, t_ah, fh, "s_n")
+            n_in_stage = 1
+        pre_n = rq_layers(s_n, f_n, lambda k: spec.preact_fmt, "n",
+                          t_layer_at(n_in_stage + RQ_LATENCY), "rq_n")
+        m.submodules.tanh = tnh = PWLUnit(spec.tanh_table(), tm)
+        m.d.comb += tnh.i.eq(pre_n)
+        u = n_in_stage + RQ_LATENCY + tnh.latency  # n valid at e + u
+        n_val = tnh.o
+        # z_j and h_j read one cycle before n comes out
+        j_u = at(t_j, u - 1, "j_u")
+        layer_u = t_layer_at(u - 1)
+        cur_u = Signal(name="cur_u")
+        zero_u = Signal(name="zero_u")
+        m.d.comb += [cur_u.eq(cur.bit_select(layer_u, 1)), zero_u.eq(zero_cur.bit_select(layer_u, 1))]
+        m.d.comb += [z_r.addr.eq(per_layer(layer_u, gbase, "gbase_u") + j_u),
+                     st_tail.addr.eq(per_layer(layer_u, sbase, "sbase_u") +
+                                     Mux(cur_u, per_layer(layer_u, hs, "hs_u"), 0) + j_u)]
+        zero_u1 = at(zero_u, 1, "zero_u")
+        h_old = Signal(signed(spec.h_fmt.width), name="h_old")
+        m.d.comb += h_old.eq(Mux(zero_u1, 0, st_tail.data))
+        diff = Signal(signed(spec.h_fmt.width + 1), name="diff")
+        m.d.sync += diff.eq(h_old - n_val)
+        z1 = at(z_r.data, 1, "z_upd")
+        n1 = at(n_val, 1, "n_upd")
+        zprod = mul_pipe(m, z1, diff, tm, "z_mul")
+        n2 = at(n1, ml, "n_upd2")
+        upd = Signal(signed(max(spec.h_fmt.width + fg, zprod.shape().width) + 1), name="upd")
+        m.d.sync += upd.eq((n2 << fg) + zprod)
+        L_n = sch.tail_n_latency
+        h_new = rq_layers(upd, [fhh + fg] * nl, lambda k: spec.h_fmt, "h", t_layer_at(L_n), "rq_h")
+        assert u + 2 + ml + RQ_LATENCY == L_n, (u, L_n)
+        v_n = at(t_v, L_n, "v_n")
+        kind_n = at(t_kind, L_n, "kind_n")
+        j_n = at(t_j, L_n, "j_n")
+        layer_n = t_layer_at(L_n)
+        cur_n = Signal(name="cur_n")
+        m.d.comb += cur_n.eq(cur.bit_select(layer_n, 1))
+        wr_n = v_n & (kind_n == KIND_N)
+        m.d.comb += [st_w.addr.eq(per_layer(layer_n, sbase, "sbase_n") +
+                                  Mux(cur_n, 0, per_layer(layer_n, hs, "hs_n")) + j_n),
+                     st_w.data.eq(h_new), st_w.en.eq(wr_n)]
+        last_n = Signal(name="last_n")
+        m.d.comb += last_n.eq(j_n == per_layer(layer_n, [h - 1 for h in hs], "hlast_n"))
+        done_n = wr_n & last_n
+        writes_y = self.sequence or not has_head
+        if writes_y:
+            with m.If(wr_n & (layer_n == top) & top_oen):
+                with m.Switch(j_n):
+                    for j in range(hs[top]):
+                        with m.Case(j):
+                            m.d.sync += y_regs[j].eq(h_new)
+
+        # head rows
+        if has_head:
+            md = spec.mode("head")
+            yh = rq_pipe(m, t_ah, fhh + spec.head.w_fmt.frac_bits, spec.head.out_fmt,
+                         md.rounding, md.overflow, "rq_head")
+            v_h = at(t_v, RQ_LATENCY, "v_head")
+            kind_h = at(t_kind, RQ_LATENCY, "kind_head")
+            j_h = at(t_j, RQ_LATENCY, "j_head")
+            wr_h = v_h & (kind_h == KIND_HEAD)
+            targets = yh_regs if (self.sequence and has_head) else y_regs
+            with m.If(wr_h):
+                with m.Switch(j_h):
+                    for j in range(O):
+                        with m.Case(j):
+                            m.d.sync += targets[j].eq(yh)
+            done_h = wr_h & (j_h == O - 1)
+        else:
+            done_h = Const(0)
+
+        # ---- status updates (tail completions first, controller starts after) -----------------
+        with m.If(self.o_stream.valid & self.o_stream.ready):
+            m.d.sync += o_valid.eq(0)
+        with m.If(done_n):
+            m.d.sync += [pending.eq(pending & ~(Const(1, nl) << layer_n)),
+                         cur.eq(cur ^ (Const(1, nl) << layer_n))]
+            with m.If(layer_n == top):
+                if self.sequence:
+                    with m.If(~(top_last & Const(int(has_head)))):
+                        m.d.sync += [o_valid.eq(1), o_last.eq(top_last)]
+                elif not has_head:
+                    with m.If(top_last):
+                        m.d.sync += [o_valid.eq(1), o_last.eq(1)]
+        with m.If(done_h):
+            m.d.sync += [o_valid.eq(1), o_last.eq(1)]
+
+        with m.If(go & at_phase_start):
+            with m.Switch(ph):
+                for i, p_ in enumerate(phases):
+                    with m.Case(i):
+                        if p_.accept:
+                            with m.If(payload.first):
+                                m.d.sync += zero_pending.eq((1 << nl) - 1)
+                        if p_.first_h_read:
+                            k = p_.layer
+                            m.d.sync += [pending[k].eq(1), zero_cur[k].eq(zero_pending[k]),
+                                         zero_pending[k].eq(0)]
+                        if p_.rz_final:
+                            m.d.sync += rz_pending[p_.layer].eq(1)
+                        if p_.final and p_.layer == top:
+                            m.d.sync += [top_oen.eq(writes_out), top_last.eq(cur_last)]
+
+        # ---- output ---------------------------------------------------------------------------
+        op = self.o_stream.payload
+        m.d.comb += [self.o_stream.valid.eq(o_valid), op.last.eq(o_last)]
+        m.d.comb += [op.y[i].eq(y_regs[i]) for i in range(self.y_size)]
+        if yh_regs:
+            m.d.comb += [op.y_head[i].eq(yh_regs[i]) for i in range(O)]
+        return m

@@ -1,0 +1,401 @@
+"""The cycle-exact schedule of :class:`gru_hw.gateware.GRUCore`: the cost model the gateware implements.
+
+One object, :class:`Schedule`, describes the *program* the core's controller runs (a list of
+matrix-vector passes per time step), the pipeline depths of every datapath element, and from those
+an exact event model of the controller. The gateware reads its constants from here (phase table,
+weight-memory layout, tail latencies), and the tests check that the simulated core takes exactly the
+cycles this model predicts.
+
+Architecture in one paragraph (details in :mod:`gru_hw.gateware.top`): P MAC lanes work row-parallel.
+A *phase* multiplies a set of gate rows (``rows``) by one vector (``source``): the rows are cut
+into ``groups`` of P (lane p takes row g*P + p of the group) and every group walks the ``cols``
+elements of the vector, one per cycle. A gate pre-activation needs two phases (the input part
+W_i x and the recurrent part W_h h, with different fraction bits); the first one parks its
+accumulators in a small per-lane buffer, the second one *emits*: when a group ends, its P results
+(paired with the parked ones) are loaded into a shift chain that feeds the nonlinear tail one row
+per cycle. Because the input part of step t+1 does not depend on h_t, layer 0 runs it first and it
+overlaps the tail of step t; upper layers run their recurrent part first (it only needs their own
+h_{t-1}) and their input part (which needs h of the layer below, step t) second.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .errors import GruHwError
+
+#: Cycles from issuing a group's last column to its first row entering the tail
+#: (weight/vector read, product register, accumulate-and-load of the shift chain).
+MAC_LATENCY = 3
+#: Pipeline stages of a requantizer (round, then overflow).
+RQ_LATENCY = 2
+#: Multiplier stages by kind of tail multiplier.
+MUL_LATENCY = {"dsp": 1, "lut": 2}
+
+SOURCES = ("x", "h_below", "h_own", "rh", "h_top")
+ROWSETS = ("all", "rz", "n", "head")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One matrix-vector pass of the controller's program.
+
+    ``layer`` (-1 for the head), ``rowset`` (which gate rows: "all" = r0,z0,n0,r1,... ; "rz" =
+    r0,z0,r1,z1,... ; "n" ; "head"), ``source`` (the vector: "x" the input beat, "h_below" the
+    new h of layer-1, "h_own" the layer's own h_{t-1}, "rh" the reset_before r*h vector, "h_top"
+    the top layer's h for the head), ``emit`` (False: park the accumulators in the buffer; True:
+    send the rows to the tail), ``rows``, ``cols``, ``groups``, the first weight address
+    ``waddr`` and group index ``gbase`` (bias address) in the per-lane memories, the buffer index
+    ``bufbase`` of group 0, and the controller flags ``accept`` (takes the input beat),
+    ``first_h_read`` (the layer's first pass over its own h this step: latches the zero state and
+    marks the layer busy), ``final`` (the pass whose rows complete the layer's step, or the
+    head), ``rz_final`` (reset_before: the pass whose rows produce r*h and z).
+    """
+
+    layer: int
+    rowset: str
+    source: str
+    emit: bool
+    rows: int
+    cols: int
+    groups: int
+    waddr: int
+    gbase: int
+    bufbase: int
+    accept: bool = False
+    first_h_read: bool = False
+    final: bool = False
+    rz_final: bool = False
+
+    @property
+    def x_like(self) -> bool:
+        """Whether the vector is the layer's input (its accumulator has the input fraction bits)."""
+        return self.source in ("x", "h_below")
+
+    def group_rows(self, g: int, lanes: int) -> int:
+        """Rows in group g (the last group may be partial)."""
+        return min(lanes, self.rows - g * lanes)
+
+    @property
+    def cycles(self) -> int:
+        """Issue cycles of the whole phase (without stalls)."""
+        return self.groups * self.cols
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """The sizes a schedule depends on."""
+
+    input_size: int
+    hidden_sizes: tuple[int, ...]
+    reset_after: bool
+    head_size: int | None = None
+
+    @classmethod
+    def of(cls, model) -> "Shapes":
+        """Return the shapes of a QuantModel, a GRUModel or a Shapes."""
+        if isinstance(model, Shapes):
+            return model
+        if hasattr(model, "hidden_sizes"):  # QuantModel
+            head = int(model.head_w.shape[0]) if model.head_w is not None else None
+            return cls(int(model.input_size), tuple(int(h) for h in model.hidden_sizes),
+                       bool(model.reset_after), head)
+        if hasattr(model, "layers"):  # GRUModel
+            head = model.head.output_size if model.head is not None else None
+            return cls(model.input_size, tuple(l.hidden_size for l in model.layers),
+                       bool(model.reset_after), head)
+        raise TypeError(f"cannot take shapes from {type(model).__name__}")
+
+    def layer_input_size(self, k: int) -> int:
+        """Inputs of layer k."""
+        return self.input_size if k == 0 else self.hidden_sizes[k - 1]
+
+    @property
+    def output_size(self) -> int:
+        """Outputs per sequence."""
+        return self.head_size if self.head_size is not None else self.hidden_sizes[-1]
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The exact cycle model of a GRUCore with ``lanes`` MAC lanes.
+
+    ``model`` is a QuantModel, a GRUModel or :class:`Shapes`. ``tail_mul`` selects how the tail's
+    multipliers are built ("dsp": ``*`` with one register stage; "lut": shift-and-add in logic,
+    two stages), which changes the tail latencies.
+    """
+
+    shapes: Shapes
+    lanes: int
+    tail_mul: str = "dsp"
+    phases: tuple[Phase, ...] = field(init=False, repr=False)
+    step_phases: int = field(init=False, repr=False)
+
+    def __init__(self, model, lanes: int, *, tail_mul: str = "dsp") -> None:
+        shapes = Shapes.of(model)
+        object.__setattr__(self, "shapes", shapes)
+        limit = 3 * max(shapes.hidden_sizes)
+        if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= limit:
+            raise GruHwError(f"lanes must be in 1..3H = {limit}, got {lanes!r}")
+        if tail_mul not in MUL_LATENCY:
+            raise GruHwError(f"tail_mul must be one of {sorted(MUL_LATENCY)}, got {tail_mul!r}")
+        object.__setattr__(self, "lanes", lanes)
+        object.__setattr__(self, "tail_mul", tail_mul)
+        phases, n_step = self._build_program()
+        object.__setattr__(self, "phases", tuple(phases))
+        object.__setattr__(self, "step_phases", n_step)
+
+    # ---- the program ---------------------------------------------------------------------------
+    def _build_program(self) -> tuple[list[Phase], int]:
+        sh = self.shapes
+        p = self.lanes
+        out: list[Phase] = []
+        waddr = gbase = 0
+
+        def add(layer, rowset, source, emit, rows, bufbase, **flags):
+            nonlocal waddr, gbase
+            cols = (sh.layer_input_size(layer) if source in ("x", "h_below")
+                    else sh.hidden_sizes[layer] if layer >= 0 else sh.hidden_sizes[-1])
+            groups = _ceil_div(rows, p)
+            out.append(Phase(layer, rowset, source, emit, rows, cols, groups, waddr, gbase,
+                             bufbase, **flags))
+            waddr += groups * cols
+            gbase += groups
+
+        for k, hk in enumerate(sh.hidden_sizes):
+            xs = "x" if k == 0 else "h_below"
+            if sh.reset_after:
+                if k == 0:
+                    add(k, "all", xs, False, 3 * hk, 0, accept=True)
+                    add(k, "all", "h_own", True, 3 * hk, 0, first_h_read=True, final=True)
+                else:
+                    add(k, "all", "h_own", False, 3 * hk, 0, first_h_read=True)
+                    add(k, "all", xs, True, 3 * hk, 0, final=True)
+            else:
+                g_rz = _ceil_div(2 * hk, p)
+                if k == 0:
+                    add(k, "rz", xs, False, 2 * hk, 0, accept=True)
+                    add(k, "rz", "h_own", True, 2 * hk, 0, first_h_read=True, rz_final=True)
+                else:
+                    add(k, "rz", "h_own", False, 2 * hk, 0, first_h_read=True)
+                    add(k, "rz", xs, True, 2 * hk, 0, rz_final=True)
+                add(k, "n", xs, False, hk, g_rz)
+                add(k, "n", "rh", True, hk, g_rz, final=True)
+        n_step = len(out)
+        if sh.head_size is not None:
+            add(-1, "head", "h_top", True, sh.head_size, 0, final=True)
+        return out, n_step
+
+    # ---- pipeline depths -----------------------------------------------------------------------
+    @property
+    def mul_latency(self) -> int:
+        """Register stages of one tail multiplier."""
+        return MUL_LATENCY[self.tail_mul]
+
+    @property
+    def pwl_latency(self) -> int:
+        """Cycles from a PWL unit's input to its registered output."""
+        return 4 + self.mul_latency
+
+    @property
+    def update_latency(self) -> int:
+        """Cycles from n to h' = requant(n + z (h - n)): difference, product, sum, requantizer."""
+        return 2 + self.mul_latency + RQ_LATENCY
+
+    @property
+    def tail_rz_latency(self) -> int:
+        """Cycles from an r/z row entering the tail to its result being written."""
+        base = 1 + RQ_LATENCY + self.pwl_latency
+        if self.shapes.reset_after:
+            return base
+        return base + self.mul_latency + RQ_LATENCY  # r*h, requantized to h_fmt
+
+    @property
+    def tail_n_latency(self) -> int:
+        """Cycles from an n row entering the tail to the new h being written."""
+        if self.shapes.reset_after:
+            # wait for r (read back from the gate memory), r*hn, align+sum, requant, tanh, update
+            return (self.tail_rz_latency + self.mul_latency + 1 + RQ_LATENCY + self.pwl_latency
+                    + self.update_latency)
+        return 1 + RQ_LATENCY + self.pwl_latency + self.update_latency
+
+    @property
+    def tail_head_latency(self) -> int:
+        """Cycles from a head row entering the tail to its output being written."""
+        return RQ_LATENCY
+
+    # ---- sizes ---------------------------------------------------------------------------------
+    @property
+    def mac_units(self) -> int:
+        """MAC lanes of the matrix-vector engine."""
+        return self.lanes
+
+    @property
+    def tail_multipliers(self) -> int:
+        """Multipliers in the nonlinear tail (sigmoid and tanh slope, r*hn or r*h, z*(h-n))."""
+        return 4
+
+    @property
+    def multipliers(self) -> int:
+        """All multipliers (MAC lanes plus the tail's)."""
+        return self.lanes + self.tail_multipliers
+
+    @property
+    def dsp_multipliers(self) -> int:
+        """Multipliers built with ``*`` (mapped to DSP blocks by synthesis)."""
+        return self.lanes + (self.tail_multipliers if self.tail_mul == "dsp" else 0)
+
+    @property
+    def weight_depth(self) -> int:
+        """Words per lane weight memory (one time step's program plus the head)."""
+        return sum(ph.groups * ph.cols for ph in self.phases)
+
+    @property
+    def bias_depth(self) -> int:
+        """Words per lane bias memory (one per group of the program)."""
+        return sum(ph.groups for ph in self.phases)
+
+    @property
+    def buffer_depth(self) -> int:
+        """Words per lane accumulator buffer (groups of one layer's gate rows)."""
+        return max(max(ph.bufbase + ph.groups for ph in self.phases), 1)
+
+    @property
+    def macs_per_step(self) -> int:
+        """Multiply-accumulates of one time step, all layers: sum 3H(I+H)."""
+        sh = self.shapes
+        return sum(3 * h * (sh.layer_input_size(k) + h) for k, h in enumerate(sh.hidden_sizes))
+
+    @property
+    def ideal_cycles_per_step(self) -> int:
+        """The floor ceil(sum 3H(I+H) / P)."""
+        return _ceil_div(self.macs_per_step, self.lanes)
+
+    @property
+    def issue_cycles_per_step(self) -> int:
+        """Issue cycles of one step's program without stalls (>= ideal: partial groups)."""
+        return sum(ph.cycles for ph in self.phases[: self.step_phases])
+
+    def memory_bits(self, weight_bits: int = 16, acc_bits: int = 40, act_bits: int = 16) -> int:
+        """Estimate the memory bits: weights, biases, accumulator buffers, state and gates."""
+        sh = self.shapes
+        p = self.lanes
+        bits = p * (self.weight_depth * weight_bits + self.bias_depth * acc_bits
+                    + self.buffer_depth * acc_bits)
+        hs = sum(sh.hidden_sizes)
+        bits += 2 * hs * act_bits  # two state banks per layer
+        bits += hs * act_bits * (1 if sh.reset_after else 2)  # r (or rh) and z memories
+        bits += hs * act_bits
+        return bits
+
+    # ---- the event model -----------------------------------------------------------------------
+    def run(self, lengths, *, trace: bool = False):
+        """Return the cycles of each sequence in ``lengths`` sent back to back.
+
+        Inputs always valid and outputs always ready. The count for a sequence runs from its first
+        input beat accepted to its (last) output beat accepted, as :func:`gru_hw.amaranth_sim.simulate`
+        measures it. With ``trace`` also return the accept cycle of every step.
+        """
+        p = self.lanes
+        sh = self.shapes
+        top = len(sh.hidden_sizes) - 1
+        neg = -(1 << 60)
+        t_free = 0
+        pending_clear = [neg] * len(sh.hidden_sizes)  # first cycle the layer's state is up to date
+        rz_clear = [neg] * len(sh.hidden_sizes)
+        ser_il, ser_n = neg, 0
+        cycles = []
+        accepts = []
+        for t_len in lengths:
+            first_accept = None
+            out_cycle = None
+            for step in range(int(t_len)):
+                last = step == t_len - 1
+                prog = list(self.phases[: self.step_phases])
+                if last and sh.head_size is not None:
+                    prog.append(self.phases[self.step_phases])
+                for ph in prog:
+                    last_entry = None
+                    for g in range(ph.groups):
+                        s = t_free
+                        if g == 0:
+                            if ph.source == "h_below":
+                                s = max(s, pending_clear[ph.layer - 1])
+                            if ph.first_h_read:
+                                s = max(s, pending_clear[ph.layer])
+                            if ph.source == "rh":
+                                s = max(s, rz_clear[ph.layer])
+                            if ph.source == "h_top":
+                                s = max(s, pending_clear[top])
+                        if ph.emit:
+                            s = max(s, ser_il + ser_n - ph.cols + 1)
+                        if ph.accept and g == 0:
+                            accepts.append(s)
+                            if first_accept is None:
+                                first_accept = s
+                        i_last = s + ph.cols - 1
+                        t_free = s + ph.cols
+                        if ph.emit:
+                            n = ph.group_rows(g, p)
+                            ser_il, ser_n = i_last, n
+                            last_entry = i_last + MAC_LATENCY + n - 1
+                    if ph.rz_final:
+                        rz_clear[ph.layer] = last_entry + self.tail_rz_latency + 1
+                    if ph.final and ph.layer >= 0:
+                        done = last_entry + self.tail_n_latency
+                        pending_clear[ph.layer] = done + 1
+                        if ph.layer == top and last and sh.head_size is None:
+                            out_cycle = done + 1
+                    if ph.rowset == "head":
+                        out_cycle = last_entry + self.tail_head_latency + 1
+            cycles.append(out_cycle - first_accept)
+        if trace:
+            return cycles, accepts
+        return cycles
+
+    def cycles_per_sequence(self, steps: int) -> int:
+        """Exact cycles of one sequence of ``steps`` steps sent to an idle core."""
+        if not isinstance(steps, int) or steps < 1:
+            raise GruHwError(f"steps must be a positive integer, got {steps!r}")
+        return self.run([steps])[0]
+
+    @property
+    def cycles_per_step(self) -> int:
+        """Steady-state cycles between two input beats inside a long sequence."""
+        _, acc = self.run([12], trace=True)
+        return acc[-1] - acc[-2]
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the last input beat of a long sequence accepted to its output accepted."""
+        cyc, acc = self.run([12], trace=True)
+        return cyc[0] - (acc[-1] - acc[0])
+
+    def summary(self) -> dict:
+        """Return the schedule's figures as a JSON-ready dict."""
+        return {
+            "lanes": self.lanes,
+            "tail_mul": self.tail_mul,
+            "ideal_cycles_per_step": self.ideal_cycles_per_step,
+            "issue_cycles_per_step": self.issue_cycles_per_step,
+            "cycles_per_step": self.cycles_per_step,
+            "latency": self.latency,
+            "cycles_per_sequence_formula": "cycles_per_step * (T - 1) + latency (T >= 2; see "
+                                           "cycles_per_sequence_values for exact small-T values)",
+            "cycles_per_sequence_values": {str(t): self.cycles_per_sequence(t) for t in (1, 2, 3, 4, 8)},
+            "mac_units": self.mac_units,
+            "multipliers": self.multipliers,
+            "dsp_multipliers": self.dsp_multipliers,
+            "tail_latency": {"rz": self.tail_rz_latency, "n": self.tail_n_latency,
+                             "head": self.tail_head_latency},
+            "phases": [
+                {"layer": ph.layer, "rows": ph.rowset, "vector": ph.source,
+                 "emit": ph.emit, "groups": ph.groups, "cols": ph.cols}
+                for ph in self.phases
+            ],
+        }
