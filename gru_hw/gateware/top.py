@@ -404,7 +404,8 @@ class GRUCore(wiring.Component):
             m.submodules[f"buf{lane}"] = buf
             wr = wmem.read_port()
             br = bmem.read_port()
-            bw, bb = buf.write_port(), buf.read_port()
+            bw = buf.write_port()
+            bb = buf.read_port(transparent_for=(bw,))  # a park and its emit may be 1 cycle apart
             m.d.comb += [wr.addr.eq(waddr), br.addr.eq(gidx1), bb.addr.eq(buf1)]
             prod = Signal(signed(self.weight_width + vw), name=f"prod{lane}")
             m.d.sync += prod.eq(wr.data * vec)

@@ -1,0 +1,108 @@
+"""Generate the core's Verilog and its ``spec.json`` (formats, schedule, interface)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.lib import data
+
+from .errors import GruHwError
+
+__all__ = ["generate", "port_layout"]
+
+
+def _fields(layout: data.StructLayout) -> tuple[dict, dict]:
+    """Return (field -> [lsb, width], array fields -> {count, width, signed})."""
+    bits, arrays = {}, {}
+    for name, field in layout:
+        width = field.width
+        bits[name] = [field.offset, width]
+        shape = field.shape
+        if isinstance(shape, data.ArrayLayout):
+            elem = shape.elem_shape
+            arrays[name] = {"count": shape.length, "width": elem.width, "signed": bool(elem.signed)}
+    return bits, arrays
+
+
+def port_layout(core) -> list[dict]:
+    """Return the Verilog ports of a GRUCore: name, direction, width, payload layout."""
+    i_bits, i_arrays = _fields(core.i_layout)
+    o_bits, o_arrays = _fields(core.o_layout)
+    return [
+        {"name": "clk", "direction": "input", "width": 1},
+        {"name": "rst", "direction": "input", "width": 1},
+        {"name": "i_stream__payload", "direction": "input", "width": core.i_layout.size,
+         "fields": i_bits, "arrays": i_arrays},
+        {"name": "i_stream__valid", "direction": "input", "width": 1},
+        {"name": "i_stream__ready", "direction": "output", "width": 1},
+        {"name": "o_stream__payload", "direction": "output", "width": core.o_layout.size,
+         "fields": o_bits, "arrays": o_arrays},
+        {"name": "o_stream__valid", "direction": "output", "width": 1},
+        {"name": "o_stream__ready", "direction": "input", "width": 1},
+    ]
+
+
+def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gru_core",
+             tail_mul: str = "dsp") -> dict:
+    """Write ``out_dir/<name>.v`` and ``out_dir/spec.json``; return the spec dict.
+
+    The Verilog module is named ``name``; its ports are ``clk``, ``rst`` and the two streams'
+    ``*__payload`` / ``*__valid`` / ``*__ready``. Memories are initialised inside the Verilog.
+    """
+    from .gateware import GRUCore
+
+    if not name.isidentifier():
+        raise GruHwError(f"module name must be a Verilog identifier, got {name!r}")
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GruHwError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+    core = GRUCore(qm, lanes, sequence=sequence, tail_mul=tail_mul)
+    text = verilog.convert(core, name=name, emit_src=False)
+    vfile = out / f"{name}.v"
+    vfile.write_text(text)
+    sch = core.schedule
+    spec = qm.spec
+    info = {
+        "format": "gru-hw-core",
+        "version": 1,
+        "name": name,
+        "verilog": vfile.name,
+        "variant": "reset_after" if qm.reset_after else "reset_before",
+        "sequence": bool(sequence),
+        "lanes": lanes,
+        "tail_mul": tail_mul,
+        "model": {
+            "input_size": qm.input_size,
+            "hidden_sizes": list(qm.hidden_sizes),
+            "num_layers": len(qm.hidden_sizes),
+            "head_size": int(qm.head_w.shape[0]) if qm.head_w is not None else None,
+            "output_size": qm.output_size,
+        },
+        "interface": {
+            "x_width": core.x_width,
+            "x_fmt": spec.x_fmt.to_json(),
+            "out_width": core.out_width,
+            "y_fmt": (spec.h_fmt if sequence else spec.out_fmt).to_json(),
+            "y_size": core.y_size,
+            "y_head_fmt": spec.out_fmt.to_json() if (sequence and qm.head_w is not None) else None,
+            "output_beats": "one per input step (sequence)" if sequence
+            else "one per sequence, after the beat with last=1",
+        },
+        "ports": port_layout(core),
+        "schedule": sch.summary(),
+        "resources": {
+            "mac_units": sch.mac_units,
+            "multipliers": sch.multipliers,
+            "dsp_multipliers": sch.dsp_multipliers,
+            "memory_bits": sch.memory_bits(core.weight_width, core.acc_width, spec.act_bits),
+            "accumulator_width": core.acc_width,
+            "weight_width": core.weight_width,
+        },
+        "quant": spec.to_json(),
+    }
+    (out / "spec.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
