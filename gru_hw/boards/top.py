@@ -1,0 +1,384 @@
+"""The board top: GRU core + UART link (the protocol of :mod:`gru_hw.link`) + PLL + LEDs."""
+
+
+from amaranth import Cat, Const, Elaboratable, Module, ResetInserter, Signal
+from amaranth.build import Attrs, Pins, Resource, Subsignal
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .. import link as proto
+from ..errors import GruHwError
+from . import Board
+from .pll import PLLClockDomain
+from .uart import UARTReceiver, UARTTransmitter, uart_divisor
+
+DEFAULT_BUFFER_BYTES = 2048
+
+
+def default_max_steps(qm) -> int:
+    """Return the longest sequence a RUN frame takes: a 2 KiB step buffer, at most 1024 steps."""
+    step = qm.input_size * proto.byte_width(qm.spec.x_fmt.width)
+    return max(1, min(1024, DEFAULT_BUFFER_BYTES // step))
+
+
+def crc16_update(crc, byte):
+    """Return the gateware expression for CRC-16/CCITT-FALSE after one more byte (unrolled)."""
+    # Each output bit is the XOR of a fixed set of input bits: find the sets symbolically
+    # (bits 0..15 of crc are "c0".."c15", bits 0..7 of byte are "b0".."b7").
+    c = [{f"c{i}"} for i in range(16)]
+    for i in range(8):
+        c[8 + i] = c[8 + i] ^ {f"b{i}"}
+    for _ in range(8):
+        top = c[15]
+        c = [set()] + c[:15]
+        for i in range(16):
+            if (0x1021 >> i) & 1:
+                c[i] = c[i] ^ top
+    inputs = {**{f"c{i}": crc[i] for i in range(16)}, **{f"b{i}": byte[i] for i in range(8)}}
+    bits = []
+    for terms in c:
+        v = Const(0, 1)
+        for t in sorted(terms):
+            v = v ^ inputs[t]
+        bits.append(v)
+    return Cat(*bits)
+
+
+def make_core(qm, lanes: int):
+    """Return the real GRUCore when the package has it, else the stand-in (and say which)."""
+    try:
+        from ..gateware import GRUCore
+    except ImportError:
+        from .standin import StandInCore
+
+        return StandInCore(qm, lanes), "stand-in"
+    return GRUCore(qm, lanes), "GRUCore"
+
+
+class LinkTop(wiring.Component):
+    """The GRU core behind a framed UART protocol (see :mod:`gru_hw.link`).
+
+    Ports:
+        rx    In(1): serial line from the host (8N1, ``divisor`` clocks per bit).
+        tx    Out(1): serial line to the host.
+        leds  Out(4): heartbeat, busy (a RUN in progress), error (the last request was refused),
+              activity (bytes received recently).
+
+    A request is buffered whole (RUN steps go to a ``max_steps`` x step-bytes RAM) and checked
+    (CRC, command, length) before anything is done, so a refused frame changes nothing. A frame
+    that stops arriving for ``timeout_cycles`` is refused with a timeout error.
+
+    Latency of a RUN: the frame's bytes, then the core's latency, then the reply's bytes.
+    Throughput: one request at a time; the core sees one step per ``step_bytes`` clocks at most.
+    """
+
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+    leds: Out(4)
+
+    def __init__(self, qm, lanes: int, *, core=None, divisor: int, timeout_cycles: int,
+                 clock_hz: int, max_steps: int | None = None, heartbeat_log2: int = 24,
+                 stretch_log2: int = 20) -> None:
+        self.qm = qm
+        self.lanes = lanes
+        self.core, self.core_kind = (core, "custom") if core is not None else make_core(qm, lanes)
+        self.divisor = divisor
+        self.timeout_cycles = timeout_cycles
+        self.max_steps = max_steps if max_steps is not None else default_max_steps(qm)
+        if not 1 <= self.max_steps <= 0xFFFF:
+            raise GruHwError(f"max_steps must be within 1..65535, got {self.max_steps}")
+        self.descriptor = proto.BoardDescriptor.for_model(
+            qm, lanes=lanes, max_steps=self.max_steps, clock_hz=clock_hz)
+        self.heartbeat_log2 = heartbeat_log2
+        self.stretch_log2 = stretch_log2
+        super().__init__()
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        d = self.descriptor
+        n_in, n_out = d.input_size, d.output_size
+        xb, yb = d.x_bytes, d.y_bytes
+        xw, yw = d.x_fmt.width, d.out_fmt.width
+        step_bytes = d.step_bytes
+        max_len = self.max_steps * step_bytes
+        desc_bytes = d.to_bytes()
+        sh_bytes = max(len(desc_bytes), d.result_bytes, 2)
+
+        m.submodules.uart_rx = urx = UARTReceiver(self.divisor)
+        m.submodules.uart_tx = utx = UARTTransmitter(self.divisor)
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), urx.o_stream.ready.eq(1)]
+        byte = urx.o_stream.payload
+        got = urx.o_stream.valid
+
+        core_rst = Signal()
+        core = self.core
+        m.submodules.core = ResetInserter(core_rst)(core)
+
+        m.submodules.buf = buf = memory.Memory(shape=8, depth=max_len, init=[])
+        wr = buf.write_port()
+        rd = buf.read_port(transparent_for=())
+
+        # ---- request state ----
+        code = Signal(8)
+        length = Signal(16)
+        count = Signal(16)
+        crc = Signal(16)
+        rcrc = Signal(16)
+        step_byte = Signal(range(step_bytes))
+        steps = Signal(17)
+        timer = Signal(range(self.timeout_cycles + 1))
+        # ---- reply state ----
+        rcode = Signal(8)
+        rlen = Signal(16)
+        sh = Signal(8 * sh_bytes)
+        ti = Signal(17)
+        tcrc = Signal(16)
+        error = Signal(8)
+        err_led = Signal()
+        # ---- run state ----
+        first_flag = Signal()
+        rd_addr = Signal(range(max_len + 1))
+        issued = Signal(range(step_bytes + 1))
+        got_bytes = Signal(range(step_bytes + 1))
+        pending = Signal()
+        asm = Signal(8 * step_bytes)
+        step_idx = Signal(17)
+        xreg = Signal(8 * step_bytes)
+        xvalid = Signal()
+        xfirst = Signal()
+        xlast = Signal()
+        counting = Signal()
+        cycles = Signal(32)
+        res_y = Signal(n_out * yw)
+        res_cycles = Signal(32)
+        has_result = Signal()
+
+        def element(i: int):
+            v = res_y[i * yw:(i + 1) * yw]
+            return Cat(v, v[-1].replicate(8 * yb - yw)) if 8 * yb > yw else v
+
+        result_flat = Cat(*[element(i) for i in range(n_out)], res_cycles)
+
+        # core input: x element k is bytes [k*xb, (k+1)*xb) of a step, little-endian
+        m.d.comb += [
+            core.i_stream.valid.eq(xvalid),
+            core.i_stream.payload.first.eq(xfirst),
+            core.i_stream.payload.last.eq(xlast),
+        ]
+        for k in range(n_in):
+            m.d.comb += core.i_stream.payload.x[k].eq(xreg[8 * xb * k:8 * xb * k + xw])
+        with m.If(core.i_stream.valid & core.i_stream.ready):
+            m.d.sync += xvalid.eq(0)
+            with m.If(xfirst | ~counting):
+                m.d.sync += [counting.eq(1), cycles.eq(0)]
+        with m.If(counting):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        m.d.comb += [wr.addr.eq(count), wr.data.eq(byte), rd.addr.eq(rd_addr)]
+
+        def reply(code_v, len_v, data_v):
+            m.d.sync += [rcode.eq(code_v), rlen.eq(len_v), sh.eq(data_v), ti.eq(0),
+                         tcrc.eq(0xFFFF)]
+            m.next = "REPLY"
+
+        def refuse(err_v):
+            m.d.sync += [error.eq(err_v), err_led.eq(1)]
+            reply(proto.REPLY_ERROR, 2, Cat(Const(err_v, 8), code))
+
+        receiving = Signal()
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(got & (byte == proto.SYNC)):
+                    m.d.sync += [crc.eq(0xFFFF), code.eq(0), timer.eq(0)]
+                    m.next = "CODE"
+            for state, nxt in (("CODE", "LEN0"), ("LEN0", "LEN1"), ("LEN1", None),
+                               ("PAYLOAD", None), ("CRC0", "CRC1"), ("CRC1", "CHECK")):
+                with m.State(state):
+                    m.d.comb += receiving.eq(1)
+                    with m.If(got):
+                        m.d.sync += timer.eq(0)
+                        if state in ("CODE", "LEN0", "LEN1", "PAYLOAD"):
+                            m.d.sync += crc.eq(crc16_update(crc, byte))
+                        if state == "CODE":
+                            m.d.sync += code.eq(byte)
+                        elif state == "LEN0":
+                            m.d.sync += length[:8].eq(byte)
+                        elif state == "LEN1":
+                            m.d.sync += [length[8:].eq(byte), count.eq(0), step_byte.eq(0),
+                                         steps.eq(0)]
+                            with m.If(Cat(length[:8], byte) == 0):
+                                m.next = "CRC0"
+                            with m.Else():
+                                m.next = "PAYLOAD"
+                        elif state == "PAYLOAD":
+                            m.d.comb += wr.en.eq(count < max_len)
+                            m.d.sync += count.eq(count + 1)
+                            with m.If(step_byte == step_bytes - 1):
+                                m.d.sync += [step_byte.eq(0), steps.eq(steps + 1)]
+                            with m.Else():
+                                m.d.sync += step_byte.eq(step_byte + 1)
+                            with m.If(count == length - 1):
+                                m.next = "CRC0"
+                        elif state == "CRC0":
+                            m.d.sync += rcrc[8:].eq(byte)
+                        elif state == "CRC1":
+                            m.d.sync += rcrc[:8].eq(byte)
+                        if nxt is not None:
+                            m.next = nxt
+                    with m.Elif(timer == self.timeout_cycles):
+                        refuse(proto.ERR_TIMEOUT)
+                    with m.Else():
+                        m.d.sync += timer.eq(timer + 1)
+            with m.State("CHECK"):
+                is_run = (code == proto.CMD_RUN) | (code == proto.CMD_RUN_KEEP)
+                known = Cat(*[code == c for c in proto.COMMANDS]).any()
+                with m.If(crc != rcrc):
+                    refuse(proto.ERR_CRC)
+                with m.Elif(~known):
+                    refuse(proto.ERR_UNKNOWN_COMMAND)
+                with m.Elif(is_run & ((length == 0) | (length > max_len) | (step_byte != 0))):
+                    refuse(proto.ERR_LENGTH)
+                with m.Elif(~is_run & (length != 0)):
+                    refuse(proto.ERR_LENGTH)
+                with m.Elif((code == proto.CMD_READ) & ~has_result):
+                    refuse(proto.ERR_NO_RESULT)
+                with m.Elif(code == proto.CMD_IDENTIFY):
+                    m.d.sync += err_led.eq(0)
+                    reply(proto.CMD_IDENTIFY | proto.REPLY_OK, len(desc_bytes),
+                          Const(int.from_bytes(desc_bytes, "little"), 8 * len(desc_bytes)))
+                with m.Elif(code == proto.CMD_RESET_STATE):
+                    m.d.comb += core_rst.eq(1)
+                    m.d.sync += err_led.eq(0)
+                    reply(proto.CMD_RESET_STATE | proto.REPLY_OK, 0, 0)
+                with m.Elif(code == proto.CMD_READ):
+                    m.d.sync += err_led.eq(0)
+                    reply(proto.CMD_READ | proto.REPLY_OK, d.result_bytes, result_flat)
+                with m.Else():
+                    m.d.sync += [err_led.eq(0), first_flag.eq(code == proto.CMD_RUN),
+                                 rd_addr.eq(0), issued.eq(0), got_bytes.eq(0), pending.eq(0),
+                                 step_idx.eq(0)]
+                    m.next = "RUN_FEED"
+            with m.State("RUN_FEED"):
+                m.d.sync += pending.eq(0)
+                with m.If((issued != step_bytes) & (got_bytes != step_bytes)):
+                    m.d.sync += [rd_addr.eq(rd_addr + 1), issued.eq(issued + 1), pending.eq(1)]
+                with m.If(pending):
+                    m.d.sync += [asm.eq(Cat(asm[8:], rd.data)), got_bytes.eq(got_bytes + 1)]
+                with m.If((got_bytes == step_bytes) & ~xvalid):
+                    m.d.sync += [xreg.eq(asm), xvalid.eq(1), xfirst.eq(first_flag & (step_idx == 0)),
+                                 xlast.eq(step_idx == steps - 1), step_idx.eq(step_idx + 1),
+                                 issued.eq(0), got_bytes.eq(0)]
+                    with m.If(step_idx == steps - 1):
+                        m.next = "RUN_WAIT"
+            with m.State("RUN_WAIT"):
+                m.d.comb += core.o_stream.ready.eq(1)
+                with m.If(core.o_stream.valid):
+                    m.d.sync += [res_y.eq(core.o_stream.payload.y.as_value()),
+                                 res_cycles.eq(cycles), counting.eq(0), has_result.eq(1)]
+                    m.next = "RUN_REPLY"
+            with m.State("RUN_REPLY"):
+                reply(code | proto.REPLY_OK, d.result_bytes, result_flat)
+            with m.State("REPLY"):
+                tbyte = Signal(8)
+                with m.If(ti == 0):
+                    m.d.comb += tbyte.eq(proto.SYNC)
+                with m.Elif(ti == 1):
+                    m.d.comb += tbyte.eq(rcode)
+                with m.Elif(ti == 2):
+                    m.d.comb += tbyte.eq(rlen[:8])
+                with m.Elif(ti == 3):
+                    m.d.comb += tbyte.eq(rlen[8:])
+                with m.Elif(ti < rlen + 4):
+                    m.d.comb += tbyte.eq(sh[:8])
+                with m.Elif(ti == rlen + 4):
+                    m.d.comb += tbyte.eq(tcrc[8:])
+                with m.Else():
+                    m.d.comb += tbyte.eq(tcrc[:8])
+                m.d.comb += [utx.i_stream.valid.eq(1), utx.i_stream.payload.eq(tbyte)]
+                with m.If(utx.i_stream.ready):
+                    m.d.sync += ti.eq(ti + 1)
+                    with m.If((ti >= 1) & (ti < rlen + 4)):
+                        m.d.sync += tcrc.eq(crc16_update(tcrc, tbyte))
+                    with m.If((ti >= 4) & (ti < rlen + 4)):
+                        m.d.sync += sh.eq(sh >> 8)
+                    with m.If(ti == rlen + 5):
+                        m.next = "IDLE"
+
+        # ---- LEDs ----
+        beat = Signal(self.heartbeat_log2)
+        m.d.sync += beat.eq(beat + 1)
+        stretch = Signal(self.stretch_log2)
+        with m.If(got):
+            m.d.sync += stretch.eq(-1)
+        with m.Elif(stretch != 0):
+            m.d.sync += stretch.eq(stretch - 1)
+        busy = fsm.ongoing("RUN_FEED") | fsm.ongoing("RUN_WAIT") | fsm.ongoing("RUN_REPLY")
+        m.d.comb += self.leds.eq(Cat(beat[-1], busy, err_led, (stretch != 0) | receiving))
+        return m
+
+
+_CRAB_UART = Resource("uart", 0, Subsignal("rx", Pins("0", dir="i", conn=("io", 0))),
+                      Subsignal("tx", Pins("1", dir="o", conn=("io", 0))),
+                      Attrs(IO_TYPE="LVCMOS33", PULLMODE="UP"))
+
+
+class BoardTop(Elaboratable):
+    """A whole board: PLL-driven ``sync`` domain, :class:`LinkTop` on the board's UART, LEDs.
+
+    ``clock_mhz`` is what the PLL is asked for (default: the board's); :attr:`clock_mhz` is what
+    it makes. ``baud`` sets the UART (8N1). Without a platform (simulation) the PLL is skipped:
+    drive :attr:`rx`, watch :attr:`tx`, and use ``divisor`` / ``timeout_cycles`` as given.
+    """
+
+    def __init__(self, qm, lanes: int, board: Board | None, *, clock_mhz: float | None = None,
+                 baud: int = proto.DEFAULT_BAUD, core=None, max_steps: int | None = None,
+                 timeout_ms: float = 50.0, divisor: int | None = None,
+                 timeout_cycles: int | None = None) -> None:
+        self.board = board
+        if board is not None:
+            want = clock_mhz if clock_mhz is not None else board.default_clock_mhz
+            self.pll = PLLClockDomain(board.family, None, board.clock_in_mhz, want)
+            self.clock_mhz = self.pll.fout_mhz
+        else:
+            self.pll = None
+            self.clock_mhz = clock_mhz if clock_mhz is not None else 12.0
+        hz = self.clock_mhz * 1e6
+        self.baud = baud
+        div = divisor if divisor is not None else uart_divisor(hz, baud, where="--baud")
+        tmo = timeout_cycles if timeout_cycles is not None else int(hz * timeout_ms / 1e3)
+        log2 = max(4, int(hz).bit_length() - 1)
+        self.link = LinkTop(qm, lanes, core=core, divisor=div, timeout_cycles=tmo,
+                            clock_hz=int(round(hz)), max_steps=max_steps,
+                            heartbeat_log2=log2, stretch_log2=max(2, log2 - 4))
+        self.rx = self.link.rx
+        self.tx = self.link.tx
+
+    @property
+    def core(self):
+        """The GRU core (or stand-in) inside."""
+        return self.link.core
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.link = self.link
+        if platform is None:
+            return m
+        board = self.board
+        self.pll.clk_port = platform.request(platform.default_clk, dir="-")
+        m.submodules.pll = self.pll
+        if board.module == "orangecrab_r0_2":
+            platform.add_resources([_CRAB_UART])
+        uart = platform.request("uart", 0)
+        m.d.comb += [self.link.rx.eq(uart.rx.i), uart.tx.o.eq(self.link.tx)]
+        leds = []
+        for i in range(4):
+            try:
+                leds.append(platform.request("led", i).o)
+            except Exception:  # ResourceError: fewer LEDs on this board
+                break
+        if not leds:
+            rgb = platform.request("rgb_led", 0)
+            leds = [rgb.g.o, rgb.b.o, rgb.r.o]  # heartbeat green, busy blue, error red
+        for i, led in enumerate(leds):
+            m.d.comb += led.eq(self.link.leds[i])
+        return m
