@@ -88,7 +88,11 @@ class GRUCore(wiring.Component):
         self.qm = qm
         self.spec = qm.spec
         self.sequence = bool(sequence)
-        self.schedule = Schedule(qm, lanes, tail_mul=tail_mul)
+        try:
+            self.schedule = Schedule(qm, lanes, tail_mul=tail_mul)
+        except GruHwError:
+            self._MustUse__silence = True  # a rejected core is not an unused one
+            raise
         self.lanes = lanes
         self.tail_mul = tail_mul
         spec = self.spec

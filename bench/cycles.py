@@ -1,0 +1,84 @@
+"""Cycles per step of GRUCore vs the ideal ceil(3H(I+H)/P), for a 12-input, 32-hidden GRU + 9-way head.
+
+Prints a markdown table: for each lane count, the ideal, the schedule's steady-state cycles/step,
+the measured cycles/step on whole 29-step sequences in Amaranth's simulator
+(cycles_per_sequence(29) measured / 29), and the ratio to the ideal.
+
+    python bench/cycles.py [--lanes 1,2,4,8,16,32,96] [--steps 29] [--no-sim]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gru_hw.golden import int_forward_q, quantize_inputs  # noqa: E402
+from gru_hw.model import DenseHead, GRULayer, GRUModel  # noqa: E402
+from gru_hw.quant import choose_spec, quantize_model  # noqa: E402
+from gru_hw.schedule import Schedule  # noqa: E402
+
+
+def load_model():
+    """Return the shipped Japanese Vowels GRU if it loads, else a random 12-32-9 GRU."""
+    path = Path(__file__).resolve().parents[1] / "gru_hw" / "data" / "japanese_vowels_gru.pt"
+    try:
+        from gru_hw.importers import load_model as _load
+
+        model = _load(path)
+        if model.input_size == 12 and model.hidden_size == 32:
+            return model, path.name
+    except Exception:  # noqa: BLE001 - any failure means: use the random model
+        pass
+    rng = np.random.default_rng(0)
+    layer = GRULayer(rng.normal(0, 0.3, (96, 12)), rng.normal(0, 0.3, (96, 32)),
+                     rng.normal(0, 0.1, 96), rng.normal(0, 0.1, 96))
+    head = DenseHead(rng.normal(0, 0.3, (9, 32)), rng.normal(0, 0.1, 9))
+    return GRUModel((layer,), True, head), "random 12-32-9"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lanes", default="1,2,4,8,16,32,96")
+    ap.add_argument("--steps", type=int, default=29)
+    ap.add_argument("--tail-mul", default="dsp")
+    ap.add_argument("--no-sim", action="store_true", help="schedule only, no Amaranth simulation")
+    args = ap.parse_args(argv)
+    model, src = load_model()
+    qm = quantize_model(model, choose_spec(model, 16, 16))
+    t = args.steps
+    rng = np.random.default_rng(1)
+    xq, _ = quantize_inputs(qm.spec, rng.normal(0, 1, (1, t, 12)))
+    gold = int_forward_q(qm, xq, np.array([t]))
+    print(f"model: {src}, T = {t} steps, tail_mul = {args.tail_mul}\n")
+    print("| lanes | ideal | schedule cycles/step | measured cycles/seq | measured /step "
+          "| steady-state diff | ratio to ideal | sim s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for p in [int(v) for v in args.lanes.split(",")]:
+        sch = Schedule(qm, p, tail_mul=args.tail_mul)
+        pred = sch.cycles_per_sequence(t)
+        if args.no_sim:
+            meas, secs = pred, 0.0
+        else:
+            from gru_hw.amaranth_sim import simulate
+
+            t0 = time.time()
+            y, _, cyc = simulate(qm, xq, np.array([t]), lanes=p, tail_mul=args.tail_mul)
+            secs = time.time() - t0
+            assert np.array_equal(y, gold.y), f"lanes={p}: output differs from golden"
+            meas = int(cyc[0])
+            assert meas == pred, f"lanes={p}: measured {meas} != schedule {pred}"
+        per = meas / t
+        print(f"| {p} | {sch.ideal_cycles_per_step} | {sch.cycles_per_step} | {meas} | {per:.1f} "
+              f"| {per - sch.cycles_per_step:+.1f} | {sch.cycles_per_step / sch.ideal_cycles_per_step:.3f} "
+              f"| {secs:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
