@@ -1,0 +1,323 @@
+"""cocotb testbench for a generated ``gru_core``: driver, monitor, scoreboard, reset, cycle counts.
+
+The job comes from the folder named by the environment variable ``GRU_TB_JOB`` (see
+:mod:`sim.job`); results go back into the same folder. The bench:
+
+- drives ``i_stream`` beat by beat, with idle cycles from a pause generator between beats;
+- takes ``o_stream`` beats with ``ready`` from another pause generator (random backpressure),
+  checking that ``valid`` and ``payload`` hold while a beat waits;
+- compares EVERY output beat, as integers, with the expected one (from the golden model), and keeps
+  the first mismatch as "sequence n, step t, index j: expected e, got g";
+- optionally resets the core in the middle of the stream, then runs the whole job again from the
+  start: after reset the core must behave as a fresh one;
+- counts, per sequence, the cycles from its first input beat accepted to its last output beat
+  accepted.
+
+It only wakes up when something can happen (value-change triggers instead of polling every clock
+edge while the core computes), so long sequences simulate at close to the simulator's own speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import ClockCycles, Event, ReadOnly, RisingEdge, Timer, ValueChange, select
+
+from sim.job import RESULTS_JSON, RESULTS_NPZ, Job, pause_generator
+
+JOB_ENV = "GRU_TB_JOB"
+
+
+class ProtocolError:
+    """The first stream protocol violation seen (X on a handshake signal, valid dropped, ...)."""
+
+    def __init__(self) -> None:
+        self.message: str | None = None
+
+    def note(self, message: str) -> None:
+        if self.message is None:
+            self.message = message
+
+
+def _bit(handle, errors: ProtocolError, name: str) -> int:
+    """Return a 1-bit signal's value as 0/1; X or Z count as 0 and are noted as an error."""
+    v = str(handle.value)
+    if v not in ("0", "1"):
+        errors.note(f"{name} is {v} after reset (the core must drive it to 0 or 1)")
+    return 1 if v == "1" else 0
+
+
+class Progress:
+    """Handshake counters shared by driver, monitor and watchdog."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.received = 0
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.received
+
+
+class StreamDriver:
+    """Drive ``i_stream``: beats in order, ``valid`` low for the cycles the pause generator asks.
+
+    Once ``valid`` is high it stays high, with the payload unchanged, until the beat is taken.
+    ``on_accept(k, ns)`` is called at the clock edge that takes beat ``k``.
+    """
+
+    def __init__(self, dut, pause, on_accept, errors: ProtocolError) -> None:
+        self.errors = errors
+        self.clk = dut.clk
+        self.valid = dut.i_stream__valid
+        self.ready = dut.i_stream__ready
+        self.payload = dut.i_stream__payload
+        self.pause = pause
+        self.on_accept = on_accept
+
+    async def send(self, payloads: list[int]) -> None:
+        """Send every payload; return after the last one was taken (call right after an edge)."""
+        for k, p in enumerate(payloads):
+            while next(self.pause):
+                self.valid.value = 0
+                await RisingEdge(self.clk)
+            self.payload.value = p
+            self.valid.value = 1
+            while True:
+                await ReadOnly()
+                if _bit(self.ready, self.errors, "i_stream.ready"):
+                    break
+                await ValueChange(self.ready)  # sleep while the core computes
+            await RisingEdge(self.clk)
+            self.on_accept(k, get_sim_time("ns"))
+        self.valid.value = 0
+
+
+class StreamMonitor:
+    """Take ``o_stream`` beats with ``ready`` from a pause generator; check the stream protocol.
+
+    ``ready`` keeps its last value while the core has nothing to offer (the bench sleeps until
+    ``valid`` changes) and follows the pause generator cycle by cycle while a beat is offered.
+    ``on_beat(k, payload, ns)`` is called at the edge that takes beat ``k``.
+    """
+
+    def __init__(self, dut, pause, on_beat, errors: ProtocolError) -> None:
+        self.errors = errors
+        self.clk = dut.clk
+        self.valid = dut.o_stream__valid
+        self.ready = dut.o_stream__ready
+        self.payload = dut.o_stream__payload
+        self.pause = pause
+        self.on_beat = on_beat
+
+    async def receive(self, count: int) -> None:
+        """Take ``count`` beats (call right after an edge)."""
+        k = 0
+        held = None  # payload of a beat that was offered but not taken
+        while k < count:
+            self.ready.value = 0 if next(self.pause) else 1
+            await ReadOnly()
+            if not _bit(self.valid, self.errors, "o_stream.valid"):
+                if held is not None:
+                    self.errors.note(f"o_stream: valid dropped before output beat {k} was taken")
+                held = None
+                await ValueChange(self.valid)
+                continue
+            payload = self.payload.value.to_unsigned()
+            if held is not None and payload != held:
+                self.errors.note(f"o_stream: payload of output beat {k} changed while it waited")
+            if _bit(self.ready, self.errors, "o_stream.ready"):
+                await RisingEdge(self.clk)
+                self.on_beat(k, payload, get_sim_time("ns"))
+                k += 1
+                held = None
+            else:
+                held = payload
+                await RisingEdge(self.clk)
+
+    async def expect_quiet(self, cycles: int, clock_ns: int) -> str | None:
+        """With ready high, check that no further beat comes for ``cycles`` cycles."""
+        self.ready.value = 1
+        await ReadOnly()
+        if _bit(self.valid, self.errors, "o_stream.valid"):
+            return "o_stream: an output beat more than expected"
+        idx, _ = await select(ValueChange(self.valid), Timer(cycles * clock_ns, unit="ns"))
+        await ReadOnly()
+        if idx == 0 and _bit(self.valid, self.errors, "o_stream.valid"):
+            return "o_stream: an output beat more than expected"
+        return None
+
+
+class Scoreboard:
+    """Compare output beats, in order, with the expected ones; keep the first mismatch."""
+
+    def __init__(self, job: Job, note: str = "") -> None:
+        self.job = job
+        self.note = note
+        self.got = np.zeros_like(job.exp_y)
+        self.got_last = np.zeros(len(job.exp_y), dtype=bool)
+        self.count = 0
+        self.mismatches = 0
+        self.first_mismatch: str | None = None
+
+    def check(self, k: int, payload: int) -> None:
+        """Check output beat k."""
+        job = self.job
+        ys, last = job.layout.unpack_output(payload)
+        self.got[k] = ys
+        self.got_last[k] = bool(last)
+        self.count = k + 1
+        seq, step = int(job.exp_seq[k]), int(job.exp_step[k])
+        exp = job.exp_y[k]
+        bad = [j for j in range(len(ys)) if ys[j] != int(exp[j])]
+        msg = None
+        if bad:
+            j = bad[0]
+            msg = (f"sequence {seq}, step {step}, index {j}: expected {int(exp[j])}, got {ys[j]}"
+                   f" ({len(bad)} of {len(ys)} values differ in output beat {k})")
+        elif bool(last) != bool(job.exp_last[k]):
+            msg = (f"sequence {seq}, step {step}: last expected {int(job.exp_last[k])}, "
+                   f"got {last} (output beat {k})")
+        if msg:
+            self.mismatches += 1
+            if self.first_mismatch is None:
+                self.first_mismatch = msg + self.note
+
+
+@cocotb.test()
+async def run_job(dut) -> None:
+    """Run the job in $GRU_TB_JOB against the core and write the results beside it."""
+    folder = Path(os.environ[JOB_ENV])
+    job = Job.load(folder)
+    opt = job.options
+    wall0 = time.perf_counter()
+    clk_ns = opt.clock_ns
+    payloads = [job.layout.pack_input(job.x[b], job.first[b], job.last[b])
+                for b in range(len(job.x))]
+    seq_first_beat = {}
+    for b in range(len(job.x)):
+        seq_first_beat.setdefault(int(job.beat_seq[b]), b)
+    first_beat_seq = {b: s for s, b in seq_first_beat.items()}
+    seq_last_out = {int(job.exp_seq[k]): k for k in range(len(job.exp_seq))}
+    last_out_seq = {k: s for s, k in seq_last_out.items()}
+
+    result: dict = {"match": False, "mismatch": None, "error": None}
+    progress = Progress()
+    errors = ProtocolError()
+    t_in = np.full(job.sequences, np.nan)
+    t_out = np.full(job.sequences, np.nan)
+    board = Scoreboard(job)
+
+    dut.i_stream__valid.value = 0
+    dut.i_stream__payload.value = 0
+    dut.o_stream__ready.value = 0
+    dut.rst.value = 1
+    Clock(dut.clk, clk_ns, unit="ns").start()
+    await ClockCycles(dut.clk, 4)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+    t_start = get_sim_time("ns")
+
+    async def watchdog() -> str:
+        while True:
+            before = progress.total
+            await Timer(opt.stall_cycles * clk_ns, unit="ns")
+            if progress.total == before:
+                return (f"timeout: no handshake for {opt.stall_cycles} cycles after "
+                        f"{progress.sent} of {len(payloads)} input beats and "
+                        f"{progress.received} of {len(job.exp_y)} output beats")
+
+    try:
+        if opt.reset_after_beats is not None:
+            # Phase 1: part of the stream, then a reset in the middle of it.
+            pre = Scoreboard(job, note=" (before the mid-stream reset)")
+            reached = Event()
+
+            def pre_accept(k: int, ns: float) -> None:
+                progress.sent += 1
+                if k + 1 >= opt.reset_after_beats:
+                    reached.set()
+
+            def pre_beat(k: int, payload: int, ns: float) -> None:
+                progress.received += 1
+                pre.check(k, payload)
+
+            drv = StreamDriver(dut, pause_generator(opt.idle), pre_accept, errors)
+            mon = StreamMonitor(dut, pause_generator(opt.backpressure), pre_beat, errors)
+            tasks = [cocotb.start_soon(drv.send(payloads)),
+                     cocotb.start_soon(mon.receive(len(job.exp_y)))]
+            idx, msg = await select(reached.wait(), watchdog())
+            if idx == 1:
+                raise _Stop(f"{msg} (before the mid-stream reset)")
+            await ClockCycles(dut.clk, opt.reset_delay)
+            for t in tasks:
+                t.cancel()
+            dut.i_stream__valid.value = 0
+            dut.o_stream__ready.value = 0
+            dut.rst.value = 1
+            await ClockCycles(dut.clk, opt.reset_cycles)
+            dut.rst.value = 0
+            await RisingEdge(dut.clk)
+            result["reset"] = {"after_beats": progress.sent, "outputs_before": pre.count}
+            if pre.first_mismatch:
+                board.first_mismatch = pre.first_mismatch
+                board.mismatches += pre.mismatches
+            if errors.message:
+                raise _Stop(f"{errors.message} (before the mid-stream reset)")
+            progress.sent = progress.received = 0
+            t_start = get_sim_time("ns")
+
+        # Phase 2: the whole job from a fresh (reset) core.
+        def accept(k: int, ns: float) -> None:
+            progress.sent += 1
+            s = first_beat_seq.get(k)
+            if s is not None:
+                t_in[s] = ns
+
+        def beat(k: int, payload: int, ns: float) -> None:
+            progress.received += 1
+            board.check(k, payload)
+            s = last_out_seq.get(k)
+            if s is not None:
+                t_out[s] = ns
+
+        drv = StreamDriver(dut, pause_generator(opt.idle), accept, errors)
+        mon = StreamMonitor(dut, pause_generator(opt.backpressure), beat, errors)
+        cocotb.start_soon(drv.send(payloads))
+        idx, msg = await select(mon.receive(len(job.exp_y)), watchdog())
+        if idx == 1:
+            raise _Stop(msg)
+        if errors.message:
+            raise _Stop(errors.message)
+        extra = await mon.expect_quiet(max(16, opt.stall_cycles // 100), clk_ns)
+        if extra:
+            raise _Stop(extra)
+    except _Stop as stop:
+        result["error"] = str(stop)
+        if errors.message and errors.message not in result["error"]:
+            result["error"] += f"; first protocol error: {errors.message}"
+    finally:
+        sim_ns = get_sim_time("ns") - t_start
+        cycles = np.rint((t_out - t_in) / clk_ns)
+        result["mismatch"] = board.first_mismatch or result["error"]
+        result["match"] = result["mismatch"] is None and board.count == len(job.exp_y)
+        result.update(mismatches=board.mismatches, beats_sent=progress.sent,
+                      beats_received=board.count, beats_expected=int(len(job.exp_y)),
+                      sim_cycles=int(round(sim_ns / clk_ns)),
+                      wall_seconds=time.perf_counter() - wall0)
+        np.savez(folder / RESULTS_NPZ, y=board.got, last=board.got_last,
+                 cycles=np.nan_to_num(cycles, nan=-1).astype(np.int64))
+        (folder / RESULTS_JSON).write_text(json.dumps(result, indent=1))
+    assert result["match"], result["mismatch"]
+
+
+class _Stop(Exception):
+    """The run cannot go on (hung core, protocol violation)."""

