@@ -376,6 +376,17 @@ class Schedule:
         cyc, acc = self.run([12], trace=True)
         return cyc[0] - (acc[-1] - acc[0])
 
+    @property
+    def first_step_cycles(self) -> int:
+        """Cycles between the first and second input beat of a sequence sent to an idle core."""
+        _, acc = self.run([3], trace=True)
+        return acc[1] - acc[0]
+
+    @property
+    def sequence_overhead(self) -> int:
+        """``cycles_per_sequence(T) - T * cycles_per_step`` (the same for every T >= 2)."""
+        return self.cycles_per_sequence(2) - 2 * self.cycles_per_step
+
     def summary(self) -> dict:
         """Return the schedule's figures as a JSON-ready dict."""
         return {
@@ -385,9 +396,12 @@ class Schedule:
             "issue_cycles_per_step": self.issue_cycles_per_step,
             "cycles_per_step": self.cycles_per_step,
             "latency": self.latency,
-            "cycles_per_sequence_formula": "cycles_per_step * (T - 1) + latency (T >= 2; see "
-                                           "cycles_per_sequence_values for exact small-T values)",
-            "cycles_per_sequence_values": {str(t): self.cycles_per_sequence(t) for t in (1, 2, 3, 4, 8)},
+            "first_step_cycles": self.first_step_cycles,
+            "sequence_overhead": self.sequence_overhead,
+            "cycles_per_sequence_formula": "T == 1: cycles_per_sequence_values['1']; T >= 2: "
+                                           "sequence_overhead + cycles_per_step * T",
+            "cycles_per_sequence_values": {str(t): self.cycles_per_sequence(t)
+                                           for t in (1, 2, 3, 4, 8, 29)},
             "mac_units": self.mac_units,
             "multipliers": self.multipliers,
             "dsp_multipliers": self.dsp_multipliers,
