@@ -98,7 +98,7 @@ def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gr
             "mac_units": sch.mac_units,
             "multipliers": sch.multipliers,
             "dsp_multipliers": sch.dsp_multipliers,
-            "memory_bits": sch.memory_bits(core.weight_width, core.acc_width, spec.act_bits),
+            "memory_bits": sch.memory_bits_for(core.weight_width, core.acc_width, spec.act_bits),
             "accumulator_width": core.acc_width,
             "weight_width": core.weight_width,
         },

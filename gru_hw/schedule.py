@@ -135,6 +135,7 @@ class Schedule:
     tail_mul: str = "dsp"
     phases: tuple[Phase, ...] = field(init=False, repr=False)
     step_phases: int = field(init=False, repr=False)
+    _widths: tuple = field(init=False, repr=False, compare=False)
 
     def __init__(self, model, lanes: int, *, tail_mul: str = "dsp") -> None:
         shapes = Shapes.of(model)
@@ -149,6 +150,11 @@ class Schedule:
         phases, n_step = self._build_program()
         object.__setattr__(self, "phases", tuple(phases))
         object.__setattr__(self, "step_phases", n_step)
+        spec = getattr(model, "spec", None)
+        wb = getattr(spec, "weight_bits", 16)
+        ab = getattr(spec, "act_bits", 16)
+        fan = max(ph.cols for ph in phases)
+        object.__setattr__(self, "_widths", (wb, wb + ab + math.ceil(math.log2(fan + 1)) + 2, ab))
 
     # ---- the program ---------------------------------------------------------------------------
     def _build_program(self) -> tuple[list[Phase], int]:
@@ -281,8 +287,18 @@ class Schedule:
         """Issue cycles of one step's program without stalls (>= ideal: partial groups)."""
         return sum(ph.cycles for ph in self.phases[: self.step_phases])
 
-    def memory_bits(self, weight_bits: int = 16, acc_bits: int = 40, act_bits: int = 16) -> int:
-        """Estimate the memory bits: weights, biases, accumulator buffers, state and gates."""
+    @property
+    def memory_bits(self) -> int:
+        """Memory bits: weights, biases, accumulator buffers, state banks, gate/rh memories.
+
+        Widths come from the QuantSpec when the schedule was built from a QuantModel (weights
+        ``weight_bits``, activations ``act_bits``, accumulators weight + act bits + log2 of the
+        longest dot product + 2), else 16-bit weights and activations.
+        """
+        return self.memory_bits_for(*self._widths)
+
+    def memory_bits_for(self, weight_bits: int, acc_bits: int, act_bits: int) -> int:
+        """Return the memory bits for given weight, accumulator and activation widths."""
         sh = self.shapes
         p = self.lanes
         bits = p * (self.weight_depth * weight_bits + self.bias_depth * acc_bits
@@ -403,6 +419,7 @@ class Schedule:
             "cycles_per_sequence_values": {str(t): self.cycles_per_sequence(t)
                                            for t in (1, 2, 3, 4, 8, 29)},
             "mac_units": self.mac_units,
+            "memory_bits": self.memory_bits,
             "multipliers": self.multipliers,
             "dsp_multipliers": self.dsp_multipliers,
             "tail_latency": {"rz": self.tail_rz_latency, "n": self.tail_n_latency,

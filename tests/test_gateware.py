@@ -97,7 +97,7 @@ def test_core_matches_golden_small(case):
 
 
 @pytest.mark.slow
-@settings(max_examples=80, deadline=None, derandomize=True,
+@settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(cases(max_in=40, max_hidden=48, max_layers=3, max_steps=5))
 def test_core_matches_golden_sweep(case):
