@@ -163,6 +163,7 @@ class Scoreboard:
         self.job = job
         self.note = note
         self.got = np.zeros_like(job.exp_y)
+        self.got_head = np.zeros_like(job.exp_head)
         self.got_last = np.zeros(len(job.exp_y), dtype=bool)
         self.count = 0
         self.mismatches = 0
@@ -171,25 +172,32 @@ class Scoreboard:
     def check(self, k: int, payload: int) -> None:
         """Check output beat k."""
         job = self.job
-        ys, last = job.layout.unpack_output(payload)
+        ys, yh, last = job.layout.unpack_output(payload)
         self.got[k] = ys
+        self.got_head[k] = yh
         self.got_last[k] = bool(last)
         self.count = k + 1
         seq, step = int(job.exp_seq[k]), int(job.exp_step[k])
-        exp = job.exp_y[k]
-        bad = [j for j in range(len(ys)) if ys[j] != int(exp[j])]
-        msg = None
-        if bad:
-            j = bad[0]
-            msg = (f"sequence {seq}, step {step}, index {j}: expected {int(exp[j])}, got {ys[j]}"
-                   f" ({len(bad)} of {len(ys)} values differ in output beat {k})")
-        elif bool(last) != bool(job.exp_last[k]):
+        msg = _first_difference(ys, job.exp_y[k], f"sequence {seq}, step {step}, index", k)
+        if msg is None and job.exp_head_valid[k]:
+            msg = _first_difference(yh, job.exp_head[k], f"sequence {seq}, step {step}, y_head index",
+                                    k)
+        if msg is None and bool(last) != bool(job.exp_last[k]):
             msg = (f"sequence {seq}, step {step}: last expected {int(job.exp_last[k])}, "
                    f"got {last} (output beat {k})")
         if msg:
             self.mismatches += 1
             if self.first_mismatch is None:
                 self.first_mismatch = msg + self.note
+
+
+def _first_difference(got: list[int], exp: np.ndarray, where: str, k: int) -> str | None:
+    bad = [j for j in range(len(got)) if got[j] != int(exp[j])]
+    if not bad:
+        return None
+    j = bad[0]
+    return (f"{where} {j}: expected {int(exp[j])}, got {got[j]} "
+            f"({len(bad)} of {len(got)} values differ in output beat {k})")
 
 
 @cocotb.test()
@@ -304,16 +312,21 @@ async def run_job(dut) -> None:
         result["error"] = str(stop)
         if errors.message and errors.message not in result["error"]:
             result["error"] += f"; first protocol error: {errors.message}"
+    except Exception as exc:  # a bench bug: report it like a failure, with its traceback in the log
+        dut._log.exception("the testbench failed")
+        result["error"] = f"testbench error: {exc!r}"
     finally:
         sim_ns = get_sim_time("ns") - t_start
         cycles = np.rint((t_out - t_in) / clk_ns)
         result["mismatch"] = board.first_mismatch or result["error"]
-        result["match"] = result["mismatch"] is None and board.count == len(job.exp_y)
+        if result["mismatch"] is None and board.count != len(job.exp_y):
+            result["mismatch"] = f"only {board.count} of {len(job.exp_y)} output beats arrived"
+        result["match"] = result["mismatch"] is None
         result.update(mismatches=board.mismatches, beats_sent=progress.sent,
                       beats_received=board.count, beats_expected=int(len(job.exp_y)),
                       sim_cycles=int(round(sim_ns / clk_ns)),
                       wall_seconds=time.perf_counter() - wall0)
-        np.savez(folder / RESULTS_NPZ, y=board.got, last=board.got_last,
+        np.savez(folder / RESULTS_NPZ, y=board.got, y_head=board.got_head, last=board.got_last,
                  cycles=np.nan_to_num(cycles, nan=-1).astype(np.int64))
         (folder / RESULTS_JSON).write_text(json.dumps(result, indent=1))
     assert result["match"], result["mismatch"]

@@ -5,7 +5,7 @@ The runner writes a job into the test's folder (``job.json`` + ``job.npz``); the
 Everything is integers: payloads are packed and unpacked here, with the core's port contract:
 
     i_stream.payload = {x: I x signed(x_width), first: 1, last: 1}   x[0] in the lowest bits
-    o_stream.payload = {y: O x signed(out_width), last: 1}
+    o_stream.payload = {y: O x signed(out_width), [y_head: O_head x signed(head_width)], last: 1}
 """
 
 from __future__ import annotations
@@ -27,12 +27,18 @@ RESULTS_NPZ = "results.npz"
 
 @dataclass(frozen=True)
 class PortLayout:
-    """Bit layout of both stream payloads."""
+    """Bit layout of both stream payloads.
+
+    ``head_outputs`` > 0 when the output beats also carry ``y_head`` (sequence mode with a dense
+    head): ``{y: O x signed(out_width), y_head: O_head x signed(head_width), last: 1}``.
+    """
 
     inputs: int
     x_width: int
     outputs: int
     out_width: int
+    head_outputs: int = 0
+    head_width: int = 0
 
     @property
     def in_width(self) -> int:
@@ -42,7 +48,7 @@ class PortLayout:
     @property
     def out_total_width(self) -> int:
         """Width of o_stream.payload."""
-        return self.outputs * self.out_width + 1
+        return self.outputs * self.out_width + self.head_outputs * self.head_width + 1
 
     def pack_input(self, x: np.ndarray, first: bool, last: bool) -> int:
         """Return the i_stream payload of one beat as an unsigned integer."""
@@ -54,49 +60,63 @@ class PortLayout:
         v |= int(bool(last)) << (self.inputs * self.x_width + 1)
         return v
 
-    def unpack_output(self, v: int) -> tuple[list[int], int]:
-        """Return (y values as signed integers, last bit) of one o_stream payload."""
-        w = self.out_width
-        mask, half = (1 << w) - 1, 1 << (w - 1)
-        ys = []
-        for j in range(self.outputs):
-            u = (v >> (j * w)) & mask
-            ys.append(u - (1 << w) if u & half else u)
-        return ys, (v >> (self.outputs * w)) & 1
+    def unpack_output(self, v: int) -> tuple[list[int], list[int], int]:
+        """Return (y, y_head, last) of one o_stream payload, values as signed integers."""
+        ys = _signed_fields(v, 0, self.outputs, self.out_width)
+        base = self.outputs * self.out_width
+        yh = _signed_fields(v, base, self.head_outputs, self.head_width)
+        return ys, yh, (v >> (base + self.head_outputs * self.head_width)) & 1
 
     @classmethod
-    def from_ports(cls, ports: dict) -> "PortLayout":
-        """Read the layout from spec.json's ``ports`` (field -> [lsb, width]), checking the contract.
+    def from_ports(cls, ports: list[dict]) -> "PortLayout":
+        """Read the layout from spec.json's ``ports``, checking that it is the contract's.
 
-        Accepts array fields given per element (``x[0]``, ``x[1]``, ...) or as one field with
-        ``count`` / element ``width``. Raises ValueError when the layout is not the contract's.
+        Each payload port has ``fields`` (name -> [lsb, width]) and ``arrays`` (name -> count,
+        width, signed). Raises ValueError naming the field when the layout differs.
         """
-        def stream(name: str, arr: str) -> tuple[int, int, dict]:
-            p = ports.get(name) or ports.get(f"{name}__payload") or {}
-            fields = p.get("fields", p) if isinstance(p, dict) else {}
-            elems = sorted((k for k in fields if k.startswith(f"{arr}[")),
-                           key=lambda k: int(k[len(arr) + 1:-1]))
-            if elems:
-                lsbs = [fields[k][0] for k in elems]
-                width = fields[elems[0]][1]
-                if lsbs != [i * width for i in range(len(elems))]:
-                    raise ValueError(f"{name}: {arr} elements are not packed from bit 0 up: {lsbs}")
-                return len(elems), width, fields
-            f = fields.get(arr)
-            if isinstance(f, dict):
-                return int(f["count"]), int(f["width"]), fields
-            raise ValueError(f"{name}: no field {arr!r} in {sorted(fields)}")
+        by_name = {p["name"]: p for p in ports}
 
-        n_in, xw, fin = stream("i_stream", "x")
-        n_out, ow, fout = stream("o_stream", "y")
-        layout = cls(n_in, xw, n_out, ow)
-        expect = {("i_stream", "first"): (n_in * xw, 1), ("i_stream", "last"): (n_in * xw + 1, 1),
-                  ("o_stream", "last"): (n_out * ow, 1)}
-        for (s, f), want in expect.items():
-            got = (fin if s == "i_stream" else fout).get(f)
-            if got is not None and tuple(got[:2]) != want:
-                raise ValueError(f"{s}.{f} at {list(got)}, the contract says {list(want)}")
+        def array(port: str, name: str, lsb: int) -> tuple[int, int]:
+            p = by_name[port]
+            if name not in p.get("arrays", {}):
+                raise ValueError(f"{port}: no array field {name!r}")
+            a = p["arrays"][name]
+            count, width = int(a["count"]), int(a["width"])
+            if list(p["fields"][name]) != [lsb, count * width] or not a.get("signed", True):
+                raise ValueError(f"{port}.{name}: at {p['fields'][name]}, expected "
+                                 f"[{lsb}, {count * width}] signed")
+            return count, width
+
+        def bit(port: str, name: str, lsb: int) -> None:
+            got = list(by_name[port]["fields"].get(name, []))
+            if got != [lsb, 1]:
+                raise ValueError(f"{port}.{name}: at {got}, expected [{lsb}, 1]")
+
+        n_in, xw = array("i_stream__payload", "x", 0)
+        bit("i_stream__payload", "first", n_in * xw)
+        bit("i_stream__payload", "last", n_in * xw + 1)
+        n_out, ow = array("o_stream__payload", "y", 0)
+        n_head = hw = 0
+        if "y_head" in by_name["o_stream__payload"]["fields"]:
+            n_head, hw = array("o_stream__payload", "y_head", n_out * ow)
+        bit("o_stream__payload", "last", n_out * ow + n_head * hw)
+        layout = cls(n_in, xw, n_out, ow, n_head, hw)
+        for port, width in (("i_stream__payload", layout.in_width),
+                            ("o_stream__payload", layout.out_total_width)):
+            if int(by_name[port]["width"]) != width:
+                raise ValueError(f"{port}: {by_name[port]['width']} bits, expected {width}")
         return layout
+
+
+def _signed_fields(v: int, lsb: int, count: int, width: int) -> list[int]:
+    if count == 0:
+        return []
+    mask, half = (1 << width) - 1, 1 << (width - 1)
+    out = []
+    for j in range(count):
+        u = (v >> (lsb + j * width)) & mask
+        out.append(u - (1 << width) if u & half else u)
+    return out
 
 
 def pause_generator(spec: dict | list | None) -> Iterator[bool]:
@@ -143,6 +163,8 @@ class Job:
     exp_last: np.ndarray     # (E,) bool
     exp_seq: np.ndarray      # (E,) sequence of each expected output beat
     exp_step: np.ndarray     # (E,) step of each expected output beat
+    exp_head: np.ndarray     # (E, O_head) int64: y_head expected (sequence mode with a head)
+    exp_head_valid: np.ndarray  # (E,) bool: compare y_head on this beat (the last of a sequence)
     sequences: int
     options: Options = field(default_factory=Options)
 
@@ -155,7 +177,8 @@ class Job:
         (d / JOB_JSON).write_text(json.dumps(meta, indent=1))
         np.savez(d / JOB_NPZ, x=self.x, first=self.first, last=self.last, beat_seq=self.beat_seq,
                  exp_y=self.exp_y, exp_last=self.exp_last, exp_seq=self.exp_seq,
-                 exp_step=self.exp_step)
+                 exp_step=self.exp_step, exp_head=self.exp_head,
+                 exp_head_valid=self.exp_head_valid)
 
     @classmethod
     def load(cls, folder: str | Path) -> "Job":
@@ -174,13 +197,16 @@ def make_job(layout: PortLayout, xq: np.ndarray, lengths: np.ndarray, *, y: np.n
     """Build a job: one beat per step; expect ``y[n]`` per sequence, or ``h[n, t]`` per step.
 
     ``first`` is set on the first step of every sequence, or with ``keep_state`` only on the first
-    step of the whole stream (the state carries over from one sequence to the next).
+    step of the whole stream (the state carries over from one sequence to the next). In sequence
+    mode with ``layout.head_outputs``, the last beat of sequence n must also carry
+    ``y_head = y[n]``.
     """
     xq = np.asarray(xq, dtype=np.int64)
     lengths = np.asarray(lengths, dtype=np.int64)
     n = xq.shape[0]
+    nh = layout.head_outputs
     rows, first, last, beat_seq = [], [], [], []
-    ey, elast, eseq, estep = [], [], [], []
+    ey, eh, ehv, elast, eseq, estep = [], [], [], [], [], []
     for s in range(n):
         ln = int(lengths[s])
         for t in range(ln):
@@ -190,16 +216,24 @@ def make_job(layout: PortLayout, xq: np.ndarray, lengths: np.ndarray, *, y: np.n
             beat_seq.append(s)
             if sequence:
                 ey.append(h[s, t])
+                tail = t == ln - 1 and nh > 0
+                eh.append(y[s] if tail else np.zeros(nh, dtype=np.int64))
+                ehv.append(tail)
                 elast.append(t == ln - 1)
                 eseq.append(s)
                 estep.append(t)
         if not sequence:
             ey.append(y[s])
+            eh.append(np.zeros(nh, dtype=np.int64))
+            ehv.append(False)
             elast.append(True)
             eseq.append(s)
             estep.append(ln - 1)
+    e = len(ey)
     return Job(layout=layout, x=np.array(rows, dtype=np.int64).reshape(-1, xq.shape[2]),
                first=np.array(first), last=np.array(last), beat_seq=np.array(beat_seq),
-               exp_y=np.array(ey, dtype=np.int64).reshape(len(ey), -1), exp_last=np.array(elast),
-               exp_seq=np.array(eseq), exp_step=np.array(estep), sequences=n,
+               exp_y=np.array(ey, dtype=np.int64).reshape(e, -1), exp_last=np.array(elast),
+               exp_seq=np.array(eseq), exp_step=np.array(estep),
+               exp_head=np.array(eh, dtype=np.int64).reshape(e, nh),
+               exp_head_valid=np.array(ehv, dtype=bool), sequences=n,
                options=options or Options())

