@@ -196,7 +196,7 @@ _AUTO_TRIGGER = re.compile(rb"reg (\\\$auto\$verilog_backend\S*) += 1'h0;|reg (\
 
 
 def icarus_compat(text: bytes) -> bytes:
-    """Return Amaranth's Verilog with its time-0 trigger made visible to Icarus.
+    r"""Return Amaranth's Verilog with its time-0 trigger made visible to Icarus.
 
     Amaranth (Yosys ``write_verilog``) starts every ``always @*`` block at time 0 through a
     dummy ``reg \$auto... = 0`` read by each block. Icarus applies declaration initializers
