@@ -11,7 +11,8 @@ of a whole frame after SYNC is 0.
 Requests (CODE = command):
 
     IDENTIFY     0x01  LEN 0       -> descriptor (see :class:`BoardDescriptor`)
-    RESET_STATE  0x02  LEN 0       -> empty; clears the hidden state of the core
+    RESET_STATE  0x02  LEN 0       -> empty; the next RUN_KEEP starts from zero state (and the
+                                      core's control logic is reset)
     RUN          0x03  LEN T*I*xb  -> one sequence from zero state: T steps of I values, each
                                       ``xb`` bytes, little-endian two's complement, in x_fmt
     READ         0x04  LEN 0       -> the last RUN's reply again (if a reply was lost)

