@@ -115,7 +115,7 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
         say(f"timing: {report['fmax_mhz']:.1f} MHz after routing < {report['clock_mhz']:.2f} MHz; "
             f"rebuilding at {retry:g} MHz")
         report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=retry, baud=baud,
-                             max_steps=max_steps, core=core, suggest=suggest)
+                             max_steps=max_steps, core=core, suggest=suggest, not_above=True)
     report["build_seconds"] = round(time.monotonic() - t0, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     say(format_report(report))
@@ -128,11 +128,12 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
 
 
 def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_steps, core,
-                suggest) -> dict:
+                suggest, not_above: bool = False) -> dict:
     from .boards.top import BoardTop
     from .link import model_hash
 
-    top = BoardTop(qm, lanes, b, clock_mhz=clock_mhz, baud=baud, core=core, max_steps=max_steps)
+    top = BoardTop(qm, lanes, b, clock_mhz=clock_mhz, baud=baud, core=core, max_steps=max_steps,
+                   clock_not_above=not_above)
     link = top.link
     platform = b.platform_class()()
     overrides = {"nextpnr_opts": "--report nextpnr-report.json --timing-allow-fail"}
@@ -242,12 +243,12 @@ def _yosys_ffs(rpt: Path) -> int | None:
         text = rpt.read_text(errors="replace")
     except OSError:
         return None
-    last = text.rfind("Number of cells")
+    last = max(text.rfind("Number of cells"), text.rfind("Count including submodules"))
     if last < 0:
         return None
     total = 0
-    for m in re.finditer(r"^\s+(\d+)?\s*(SB_DFF\w*|TRELLIS_FF)\s+(\d+)?\s*$", text[last:], re.M):
-        total += int(m.group(1) or m.group(3) or 0)
+    for m in re.finditer(r"^\s+(\d+)\s+(SB_DFF\w*|TRELLIS_FF)\s*$", text[last:], re.M):
+        total += int(m.group(1))
     return total
 
 

@@ -6,6 +6,7 @@ delay (iCE40 block RAMs read as zero for ~3 us after configuration).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from amaranth import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, ResetSignal
@@ -35,8 +36,11 @@ class ICE40PLLConfig:
         return self.fin_mhz * (self.divf + 1) / (self.divr + 1)
 
 
-def ice40_pll(fin_mhz: float, fout_mhz: float) -> ICE40PLLConfig:
-    """Return the divider set whose output is closest to ``fout_mhz`` (the icepll rules)."""
+def ice40_pll(fin_mhz: float, fout_mhz: float, *, not_above: bool = False) -> ICE40PLLConfig:
+    """Return the divider set whose output is closest to ``fout_mhz`` (the icepll rules).
+
+    With ``not_above``, only outputs up to ``fout_mhz`` are considered.
+    """
     if not 10 <= fin_mhz <= 133:
         raise GruHwError(f"iCE40 PLL input must be 10..133 MHz, got {fin_mhz:g}")
     if not 16 <= fout_mhz <= 275:
@@ -52,6 +56,8 @@ def ice40_pll(fin_mhz: float, fout_mhz: float) -> ICE40PLLConfig:
                 continue
             for divq in range(1, 7):
                 fout = fvco / 2 ** divq
+                if not_above and fout > fout_mhz + 1e-9:
+                    continue
                 err = abs(fout - fout_mhz)
                 if best is None or err < best[0] - 1e-9:
                     fr = 1 if fpfd < 17 else 2 if fpfd < 26 else 3 if fpfd < 44 else \
@@ -82,8 +88,11 @@ class ECP5PLLConfig:
         return self.fout_mhz * self.clkop_div
 
 
-def ecp5_pll(fin_mhz: float, fout_mhz: float) -> ECP5PLLConfig:
-    """Return the EHXPLLL divider set closest to ``fout_mhz`` (the ecppll rules)."""
+def ecp5_pll(fin_mhz: float, fout_mhz: float, *, not_above: bool = False) -> ECP5PLLConfig:
+    """Return the EHXPLLL divider set closest to ``fout_mhz`` (the ecppll rules).
+
+    With ``not_above``, only outputs up to ``fout_mhz`` are considered.
+    """
     if not 8 <= fout_mhz <= 400:
         raise GruHwError(f"--clock-mhz: the ECP5 PLL makes 8..400 MHz, asked for {fout_mhz:g}")
     best = None
@@ -93,15 +102,15 @@ def ecp5_pll(fin_mhz: float, fout_mhz: float) -> ECP5PLLConfig:
             break
         for fb in range(1, 81):
             fout = fpfd * fb
-            for op in range(1, 129):
-                fvco = fout * op
-                if 400 <= fvco <= 800:
-                    err = abs(fout - fout_mhz)
-                    # prefer the smallest error, then the VCO nearest its middle
-                    key = (round(err, 9), abs(fvco - 600))
-                    if best is None or key < best[0]:
-                        best = (key, ECP5PLLConfig(fin_mhz, clki, fb, op))
-                    break
+            if not_above and fout > fout_mhz + 1e-9:
+                break
+            lo, hi = max(1, math.ceil(400 / fout)), min(128, math.floor(800 / fout))
+            if lo > hi:
+                continue
+            op = min(max(round(600 / fout), lo), hi)  # the VCO nearest the middle of its range
+            key = (round(abs(fout - fout_mhz), 6), abs(fout * op - 600), clki)
+            if best is None or key < best[0]:
+                best = (key, ECP5PLLConfig(fin_mhz, clki, fb, op))
     if best is None:
         raise GruHwError(f"no ECP5 PLL setting makes {fout_mhz:g} MHz from {fin_mhz:g} MHz")
     return best[1]
@@ -117,14 +126,14 @@ class PLLClockDomain(Elaboratable):
     """
 
     def __init__(self, family: str, clk_port, fin_mhz: float, fout_mhz: float, *,
-                 por_cycles: int = 1024) -> None:
+                 por_cycles: int = 1024, not_above: bool = False) -> None:
         self.family = family
         self.clk_port = clk_port
         self.por_cycles = por_cycles
         if family == "ice40":
-            self.config = ice40_pll(fin_mhz, fout_mhz)
+            self.config = ice40_pll(fin_mhz, fout_mhz, not_above=not_above)
         elif family == "ecp5":
-            self.config = ecp5_pll(fin_mhz, fout_mhz)
+            self.config = ecp5_pll(fin_mhz, fout_mhz, not_above=not_above)
         else:
             raise ValueError(f"no PLL for family {family!r}")
         self.fout_mhz = self.config.fout_mhz

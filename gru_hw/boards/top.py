@@ -335,11 +335,12 @@ class BoardTop(Elaboratable):
     def __init__(self, qm, lanes: int, board: Board | None, *, clock_mhz: float | None = None,
                  baud: int = proto.DEFAULT_BAUD, core=None, max_steps: int | None = None,
                  timeout_ms: float = 50.0, divisor: int | None = None,
-                 timeout_cycles: int | None = None) -> None:
+                 timeout_cycles: int | None = None, clock_not_above: bool = False) -> None:
         self.board = board
         if board is not None:
             want = clock_mhz if clock_mhz is not None else board.default_clock_mhz
-            self.pll = PLLClockDomain(board.family, None, board.clock_in_mhz, want)
+            self.pll = PLLClockDomain(board.family, None, board.clock_in_mhz, want,
+                                      not_above=clock_not_above)
             self.clock_mhz = self.pll.fout_mhz
         else:
             self.pll = None
