@@ -98,8 +98,12 @@ STRESS = {
 
 
 @pytest.mark.parametrize("simulator", SIMULATORS)
-@pytest.mark.parametrize("sequence,keep_state", [(False, False), (True, True)])
-@pytest.mark.parametrize("stress", list(STRESS))
+@pytest.mark.parametrize("stress,sequence,keep_state", [
+    ("plain", False, False),
+    ("stress", True, True),
+    pytest.param("plain", True, True, marks=pytest.mark.slow),
+    pytest.param("stress", False, False, marks=pytest.mark.slow),
+])
 def test_standin_matches(simulator, sequence, keep_state, stress, sim_root, tmp_path):
     require_tool(simulator)
     xq, lengths = _inputs(1)
