@@ -167,7 +167,8 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
                                     stderr=subprocess.STDOUT)
             _watch(proc, out / "top.tim" if tool.startswith("nextpnr") else None, say, b.name)
         if proc.returncode != 0:
-            _tool_failed(qm, b, out, tool, log, lanes, suggest=suggest)
+            _tool_failed(qm, b, out, tool, log, lanes, suggest=suggest,
+                         real_core=link.core_kind == "GRUCore")
         say(f"{b.name}: {stage} done in {time.monotonic() - t:.1f} s")
 
     rep = json.loads((out / "nextpnr-report.json").read_text())
@@ -256,7 +257,7 @@ _UTIL_LINE = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
 
 
 def _tool_failed(qm, b: Board, out: Path, tool: str, log: Path, lanes: int, *,
-                 suggest: bool) -> None:
+                 suggest: bool, real_core: bool = True) -> None:
     tim = out / "top.tim"
     text = tim.read_text(errors="replace") if tool.startswith("nextpnr") and tim.exists() \
         else log.read_text(errors="replace")
@@ -265,7 +266,8 @@ def _tool_failed(qm, b: Board, out: Path, tool: str, log: Path, lanes: int, *,
     errors = [ln.strip() for ln in text.splitlines() if "ERROR" in ln]
     if over:
         res, used, avail = max(over, key=lambda r: r[1] / max(r[2], 1))
-        best = suggest_lanes(qm, b, lanes, res, used, avail) if suggest else None
+        best = suggest_lanes(qm, b, lanes, res, used, avail, real_core=real_core) \
+            if suggest else None
         hint = (f"; the largest --lanes estimated to fit is {best}" if best
                 else "; fewer lanes will not help (weights or fixed logic): use fewer "
                      "--weight-bits/--act-bits or a larger board")
@@ -277,7 +279,8 @@ def _tool_failed(qm, b: Board, out: Path, tool: str, log: Path, lanes: int, *,
     raise BuildFailed(f"{b.name}: {_STAGES.get(tool, tool)} failed: {detail} (log: {log})")
 
 
-def suggest_lanes(qm, b: Board, lanes: int, resource: str, used: int, available: int) -> int | None:
+def suggest_lanes(qm, b: Board, lanes: int, resource: str, used: int, available: int, *,
+                  real_core: bool = True) -> int | None:
     """Estimate the largest lane count below ``lanes`` whose use of ``resource`` fits.
 
     Multipliers scale with the core's multiplier count (from its schedule); logic and RAM are
@@ -285,13 +288,11 @@ def suggest_lanes(qm, b: Board, lanes: int, resource: str, used: int, available:
     """
     if lanes <= 1:
         return None
-    try:
+    mults = lambda p: p  # noqa: E731  (stand-in core: one multiplier per lane)
+    if real_core:
         from .schedule import Schedule
 
-        mults = lambda p: Schedule(qm, p).multipliers  # noqa: E731
-        mults(1)
-    except Exception:  # no schedule (stand-in core): multipliers ~ lanes
-        mults = lambda p: p  # noqa: E731
+        mults = lambda p: Schedule(qm, p).dsp_multipliers  # noqa: E731
     if resource in ("ICESTORM_DSP", "MULT18X18D"):
         per = used / max(mults(lanes), 1)
         fits = [p for p in range(1, lanes) if math.ceil(mults(p) * per) <= available]

@@ -149,7 +149,6 @@ def test_build_ulx3s_small(tiny_qm, tmp_path):
     assert report["utilization"]["MULT18X18D"]["used"] >= 1
 
 
-@pytest.mark.slow
 def test_does_not_fit_names_resource_and_lanes(tmp_path):
     """Too many multipliers for the UP5K: a clear error with the largest lane count that fits."""
     from gru_hw.boards.standin import StandInCore

@@ -121,3 +121,44 @@ def test_descriptor_layout_is_stable(qm):
     assert raw[:4] == b"GRUH" and len(raw) == 39
     assert link.BoardDescriptor.from_bytes(raw) == d
     assert struct.unpack_from("<H", raw, 13)[0] == 3  # input size after magic, version, hash
+
+
+def test_run_command_through_simulated_board(qm, tmp_path, monkeypatch, capsys):
+    """`gru-hw run --check` (gru_hw.board.run_inputs) against the simulated board."""
+    import argparse
+    import json
+
+    from gru_hw import board
+    from gru_hw.fixed import to_float
+
+    model_path = tmp_path / "model.npz"
+    q = qm  # write a float model whose quantization is exactly qm
+    arrays = {}
+    for k, layer in enumerate(q.layers):
+        arrays[f"w_ih_{k}"] = to_float(layer.w_ih, q.spec.layers[k].w_ih_fmt)
+        arrays[f"w_hh_{k}"] = to_float(layer.w_hh, q.spec.layers[k].w_hh_fmt)
+        arrays[f"b_ih_{k}"] = to_float(layer.b_ih, q.spec.b_ih_fmt(k))
+        arrays[f"b_hh_{k}"] = to_float(layer.b_hh, q.spec.b_hh_fmt(k))
+    arrays["head_w"] = to_float(q.head_w, q.spec.head.w_fmt)
+    arrays["head_b"] = to_float(q.head_b, q.spec.head_b_fmt())
+    np.savez(model_path, **arrays)
+    build_dir = tmp_path / "build"
+    build_dir.mkdir()
+    (build_dir / "report.json").write_text(json.dumps(
+        {"board": "icebreaker", "uart": {"baud": 115200}, "quant": q.spec.to_json()}))
+    rng = np.random.default_rng(11)
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, x=rng.uniform(-4, 4, (3, 5, 3)), lengths=np.array([5, 2, 4]))
+    out = tmp_path / "out.npz"
+    args = argparse.Namespace(inputs=str(inputs), output=str(out), port="sim", model=str(model_path),
+                              build_dir=str(build_dir), check=True, keep_state=False, baud=None)
+
+    def host(port):
+        monkeypatch.setattr(link, "open_port", lambda device, baud: port)
+        return board.run_inputs(args)
+
+    result = run_board_sim(_top(qm, lanes=2), DIVISOR, host, timeout_cycles=20 * TIMEOUT)
+    assert result["match"], result.get("mismatch")
+    with np.load(out) as f:
+        assert f["y"].shape == (3, 2) and f["cycles"].shape == (3,)
+    assert "all outputs equal golden" in capsys.readouterr().out

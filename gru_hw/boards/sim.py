@@ -45,6 +45,9 @@ class SimSerial:
             del self._from_dev[:size]
             return out
 
+    def close(self) -> None:
+        """Nothing to release (pyserial compatibility)."""
+
     def wait_idle(self) -> None:
         """Block until every written byte has been sent to the device."""
         with self._cond:

@@ -1,0 +1,92 @@
+"""Board builds for the 12-input, 32-hidden GRU with a 9-way head (the Japanese-vowels model).
+
+Prints one markdown table per board: Fmax after routing, LUT/FF/DSP/BRAM use, cycles and
+microseconds per time step, for lane counts from 1 up to the largest that fits.
+
+    python bench/boards.py                         # iCEBreaker and ULX3S-85F, default lane sweep
+    python bench/boards.py --board ulx3s-25f --lanes 4 8 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from gru_hw.board import DoesNotFit, build  # noqa: E402
+from gru_hw.boards import BOARDS  # noqa: E402
+from gru_hw.errors import GruHwError  # noqa: E402
+from gru_hw.quant import choose_spec, quantize_model  # noqa: E402
+
+SWEEPS = {"icebreaker": [1, 2, 4, 8], "ulx3s-85f": [4, 8, 16, 32, 48]}
+
+
+def load_qm():
+    """The shipped example model, or random weights of the same shape."""
+    src = "gru_hw/data/japanese_vowels_gru.pt"
+    try:
+        from gru_hw.importers import load_model
+
+        model = load_model(ROOT / src)
+    except (GruHwError, ImportError) as exc:
+        from gru_hw.model import DenseHead, GRULayer, GRUModel
+
+        print(f"(random 12-32-9 weights: {exc})")
+        rng = np.random.default_rng(0)
+        model = GRUModel((GRULayer(rng.normal(0, .3, (96, 12)), rng.normal(0, .3, (96, 32)),
+                                   rng.normal(0, .1, 96), rng.normal(0, .1, 96)),),
+                         head=DenseHead(rng.normal(0, .3, (9, 32)), rng.normal(0, .1, 9)))
+        src = "random weights"
+    return quantize_model(model, choose_spec(model)), src
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--board", action="append", choices=sorted(BOARDS))
+    ap.add_argument("--lanes", type=int, nargs="+")
+    ap.add_argument("--keep", metavar="DIR", help="keep build directories under DIR")
+    args = ap.parse_args()
+    qm, src = load_qm()
+    print(f"model: {src}, I={qm.input_size}, H={qm.hidden_sizes}, O={qm.output_size}, "
+          f"{qm.spec.weight_bits}-bit weights, {qm.spec.act_bits}-bit activations\n")
+    for board in args.board or list(SWEEPS):
+        lanes_list = args.lanes or SWEEPS.get(board, [1, 2, 4, 8, 16, 32])
+        print(f"### {board} ({BOARDS[board].device})\n")
+        print("| lanes | core | Fmax MHz | clock MHz | LUT | FF | DSP | BRAM | cycles/step "
+              "| us/step at Fmax | build s |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for lanes in lanes_list:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(args.keep) / f"{board}-{lanes}" if args.keep else Path(tmp)
+                t = time.monotonic()
+                try:
+                    r = build(qm, board, out, lanes=lanes, progress=None)
+                except DoesNotFit as exc:
+                    print(f"| {lanes} | does not fit: {exc.resource} {exc.used}/{exc.available} "
+                          "| | | | | | | | | |")
+                    break
+                except GruHwError as exc:
+                    print(f"| {lanes} | failed: {exc} | | | | | | | | | |")
+                    continue
+                u = r["utilization"]
+
+                def cell(k):
+                    return f"{u[k]['used']}/{u[k]['available']}" if k in u else "-"
+
+                print(f"| {lanes} | {r['core']} | {r['fmax_mhz']:.1f} | {r['clock_mhz']:.2f} "
+                      f"| {cell('lut')} | {cell('ff')} | {cell('dsp')} | {cell('bram')} "
+                      f"| {r['cycles_per_step']} | {r['latency_us_per_step']:.3f} "
+                      f"| {time.monotonic() - t:.0f} |", flush=True)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
