@@ -60,7 +60,7 @@ class BuildFailed(GruHwError):
 
 
 def tool_command(tool: str) -> str:
-    """Return the command for ``tool``: the user's ``$TOOL`` variable, else YoWASP's, else the name."""
+    """Return the command for ``tool``: ``$TOOL``, else YoWASP's, else the name."""
     var = re.sub(r"[^A-Za-z0-9]", "_", tool).upper()
     if os.environ.get(var):
         return os.environ[var]
@@ -123,7 +123,8 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
         raise GruHwError(
             f"{b.name}: timing not met: Fmax after routing is {report['fmax_mhz']:.1f} MHz, the "
             f"clock is {report['clock_mhz']:.2f} MHz; rebuild with --clock-mhz "
-            f"{math.floor(report['fmax_mhz']):d} or fewer --lanes (report in {out / 'report.json'})")
+            f"{math.floor(report['fmax_mhz']):d} or fewer --lanes "
+            f"(report in {out / 'report.json'})")
     return report
 
 
@@ -307,7 +308,8 @@ def suggest_lanes(qm, b: Board, lanes: int, resource: str, used: int, available:
 def format_report(r: dict) -> str:
     """Return the human table of a build report."""
     u = r["utilization"]
-    rows = [("board", f"{r['board']} ({r['device']})"), ("core", f"{r['core']}, {r['lanes']} lanes"),
+    rows = [("board", f"{r['board']} ({r['device']})"),
+            ("core", f"{r['core']}, {r['lanes']} lanes"),
             ("Fmax (routed)", f"{r['fmax_mhz']:.2f} MHz"),
             ("clock", f"{r['clock_mhz']:.2f} MHz ({'met' if r['timing_met'] else 'NOT MET'})"),
             ("cycles/step", str(r["cycles_per_step"])),
@@ -338,7 +340,8 @@ def _read_report(build_dir: str | os.PathLike) -> tuple[Path, dict]:
     return d, report
 
 
-def flash(build_dir: str | os.PathLike, dry_run: bool = False, *, persist: bool = True) -> list[str]:
+def flash(build_dir: str | os.PathLike, dry_run: bool = False, *,
+          persist: bool = True) -> list[str]:
     """Program the board the build in ``build_dir`` was made for; return the command.
 
     iCEBreaker: ``iceprog top.bin`` (SPI flash). ULX3S: ``openFPGALoader -b ulx3s`` (``-f`` to

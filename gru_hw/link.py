@@ -295,7 +295,7 @@ def unpack_ints(data: bytes, nbytes: int, width: int) -> np.ndarray:
     return np.array(vals, dtype=np.int64)
 
 
-# ---- the client ------------------------------------------------------------------------------------
+# ---- the client ----------------------------------------------------------------------------------
 @dataclass
 class RunResult:
     """One sequence's reply: outputs in out_fmt (integers) and the board's cycle count."""

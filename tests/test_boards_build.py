@@ -33,7 +33,7 @@ def tiny_qm():
     return quantize_model(model, choose_spec(model, 8, 8))
 
 
-# ---- registry, PLL, UART ---------------------------------------------------------------------------
+# ---- registry, PLL, UART -------------------------------------------------------------------------
 def test_boards_match_amaranth_boards():
     assert set(BOARDS) == {"icebreaker", "ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "ulx3s-85f",
                            "orangecrab-25f", "orangecrab-85f"}
@@ -81,7 +81,7 @@ def test_pll_and_uart_refuse_bad_values():
         uart_divisor(10e6, 1_500_000)
 
 
-# ---- flash ------------------------------------------------------------------------------------------
+# ---- flash ---------------------------------------------------------------------------------------
 def _fake_build(tmp_path: Path, board: str) -> Path:
     d = tmp_path / board
     d.mkdir()
@@ -114,7 +114,7 @@ def test_flash_errors(tmp_path, monkeypatch):
         flash(d)
 
 
-# ---- real builds ----------------------------------------------------------------------------------
+# ---- real builds ---------------------------------------------------------------------------------
 def _check_report(report: dict, out: Path, board: str) -> None:
     assert REPORT_KEYS <= set(report)
     assert json.loads((out / "report.json").read_text()) == report

@@ -150,7 +150,8 @@ def test_run_command_through_simulated_board(qm, tmp_path, monkeypatch, capsys):
     inputs = tmp_path / "in.npz"
     np.savez(inputs, x=rng.uniform(-4, 4, (3, 5, 3)), lengths=np.array([5, 2, 4]))
     out = tmp_path / "out.npz"
-    args = argparse.Namespace(inputs=str(inputs), output=str(out), port="sim", model=str(model_path),
+    args = argparse.Namespace(inputs=str(inputs), output=str(out), port="sim",
+                              model=str(model_path),
                               build_dir=str(build_dir), check=True, keep_state=False, baud=None)
 
     def host(port):

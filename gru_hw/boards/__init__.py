@@ -74,7 +74,7 @@ BOARDS: dict[str, Board] = {
 
 
 def get_board(name: str, where: str = "--board") -> Board:
-    """Return the board called ``name``; an unknown name raises GruHwError listing the valid ones."""
+    """Return the board called ``name``; an unknown name raises GruHwError listing valid ones."""
     try:
         return BOARDS[name.lower()]
     except (KeyError, AttributeError):

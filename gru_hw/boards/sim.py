@@ -83,7 +83,7 @@ class SimSerial:
 def run_board_sim(top, divisor: int, host: Callable[[SimSerial], object], *,
                   timeout_cycles: int = 200_000, vcd: str | None = None,
                   max_cycles: int = 50_000_000) -> object:
-    """Simulate ``top`` (with ``rx``/``tx``) while ``host(port)`` runs in a thread; return its result.
+    """Simulate ``top`` (``rx``/``tx`` pins) with ``host(port)`` in a thread; return its result.
 
     An exception in ``host`` is raised here. ``max_cycles`` bounds the simulation.
     """

@@ -267,7 +267,8 @@ class LinkTop(wiring.Component):
                 with m.If(pending):
                     m.d.sync += [asm.eq(Cat(asm[8:], rd.data)), got_bytes.eq(got_bytes + 1)]
                 with m.If((got_bytes == step_bytes) & ~xvalid):
-                    m.d.sync += [xreg.eq(asm), xvalid.eq(1), xfirst.eq(first_flag & (step_idx == 0)),
+                    m.d.sync += [xreg.eq(asm), xvalid.eq(1),
+                                 xfirst.eq(first_flag & (step_idx == 0)),
                                  xlast.eq(step_idx == steps - 1), step_idx.eq(step_idx + 1),
                                  issued.eq(0), got_bytes.eq(0)]
                     with m.If(step_idx == steps - 1):
