@@ -266,15 +266,18 @@ def _tool_failed(qm, b: Board, out: Path, tool: str, log: Path, lanes: int, *,
             for m in _UTIL_LINE.finditer(text) if int(m.group(2)) > int(m.group(3))]
     errors = [ln.strip() for ln in text.splitlines() if "ERROR" in ln]
     if over:
-        res, used, avail = max(over, key=lambda r: r[1] / max(r[2], 1))
-        best = suggest_lanes(qm, b, lanes, res, used, avail, real_core=real_core) \
-            if suggest else None
+        over.sort(key=lambda r: -r[1] / max(r[2], 1))
+        best = None
+        if suggest:
+            fits = [suggest_lanes(qm, b, lanes, r, u, a, real_core=real_core) for r, u, a in over]
+            best = None if None in fits else min(fits)
         hint = (f"; the largest --lanes estimated to fit is {best}" if best
-                else "; fewer lanes will not help (weights or fixed logic): use fewer "
-                     "--weight-bits/--act-bits or a larger board")
+                else "; fewer lanes alone will not make it fit (weights or fixed logic): use "
+                     "fewer --weight-bits/--act-bits or a larger board")
+        what = ", ".join(f"{r} {u}/{a} ({u - a} over, {100 * u / a:.0f}%)" for r, u, a in over)
+        res, used, avail = over[0]
         raise DoesNotFit(
-            f"{b.name} ({b.device}): the design does not fit: {res} {used}/{avail} "
-            f"({used - avail} over, {100 * used / avail:.0f}%) at --lanes {lanes}{hint}",
+            f"{b.name} ({b.device}): the design does not fit: {what} at --lanes {lanes}{hint}",
             resource=res, used=used, available=avail, suggested_lanes=best)
     detail = errors[-1] if errors else f"exit status non-zero"
     raise BuildFailed(f"{b.name}: {_STAGES.get(tool, tool)} failed: {detail} (log: {log})")

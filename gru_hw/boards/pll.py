@@ -119,6 +119,7 @@ def ecp5_pll(fin_mhz: float, fout_mhz: float, *, not_above: bool = False) -> ECP
 class PLLClockDomain(Elaboratable):
     """Create the ``sync`` domain from a board clock through the family's PLL.
 
+    The parent defines ``sync`` (``ClockDomain("sync")``); this drives its clock and reset.
     ``clk_port`` is the board clock resource requested with ``dir="-"`` (iCE40: fed straight to
     SB_PLL40_PAD's PACKAGEPIN, so it must be the PLL's pad; ECP5: through an input buffer into
     EHXPLLL). ``sync`` is held in reset until the PLL locks and ``por_cycles`` more have passed.
@@ -179,7 +180,6 @@ class PLLClockDomain(Elaboratable):
 
         # Power-on reset: counts in a reset-less domain on the same clock.
         m.domains.por = ClockDomain("por", reset_less=True, local=True)
-        m.domains.sync = ClockDomain("sync")
         m.d.comb += [ClockSignal("por").eq(clk), ClockSignal("sync").eq(clk)]
         lock_s = Signal(2)
         timer = Signal(range(self.por_cycles + 1))

@@ -1,9 +1,10 @@
 """The board top: GRU core + UART link (the protocol of :mod:`gru_hw.link`) + PLL + LEDs."""
 
 
-from amaranth import Cat, Const, Elaboratable, Module, ResetInserter, Signal
+from amaranth import Cat, ClockDomain, Const, Elaboratable, Module, ResetInserter, Signal
 from amaranth.build import Attrs, Pins, Resource, Subsignal
-from amaranth.lib import memory, wiring
+from amaranth.build import ResourceError
+from amaranth.lib import io, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .. import link as proto
@@ -44,14 +45,23 @@ def crc16_update(crc, byte):
     return Cat(*bits)
 
 
-def make_core(qm, lanes: int):
-    """Return the real GRUCore when the package has it, else the stand-in (and say which)."""
+def make_core(qm, lanes: int, dsp_budget: int | None = None):
+    """Return the real GRUCore when the package has it, else the stand-in (and say which).
+
+    With ``dsp_budget`` (the device's hard multipliers), the GRU tail's multipliers are built
+    from logic when the lanes plus the tail would need more multipliers than the device has.
+    """
     try:
         from ..gateware import GRUCore
     except ImportError:
         from .standin import StandInCore
 
         return StandInCore(qm, lanes), "stand-in"
+    if dsp_budget is not None:
+        from ..schedule import Schedule
+
+        if Schedule(qm, lanes, tail_mul="dsp").dsp_multipliers > dsp_budget:
+            return GRUCore(qm, lanes, tail_mul="lut"), "GRUCore"
     return GRUCore(qm, lanes), "GRUCore"
 
 
@@ -78,10 +88,11 @@ class LinkTop(wiring.Component):
 
     def __init__(self, qm, lanes: int, *, core=None, divisor: int, timeout_cycles: int,
                  clock_hz: int, max_steps: int | None = None, heartbeat_log2: int = 24,
-                 stretch_log2: int = 20) -> None:
+                 stretch_log2: int = 20, dsp_budget: int | None = None) -> None:
         self.qm = qm
         self.lanes = lanes
-        self.core, self.core_kind = (core, "custom") if core is not None else make_core(qm, lanes)
+        self.core, self.core_kind = ((core, "custom") if core is not None
+                                     else make_core(qm, lanes, dsp_budget))
         self.divisor = divisor
         self.timeout_cycles = timeout_cycles
         self.max_steps = max_steps if max_steps is not None else default_max_steps(qm)
@@ -353,7 +364,8 @@ class BoardTop(Elaboratable):
         log2 = max(4, int(hz).bit_length() - 1)
         self.link = LinkTop(qm, lanes, core=core, divisor=div, timeout_cycles=tmo,
                             clock_hz=int(round(hz)), max_steps=max_steps,
-                            heartbeat_log2=log2, stretch_log2=max(2, log2 - 4))
+                            heartbeat_log2=log2, stretch_log2=max(2, log2 - 4),
+                            dsp_budget=board.dsp if board is not None else None)
         self.rx = self.link.rx
         self.tx = self.link.tx
 
@@ -369,20 +381,26 @@ class BoardTop(Elaboratable):
             return m
         board = self.board
         self.pll.clk_port = platform.request(platform.default_clk, dir="-")
+        m.domains.sync = ClockDomain("sync")
         m.submodules.pll = self.pll
         if board.module == "orangecrab_r0_2":
             platform.add_resources([_CRAB_UART])
-        uart = platform.request("uart", 0)
-        m.d.comb += [self.link.rx.eq(uart.rx.i), uart.tx.o.eq(self.link.tx)]
+        res = platform.lookup("uart", 0)
+        uart = platform.request("uart", 0, dir={sub.name: "-" for sub in res.ios
+                                                if isinstance(sub, Subsignal)})
+        m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.d.comb += [self.link.rx.eq(rx_buf.i), tx_buf.o.eq(self.link.tx)]
         leds = []
         for i in range(4):
             try:
-                leds.append(platform.request("led", i).o)
-            except Exception:  # ResourceError: fewer LEDs on this board
+                leds.append(platform.request("led", i, dir="-"))
+            except ResourceError:  # fewer LEDs on this board
                 break
         if not leds:
-            rgb = platform.request("rgb_led", 0)
-            leds = [rgb.g.o, rgb.b.o, rgb.r.o]  # heartbeat green, busy blue, error red
-        for i, led in enumerate(leds):
-            m.d.comb += led.eq(self.link.leds[i])
+            rgb = platform.request("rgb_led", 0, dir={"r": "-", "g": "-", "b": "-"})
+            leds = [rgb.g, rgb.b, rgb.r]  # heartbeat green, busy blue, error red
+        for i, port in enumerate(leds):
+            m.submodules[f"led_buf{i}"] = buf = io.Buffer("o", port)
+            m.d.comb += buf.o.eq(self.link.leds[i])
         return m
