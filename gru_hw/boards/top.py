@@ -327,7 +327,7 @@ class LinkTop(wiring.Component):
         with m.Elif(stretch != 0):
             m.d.sync += stretch.eq(stretch - 1)
         busy = fsm.ongoing("RUN_FEED") | fsm.ongoing("RUN_WAIT") | fsm.ongoing("RUN_REPLY")
-        m.d.comb += self.leds.eq(Cat(beat[-1], busy, err_led, (stretch != 0) | receiving))
+        m.d.sync += self.leds.eq(Cat(beat[-1], busy, err_led, (stretch != 0) | receiving))
         return m
 
 
