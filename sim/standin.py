@@ -19,7 +19,8 @@ from amaranth.lib.wiring import In, Out
 
 def in_layout(inputs: int, x_width: int) -> data.StructLayout:
     """Return the i_stream payload layout of the core contract."""
-    return data.StructLayout({"x": data.ArrayLayout(signed(x_width), inputs), "first": 1, "last": 1})
+    return data.StructLayout({"x": data.ArrayLayout(signed(x_width), inputs),
+                              "first": 1, "last": 1})
 
 
 def out_layout(outputs: int, out_width: int) -> data.StructLayout:
@@ -89,8 +90,9 @@ class RunningSumCore(wiring.Component):
 
 
 def running_sum_model(xq: np.ndarray, lengths: np.ndarray, outputs: int, out_width: int, *,
-                      sequence: bool = False, keep_state: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Return what RunningSumCore outputs: y (N, O) and, per step, h (N, T, O) (zeros past the end)."""
+                      sequence: bool = False,
+                      keep_state: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Return what RunningSumCore outputs: y (N, O) and h (N, T, O) per step (zeros past ends)."""
     n, t, i = xq.shape
     y = np.zeros((n, outputs), dtype=np.int64)
     h = np.zeros((n, t, outputs), dtype=np.int64)

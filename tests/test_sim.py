@@ -130,7 +130,7 @@ def test_mismatch_message_and_waves_on_the_real_core(simulator, sim_root, tmp_pa
     assert Path(res["waves"]).exists() and Path(res["waves"]).parent == tmp_path
 
 
-# ---- run_simulation, the `gru-hw simulate` entry point ---------------------------------------------
+# ---- run_simulation, the `gru-hw simulate` entry point -------------------------------------------
 @pytest.mark.parametrize("simulator", [*SIMULATORS, "amaranth"])
 def test_run_simulation_writes_outputs(simulator, jv, sim_root, tmp_path):
     require_tool(simulator)

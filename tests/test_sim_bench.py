@@ -47,7 +47,7 @@ def _job(xq, lengths, *, sequence, keep_state, **options) -> object:
                     keep_state=keep_state, options=opts)
 
 
-# ---- pure Python parts ----------------------------------------------------------------------------
+# ---- pure Python parts ---------------------------------------------------------------------------
 def test_pack_unpack_round_trip():
     lay = PortLayout(3, 8, 2, 12, head_outputs=2, head_width=5)
     v = lay.pack_input(np.array([-128, 127, -1]), True, False)
@@ -67,7 +67,8 @@ def test_layout_from_ports_checks_the_contract():
     ]
     assert PortLayout.from_ports(ports) == PortLayout(3, 8, 4, 12)
     ports[0]["fields"]["last"] = [26, 1]
-    with pytest.raises(ValueError, match=r"i_stream__payload.last: at \[26, 1\], expected \[25, 1\]"):
+    with pytest.raises(ValueError,
+                       match=r"i_stream__payload.last: at \[26, 1\], expected \[25, 1\]"):
         PortLayout.from_ports(ports)
 
 
@@ -90,7 +91,7 @@ def test_make_job_first_last_keep_state():
     assert job.exp_last.tolist() == job.last.tolist()
 
 
-# ---- the bench in both simulators -----------------------------------------------------------------
+# ---- the bench in both simulators ----------------------------------------------------------------
 STRESS = {
     "plain": {},
     "stress": {"idle": [1, 1, 0], "backpressure": {"random": 0.5, "seed": 7}},
