@@ -84,13 +84,17 @@ def generate_cached(qm, root: str | Path, *, lanes: int, sequence: bool = False,
     out = Path(root) / f"rtl-{key}"
     done = out / "spec.json"
     if not done.exists():
-        tmp = Path(root) / f"rtl-{key}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        generate(qm, tmp, lanes=lanes, sequence=sequence, **kwargs)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.replace(out)
+        Path(root).mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"rtl-{key}.", dir=root))
+        try:
+            generate(qm, tmp, lanes=lanes, sequence=sequence, **kwargs)
+            try:
+                tmp.replace(out)
+            except OSError:  # another session generated it meanwhile: use theirs
+                if not done.exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     info = json.loads(done.read_text())
     return out / info.get("verilog", "gru_core.v"), info
 

@@ -9,6 +9,7 @@ its FST writer needs, is missing), VCD from Icarus.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -239,6 +240,18 @@ def build(verilog: str | Path, simulator: str, build_root: str | Path, *, waves:
     stamp = build_dir / "built.ok"
     if stamp.exists():
         return build_dir
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    # One builder per folder: parallel test sessions may share the build root.
+    with open(build_dir.parent / f".{build_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists():
+            _build(verilog, text, simulator, build_dir, waves, top)
+    return build_dir
+
+
+def _build(verilog: Path, text: bytes, simulator: str, build_dir: Path, waves: bool,
+           top: str) -> None:
+    stamp = build_dir / "built.ok"
     if build_dir.exists():
         shutil.rmtree(build_dir)
     build_dir.mkdir(parents=True)
@@ -270,7 +283,6 @@ def build(verilog: str | Path, simulator: str, build_root: str | Path, *, waves:
                               + _tail(log)) from None
     stamp.write_text(json.dumps({"verilog": str(verilog), "simulator": simulator, "waves": waves,
                                  "trace": trace if simulator == "verilator" else "vcd"}))
-    return build_dir
 
 
 def _tail(path: Path, lines: int = 30) -> str:
