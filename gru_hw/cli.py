@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", required=True, metavar="BOARD")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
     p.add_argument("--lanes", type=_positive_int("--lanes"), default=None, metavar="P")
-    p.add_argument("--clock-mhz", type=float, default=None, metavar="F")
+    p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
+                   help="core clock (default: per board; lowered to the routed Fmax if missed)")
+    p.add_argument("--baud", type=_positive_int("--baud"), default=None, help="UART baud rate")
     p.add_argument("--runtime-weights", action="store_true")
     p.add_argument("--json", action="store_true")
     _add_quant_flags(p)
@@ -321,7 +323,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .board import build
+    from .board import DoesNotFit, build
     from .quant import quantize_model
 
     model = load_model(args.model)
@@ -330,10 +332,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     lanes = args.lanes if args.lanes is not None else _default_lanes(model)
     kwargs = {"lanes": lanes}
     if args.clock_mhz is not None:
+        if not (np.isfinite(args.clock_mhz) and 1.0 <= args.clock_mhz <= 500.0):
+            raise GruHwError(f"--clock-mhz must be within 1..500, got {args.clock_mhz}")
         kwargs["clock_mhz"] = args.clock_mhz
+    if args.baud is not None:
+        kwargs["baud"] = args.baud
     if args.runtime_weights:
         kwargs["runtime_weights"] = True
-    report = build(qm, args.board, args.output, **kwargs)
+    try:
+        report = build(qm, args.board, args.output, **kwargs)
+    except DoesNotFit as exc:  # a failed check, not a usage mistake
+        raise CheckFailed(str(exc)) from None
     if args.json:
         _print_json(report)
     return 0
