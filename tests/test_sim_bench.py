@@ -187,3 +187,15 @@ def test_standin_waves_on_request(simulator, sim_root, tmp_path):
     suffix = {"icarus": ".vcd", "verilator": (".fst", ".vcd")}[simulator]
     assert res["waves"] and res["waves"].endswith(suffix)
     assert Path(res["waves"]).stat().st_size > 0
+
+
+def test_icarus_compat_moves_the_time0_trigger():
+    from sim.runner import icarus_compat
+
+    text = (b"module m(a, y);\n  reg \\$auto$verilog_backend.cc:2355:dump_module$1  = 0;\n"
+            b"  always @* begin\n    if (\\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end\n"
+            b"  end\nendmodule\n")
+    out = icarus_compat(text)
+    assert b"reg \\$auto$verilog_backend.cc:2355:dump_module$1 ;\n" in out
+    assert b"  initial #0 \\$auto$verilog_backend.cc:2355:dump_module$1 = 1'h0;\n" in out
+    assert out.count(b"$auto$") == 3 and icarus_compat(out) == out
