@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
-APT_PACKAGES := iverilog
+# Icarus (second RTL simulator); a C++ toolchain, make, lz4 and zlib for Verilator builds and FST waves
+APT_PACKAGES := iverilog g++ make liblz4-dev zlib1g-dev
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: setup demo test test-all bench clean
