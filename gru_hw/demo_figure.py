@@ -50,6 +50,7 @@ def draw(path: Path, spec: QuantSpec, sweep: list[dict], acc_float: float, build
     ax2.set_yscale("log")
     ax2.set_ylabel("max |h - h_float|", color="C3")
 
+    builds = [b for b in builds if "fmax_mhz" in b]
     if builds:
         lanes = [b["lanes"] for b in builds]
         ax_b.plot(lanes, [b["fmax_mhz"] for b in builds], "o-", color="C0", label="Fmax (MHz)")
