@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from .errors import GruHwError
 
 #: Cycles from issuing a group's last column to its first row entering the tail
-#: (weight/vector read, product register, accumulate-and-load of the shift chain).
-MAC_LATENCY = 3
+#: (weight/vector read, product register, accumulate-and-load of the shift chain, chain exit:
+#: bias/buffer addresses, bias added, parked sum read).
+MAC_LATENCY = 5
 #: Pipeline stages of a requantizer (round, then overflow).
 RQ_LATENCY = 2
 #: Multiplier stages by kind of tail multiplier.
@@ -47,7 +48,8 @@ class Phase:
     the top layer's h for the head), ``emit`` (False: park the accumulators in the buffer; True:
     send the rows to the tail), ``rows``, ``cols``, ``groups``, the first weight address
     ``waddr`` and group index ``gbase`` (bias address) in the per-lane memories, the buffer index
-    ``bufbase`` of group 0, and the controller flags ``accept`` (takes the input beat),
+    ``bufbase`` of group 0 (in groups), the first row ``brow`` of its biases in the shared bias
+    ROM, the first row ``urow`` of its rows in the shared park buffer, and the controller flags ``accept`` (takes the input beat),
     ``first_h_read`` (the layer's first pass over its own h this step: latches the zero state and
     marks the layer busy), ``final`` (the pass whose rows complete the layer's step, or the
     head), ``rz_final`` (reset_before: the pass whose rows produce r*h and z).
@@ -63,6 +65,8 @@ class Phase:
     waddr: int
     gbase: int
     bufbase: int
+    brow: int = 0
+    urow: int = 0
     accept: bool = False
     first_h_read: bool = False
     final: bool = False
@@ -161,17 +165,19 @@ class Schedule:
         sh = self.shapes
         p = self.lanes
         out: list[Phase] = []
-        waddr = gbase = 0
+        waddr = gbase = brow = 0
 
         def add(layer, rowset, source, emit, rows, bufbase, **flags):
-            nonlocal waddr, gbase
+            nonlocal waddr, gbase, brow
             cols = (sh.layer_input_size(layer) if source in ("x", "h_below")
                     else sh.hidden_sizes[layer] if layer >= 0 else sh.hidden_sizes[-1])
             groups = _ceil_div(rows, p)
+            urow = 2 * sh.hidden_sizes[layer] if rowset == "n" and not sh.reset_after else 0
             out.append(Phase(layer, rowset, source, emit, rows, cols, groups, waddr, gbase,
-                             bufbase, **flags))
+                             bufbase, brow, urow, **flags))
             waddr += groups * cols
             gbase += groups
+            brow += rows
 
         for k, hk in enumerate(sh.hidden_sizes):
             xs = "x" if k == 0 else "h_below"
@@ -267,6 +273,16 @@ class Schedule:
         return sum(ph.groups for ph in self.phases)
 
     @property
+    def bias_rows(self) -> int:
+        """Words of the shared bias ROM (one per row of every phase)."""
+        return sum(ph.rows for ph in self.phases)
+
+    @property
+    def buffer_rows(self) -> int:
+        """Words of the shared park buffer (one per gate row of the largest layer)."""
+        return 3 * max(self.shapes.hidden_sizes)
+
+    @property
     def buffer_depth(self) -> int:
         """Words per lane accumulator buffer (groups of one layer's gate rows)."""
         return max(max(ph.bufbase + ph.groups for ph in self.phases), 1)
@@ -289,7 +305,7 @@ class Schedule:
 
     @property
     def memory_bits(self) -> int:
-        """Memory bits: weights, biases, accumulator buffers, state banks, gate/rh memories.
+        """Memory bits: weights, bias ROM, park buffer, state banks, gate/rh memories.
 
         Widths come from the QuantSpec when the schedule was built from a QuantModel (weights
         ``weight_bits``, activations ``act_bits``, accumulators weight + act bits + log2 of the
@@ -301,8 +317,8 @@ class Schedule:
         """Return the memory bits for given weight, accumulator and activation widths."""
         sh = self.shapes
         p = self.lanes
-        bits = p * (self.weight_depth * weight_bits + self.bias_depth * acc_bits
-                    + self.buffer_depth * acc_bits)
+        bits = p * self.weight_depth * weight_bits
+        bits += (self.bias_rows + self.buffer_rows) * acc_bits  # shared bias ROM, park buffer
         hs = sum(sh.hidden_sizes)
         bits += 2 * hs * act_bits  # two state banks per layer
         bits += hs * act_bits * (1 if sh.reset_after else 2)  # r (or rh) and z memories
@@ -348,17 +364,17 @@ class Schedule:
                                 s = max(s, rz_clear[ph.layer])
                             if ph.source == "h_top":
                                 s = max(s, pending_clear[top])
-                        if ph.emit:
-                            s = max(s, ser_il + ser_n - ph.cols + 1)
+                        # every group's sums leave through the shift chain, one row per cycle
+                        s = max(s, ser_il + ser_n - ph.cols + 1)
                         if ph.accept and g == 0:
                             accepts.append(s)
                             if first_accept is None:
                                 first_accept = s
                         i_last = s + ph.cols - 1
                         t_free = s + ph.cols
+                        n = ph.group_rows(g, p)
+                        ser_il, ser_n = i_last, n
                         if ph.emit:
-                            n = ph.group_rows(g, p)
-                            ser_il, ser_n = i_last, n
                             last_entry = i_last + MAC_LATENCY + n - 1
                     if ph.rz_final:
                         rz_clear[ph.layer] = last_entry + self.tail_rz_latency + 1

@@ -162,7 +162,7 @@ class GRUCore(wiring.Component):
         sch = self.schedule
         p = self.lanes
         wdata = [[0] * max(sch.weight_depth, 1) for _ in range(p)]
-        bdata = [[0] * max(sch.bias_depth, 1) for _ in range(p)]
+        brows = [0] * sch.bias_rows
         lo_all, hi_all = 0, 0
         wmax = 1
         vbits = max(self.spec.x_fmt.width, self.spec.h_fmt.width)
@@ -175,21 +175,21 @@ class GRUCore(wiring.Component):
             lo_all = min(lo_all, int(neg.min()), int(b.min()))
             hi_all = max(hi_all, int(pos.max()), int(b.max()))
             wmax = max(wmax, bits_for_int_range(int(w.min()), int(w.max())))
+            brows[ph.brow:ph.brow + ph.rows] = [int(v) for v in b]
             for g in range(ph.groups):
                 for lane in range(p):
                     row = g * p + lane
                     if row >= ph.rows:
                         continue
-                    bdata[lane][ph.gbase + g] = int(b[row])
                     base = ph.waddr + g * ph.cols
                     for c in range(ph.cols):
                         wdata[lane][base + c] = int(w[row, c])
-        self._wdata, self._bdata = wdata, bdata
+        self._wdata, self._brows = wdata, brows
         self.weight_width = max(wmax, max(lf.w_ih_fmt.width for lf in self.spec.layers))
         self.vector_width = vbits
         prod = self.weight_width + vbits
         self.acc_width = max(bits_for_int_range(lo_all, hi_all), prod) + 1
-        self.bias_width = max(bits_for_int_range(min(min(r) for r in bdata), max(max(r) for r in bdata)), 2)
+        self.bias_width = max(bits_for_int_range(min(brows), max(brows)), 2)
 
     # ---- the hardware --------------------------------------------------------------------------
     def elaborate(self, platform):  # noqa: C901 (one flat datapath reads best top to bottom)
@@ -255,7 +255,6 @@ class GRUCore(wiring.Component):
         g = Signal(range(max_groups + 1), name="g")
         c = Signal(range(max_cols + 1), name="c")
         waddr = Signal(range(max(sch.weight_depth, 2)), name="waddr")
-        gidx = Signal(range(max(sch.bias_depth, 2)), name="gidx")
         ser_hold = Signal(range(P + 2), name="ser_hold")
 
         k_cols = Signal(range(max_cols + 1), name="k_cols")
@@ -266,7 +265,6 @@ class GRUCore(wiring.Component):
         k_src = Signal(range(len(SRC_CODE)), name="k_src")
         k_rowset = Signal(range(4), name="k_rowset")
         k_layer = Signal(range(max(nl, 2)), name="k_layer")
-        k_bufbase = Signal(range(sch.buffer_depth + 1), name="k_bufbase")
         k_ok = Signal(name="k_ok")  # the phase's start conditions hold
         vec_addr = Signal(range(max(2 * sum(hs), 2)), name="vec_addr")
         vec_zero = Signal(name="vec_zero")
@@ -284,7 +282,6 @@ class GRUCore(wiring.Component):
                         k_last_rows.eq(p_.rows - (p_.groups - 1) * P),
                         k_emit.eq(p_.emit), k_xlike.eq(p_.x_like), k_src.eq(SRC_CODE[p_.source]),
                         k_rowset.eq(ROWSET_CODE[p_.rowset]), k_layer.eq(max(p_.layer, 0)),
-                        k_bufbase.eq(p_.bufbase),
                     ]
                     ok = Const(1)
                     if p_.accept:
@@ -310,10 +307,10 @@ class GRUCore(wiring.Component):
                     if p_.source == "rh":
                         m.d.comb += rh_addr.eq(gbase[p_.layer] + c)
 
-        group_ok = ~k_emit | (ser_hold <= k_cols)
+        group_ok = ser_hold <= k_cols
         go = Signal(name="go")
         m.d.comb += go.eq(Mux(c != 0, 1, group_ok & Mux(g == 0, k_ok, 1)))
-        m.d.comb += i_ready.eq((ph == 0) & at_phase_start)
+        m.d.comb += i_ready.eq((ph == 0) & at_phase_start & group_ok)
         accept = go & (ph == 0) & at_phase_start
         last_col = c == k_cols - 1
         last_group = g == k_groups - 1
@@ -333,11 +330,9 @@ class GRUCore(wiring.Component):
             with m.If(last_col & last_group):
                 m.d.sync += ph.eq(Mux(step_end, 0, ph + 1))
             m.d.sync += waddr.eq(Mux(step_end, 0, waddr + 1))
-            with m.If(last_col):
-                m.d.sync += gidx.eq(Mux(step_end, 0, gidx + 1))
 
         # serializer hold counter
-        with m.If(go & last_col & k_emit):
+        with m.If(go & last_col):
             m.d.sync += ser_hold.eq(n_rows)
         with m.Elif(ser_hold != 0):
             m.d.sync += ser_hold.eq(ser_hold - 1)
@@ -361,8 +356,7 @@ class GRUCore(wiring.Component):
         first1, last1, emit1, xlike1, zero1 = (Signal(name=n) for n in
                                                ("first1", "last1", "emit1", "xlike1", "zero1"))
         src1 = Signal.like(k_src, name="src1")
-        gidx1 = Signal.like(gidx, name="gidx1")
-        buf1 = Signal(range(sch.buffer_depth + 1), name="buf1")
+        ph1 = Signal.like(ph, name="ph1")
         layer1 = Signal.like(k_layer, name="layer1")
         rowset1 = Signal.like(k_rowset, name="rowset1")
         nrows1 = Signal(range(P + 1), name="nrows1")
@@ -370,7 +364,7 @@ class GRUCore(wiring.Component):
         m.d.sync += [
             v1.eq(go), first1.eq(c == 0), last1.eq(last_col), emit1.eq(k_emit),
             xlike1.eq(k_xlike), zero1.eq(vec_zero & (k_src == SRC_CODE["h_own"])), src1.eq(k_src),
-            gidx1.eq(gidx), buf1.eq(k_bufbase + g), layer1.eq(k_layer), rowset1.eq(k_rowset),
+            ph1.eq(ph), layer1.eq(k_layer), rowset1.eq(k_rowset),
             nrows1.eq(n_rows), fgroup1.eq(g == 0),
         ]
         vec = Signal(signed(vw), name="vec")
@@ -385,62 +379,51 @@ class GRUCore(wiring.Component):
 
         v2 = Signal(name="issue2")
         first2, last2, emit2, xlike2 = (Signal(name=n) for n in ("first2", "last2", "emit2", "xlike2"))
-        buf2 = Signal.like(buf1, name="buf2")
+        ph2 = Signal.like(ph, name="ph2")
         layer2 = Signal.like(k_layer, name="layer2")
         rowset2 = Signal.like(k_rowset, name="rowset2")
         nrows2 = Signal.like(nrows1, name="nrows2")
         fgroup2 = Signal(name="fgroup2")
         m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), emit2.eq(emit1),
-                     xlike2.eq(xlike1), buf2.eq(buf1), layer2.eq(layer1), rowset2.eq(rowset1),
+                     xlike2.eq(xlike1), ph2.eq(ph1), layer2.eq(layer1), rowset2.eq(rowset1),
                      nrows2.eq(nrows1), fgroup2.eq(fgroup1)]
-        load = v2 & last2 & emit2
-        park = v2 & last2 & ~emit2
+        load = v2 & last2  # every group's sums enter the shift chain (parked or emitted)
 
-        lane_ax, lane_ah = [], []
+        # ---- MAC lanes: weight memory, multiplier, accumulator; nothing else per lane ------------
+        lane_res = []
         for lane in range(P):
             wmem = Memory(shape=signed(self.weight_width), depth=len(self._wdata[lane]),
                           init=self._wdata[lane])
-            bmem = Memory(shape=signed(self.bias_width), depth=len(self._bdata[lane]),
-                          init=self._bdata[lane])
-            buf = Memory(shape=signed(aw), depth=sch.buffer_depth, init=[])
             m.submodules[f"wmem{lane}"] = wmem
-            m.submodules[f"bmem{lane}"] = bmem
-            m.submodules[f"buf{lane}"] = buf
             wr = wmem.read_port()
-            br = bmem.read_port()
-            bw = buf.write_port()
-            bb = buf.read_port(transparent_for=(bw,))  # a park and its emit may be 1 cycle apart
-            m.d.comb += [wr.addr.eq(waddr), br.addr.eq(gidx1), bb.addr.eq(buf1)]
+            m.d.comb += wr.addr.eq(waddr)
             prod = Signal(signed(self.weight_width + vw), name=f"prod{lane}")
             m.d.sync += prod.eq(wr.data * vec)
             acc = Signal(signed(aw), name=f"acc{lane}")
             acc_next = Signal(signed(aw), name=f"accn{lane}")
-            m.d.comb += acc_next.eq(Mux(first2, br.data, acc) + prod)
+            m.d.comb += acc_next.eq(Mux(first2, 0, acc) + prod)
             with m.If(v2):
                 m.d.sync += acc.eq(acc_next)
-            m.d.comb += [bw.addr.eq(buf2), bw.data.eq(acc_next), bw.en.eq(park)]
-            lane_ax.append(Mux(xlike2, acc_next, bb.data))
-            lane_ah.append(Mux(xlike2, bb.data, acc_next))
+            lane_res.append(acc_next)
 
-        # ---- shift chain into the tail -------------------------------------------------------
-        ch_ax = [Signal(signed(aw), name=f"ch_ax{i}") for i in range(P)]
-        ch_ah = [Signal(signed(aw), name=f"ch_ah{i}") for i in range(P)]
+        # ---- shift chain: every group's P sums (parked or emitted) leave one per cycle ----------
+        ch = [Signal(signed(aw), name=f"ch{i}") for i in range(P)]
         cnt = Signal(range(P + 1), name="ch_cnt")
+        s_ph = Signal.like(ph, name="s_ph")
         s_layer = Signal.like(k_layer, name="s_layer")
         s_rowset = Signal.like(k_rowset, name="s_rowset")
         kind = Signal(2, name="kind")
         tj = Signal(range(max(max(hs), O) + 1), name="tj")
+        erow = Signal(range(max(max(3 * h for h in hs), O) + 1), name="erow")
         out_now = cnt != 0
         with m.If(load):
-            m.d.sync += [ch_ax[i].eq(lane_ax[i]) for i in range(P)]
-            m.d.sync += [ch_ah[i].eq(lane_ah[i]) for i in range(P)]
-            m.d.sync += [cnt.eq(nrows2), s_layer.eq(layer2), s_rowset.eq(rowset2)]
+            m.d.sync += [ch[i].eq(lane_res[i]) for i in range(P)]
+            m.d.sync += [cnt.eq(nrows2), s_layer.eq(layer2), s_rowset.eq(rowset2), s_ph.eq(ph2)]
         with m.Elif(out_now):
-            m.d.sync += [ch_ax[i].eq(ch_ax[i + 1]) for i in range(P - 1)]
-            m.d.sync += [ch_ah[i].eq(ch_ah[i + 1]) for i in range(P - 1)]
+            m.d.sync += [ch[i].eq(ch[i + 1]) for i in range(P - 1)]
             m.d.sync += cnt.eq(cnt - 1)
         with m.If(load & fgroup2):
-            m.d.sync += tj.eq(0)
+            m.d.sync += [tj.eq(0), erow.eq(0)]
             with m.Switch(rowset2):
                 with m.Case(ROWSET_CODE["n"]):
                     m.d.sync += kind.eq(KIND_N)
@@ -449,6 +432,7 @@ class GRUCore(wiring.Component):
                 with m.Default():
                     m.d.sync += kind.eq(KIND_R)
         with m.Elif(out_now):
+            m.d.sync += erow.eq(erow + 1)
             with m.Switch(s_rowset):
                 with m.Case(ROWSET_CODE["all"]):
                     m.d.sync += kind.eq(Mux(kind == KIND_N, KIND_R, kind + 1))
@@ -461,8 +445,60 @@ class GRUCore(wiring.Component):
                 with m.Default():
                     m.d.sync += tj.eq(tj + 1)
 
+        # ---- chain exit (cycle e): shared bias ROM and parked-sum buffer -----------------------
+        # The bias of a row is added once, as the row leaves the chain (the accumulators start at
+        # 0): one shared ROM of one word per row of the program replaces P per-lane bias memories.
+        # Parked sums (the first of a gate row's two passes) go to ONE shared buffer of one word
+        # per gate row (the chain serializes them), instead of P per-lane buffers.
+        # e: addresses; e+1: bias word, sum registered; e+2: tail input (buffer word read).
+        e_emit = Signal(name="e_emit")
+        e_xlike = Signal(name="e_xlike")
+        e_bbase = Signal(range(max(sch.bias_rows, 2)), name="e_bbase")
+        e_ubase = Signal(range(max(sch.buffer_rows, 2)), name="e_ubase")
+        with m.Switch(s_ph):
+            for i, p_ in enumerate(phases):
+                with m.Case(i):
+                    m.d.comb += [e_emit.eq(p_.emit), e_xlike.eq(p_.x_like),
+                                 e_bbase.eq(p_.brow), e_ubase.eq(p_.urow)]
+        bmem = Memory(shape=signed(self.bias_width), depth=max(len(self._brows), 2),
+                      init=self._brows)
+        m.submodules.bias = bmem
+        b_r = bmem.read_port()
+        m.d.comb += b_r.addr.eq(e_bbase + erow)
+        ubuf = Memory(shape=signed(aw), depth=max(sch.buffer_rows, 2), init=[])
+        m.submodules.park = ubuf
+        u_w = ubuf.write_port()
+        u_r = ubuf.read_port(transparent_for=(u_w,))  # a park and its emit may be 1 cycle apart
+        x1_v, x1_emit, x1_xlike = (Signal(name=n) for n in ("x1_v", "x1_emit", "x1_xlike"))
+        x1_ch = Signal(signed(aw), name="x1_ch")
+        x1_u = Signal.like(e_ubase, name="x1_u")
+        x1_layer = Signal.like(s_layer, name="x1_layer")
+        x1_kind = Signal.like(kind, name="x1_kind")
+        x1_j = Signal.like(tj, name="x1_j")
+        m.d.sync += [x1_v.eq(out_now), x1_emit.eq(e_emit), x1_xlike.eq(e_xlike), x1_ch.eq(ch[0]),
+                     x1_u.eq(e_ubase + erow), x1_layer.eq(s_layer), x1_kind.eq(kind),
+                     x1_j.eq(tj)]
+        m.d.comb += u_r.addr.eq(x1_u)
+        x2_val = Signal(signed(aw), name="x2_val")
+        x2_v, x2_emit, x2_xlike = (Signal(name=n) for n in ("x2_v", "x2_emit", "x2_xlike"))
+        x2_u = Signal.like(x1_u, name="x2_u")
+        x2_layer = Signal.like(s_layer, name="x2_layer")
+        x2_kind = Signal.like(kind, name="x2_kind")
+        x2_j = Signal.like(tj, name="x2_j")
+        m.d.sync += [x2_val.eq(x1_ch + b_r.data), x2_v.eq(x1_v), x2_emit.eq(x1_emit),
+                     x2_xlike.eq(x1_xlike), x2_u.eq(x1_u), x2_layer.eq(x1_layer),
+                     x2_kind.eq(x1_kind), x2_j.eq(x1_j)]
+        m.d.comb += [u_w.addr.eq(x2_u), u_w.data.eq(x2_val), u_w.en.eq(x2_v & ~x2_emit)]
+        t_ax_s = Signal(signed(aw), name="t_ax")
+        t_ah_s = Signal(signed(aw), name="t_ah")
+        m.d.comb += [t_ax_s.eq(Mux(x2_xlike, x2_val, u_r.data)),
+                     t_ah_s.eq(Mux(x2_xlike, u_r.data, x2_val))]
+        assert MAC_LATENCY == 5
+
         # ---- the tail ------------------------------------------------------------------------
-        t_v, t_ax, t_ah, t_layer, t_kind, t_j = out_now, ch_ax[0], ch_ah[0], s_layer, kind, tj
+        t_v = Signal(name="t_v")
+        m.d.comb += t_v.eq(x2_v & x2_emit)
+        t_ax, t_ah, t_layer, t_kind, t_j = t_ax_s, t_ah_s, x2_layer, x2_kind, x2_j
 
         def at(sig, n, name):
             return delay(m, sig, n, name)
