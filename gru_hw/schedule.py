@@ -32,7 +32,10 @@ MAC_LATENCY = 5
 #: Pipeline stages of a requantizer (round, then overflow).
 RQ_LATENCY = 2
 #: Multiplier stages by kind of tail multiplier.
-MUL_LATENCY = {"dsp": 1, "lut": 2}
+#: "seq": a sequential logic multiplier, one product per SEQ_STEPS cycles (a quarter of the
+#: partial products of "lut" per cycle); the tail then takes one emitted row per SEQ_STEPS cycles.
+SEQ_STEPS = 4
+MUL_LATENCY = {"dsp": 1, "lut": 2, "seq": SEQ_STEPS}
 
 SOURCES = ("x", "h_below", "h_own", "rh", "h_top")
 ROWSETS = ("all", "rz", "n", "head")
@@ -131,7 +134,11 @@ class Schedule:
 
     ``model`` is a QuantModel, a GRUModel or :class:`Shapes`. ``tail_mul`` selects how the tail's
     multipliers are built ("dsp": ``*`` with one register stage; "lut": shift-and-add in logic,
-    two stages), which changes the tail latencies.
+    two stages; "seq": sequential shift-and-add in logic, SEQ_STEPS cycles per product, so that
+    the tail takes one emitted row every SEQ_STEPS cycles), which changes the tail latencies and,
+    for "seq", the rate at which emitted rows leave the shift chain. "seq" costs about a quarter
+    of the logic of "lut" and no DSP; it loses no cycles while every emitting group has at least
+    SEQ_STEPS * lanes columns (e.g. 8 lanes, H = 32).
     """
 
     shapes: Shapes
@@ -208,6 +215,11 @@ class Schedule:
     def mul_latency(self) -> int:
         """Register stages of one tail multiplier."""
         return MUL_LATENCY[self.tail_mul]
+
+    @property
+    def tail_interval(self) -> int:
+        """Cycles between two emitted rows entering the tail (1, or SEQ_STEPS with "seq")."""
+        return SEQ_STEPS if self.tail_mul == "seq" else 1
 
     @property
     def pwl_latency(self) -> int:
@@ -335,6 +347,7 @@ class Schedule:
         """
         p = self.lanes
         sh = self.shapes
+        ti = self.tail_interval
         top = len(sh.hidden_sizes) - 1
         neg = -(1 << 60)
         t_free = 0
@@ -372,10 +385,11 @@ class Schedule:
                                 first_accept = s
                         i_last = s + ph.cols - 1
                         t_free = s + ph.cols
+                        # parked rows leave one per cycle, emitted ones one per tail interval
                         n = ph.group_rows(g, p)
-                        ser_il, ser_n = i_last, n
+                        ser_il, ser_n = i_last, n * (ti if ph.emit else 1)
                         if ph.emit:
-                            last_entry = i_last + MAC_LATENCY + n - 1
+                            last_entry = i_last + MAC_LATENCY + (n - 1) * ti
                     if ph.rz_final:
                         rz_clear[ph.layer] = last_entry + self.tail_rz_latency + 1
                     if ph.final and ph.layer >= 0:

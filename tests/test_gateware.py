@@ -79,6 +79,7 @@ def cases(draw, max_in, max_hidden, max_layers, max_steps):
         backpressure=draw(st.booleans()),
         n_seq=draw(st.integers(1, 3)),
         t_max=draw(st.integers(1, max_steps)),
+        tail_mul=draw(st.sampled_from(["dsp", "lut", "seq"])),
     )
 
 
@@ -86,7 +87,7 @@ def run_case(case):
     rng, qm = random_case(case["seed"], case["inputs"], case["hidden"], case["reset_after"],
                           case["head"], case["weight_bits"], case["act_bits"], case["random_modes"])
     check(qm, rng, case["n_seq"], case["t_max"], case["lanes"], case["sequence"],
-          case["keep_state"], case["backpressure"])
+          case["keep_state"], case["backpressure"], case["tail_mul"])
 
 
 @settings(max_examples=12, deadline=None, derandomize=True,
@@ -130,6 +131,16 @@ def test_core_lut_tail():
     check(qm, rng, 2, 3, 4, sequence=False, keep_state=True, backpressure=True, tail_mul="lut")
 
 
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_core_seq_tail(reset_after):
+    """tail_mul="seq": one sequential logic multiplier per product, one emitted row per 4 cycles."""
+    rng, qm = random_case(8, 3, [4, 3], reset_after, 2, 12, 12, random_modes=True)
+    for lanes in (1, 5, 12):
+        check(qm, rng, 2, 3, lanes, sequence=True, keep_state=False, backpressure=False,
+              tail_mul="seq")
+    check(qm, rng, 3, 3, 3, sequence=False, keep_state=True, backpressure=True, tail_mul="seq")
+
+
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_core_ports_and_properties():
     rng, qm = random_case(1, 3, [4], True, 2, 8, 10, random_modes=False)
@@ -150,5 +161,5 @@ def test_core_argument_errors():
         GRUCore(qm, 0)
     with pytest.raises(GruHwError, match=r"^lanes must be in 1\.\.3H = 96, got 97$"):
         GRUCore(qm, 97)
-    with pytest.raises(GruHwError, match=r"^tail_mul must be one of \['dsp', 'lut'\], got 'x'$"):
+    with pytest.raises(GruHwError, match=r"^tail_mul must be one of \['dsp', 'lut', 'seq'\], got 'x'$"):
         GRUCore(qm, 4, tail_mul="x")

@@ -75,3 +75,46 @@ def test_pwl_unit_exhaustive(func, act_bits, seg, mul):
                                       rng.choice(a, 2000)]))
     got = run_pipe(dut, [([(dut.i, int(v))], dut.o) for v in a], dut.latency)
     assert got == [int(v) for v in table.eval_int(a)]
+
+
+def test_tail_multiplier_seq():
+    """The sequential multiplier: operands on ``start``, product MUL_LATENCY cycles later, held."""
+    from amaranth.hdl import signed, unsigned
+
+    from gru_hw.schedule import MUL_LATENCY
+
+    lat = MUL_LATENCY["seq"]
+    for a_shape, b_shape in [(signed(9), signed(7)), (signed(16), signed(17)), (signed(12), unsigned(3)),
+                             (unsigned(5), unsigned(1))]:
+        dut = TailMultiplier(a_shape, b_shape, "seq")
+        rng = np.random.default_rng(4)
+        lo_a, hi_a = (-(1 << (a_shape.width - 1)), 1 << (a_shape.width - 1)) if a_shape.signed \
+            else (0, 1 << a_shape.width)
+        lo_b, hi_b = (-(1 << (b_shape.width - 1)), 1 << (b_shape.width - 1)) if b_shape.signed \
+            else (0, 1 << b_shape.width)
+        a = [lo_a, hi_a - 1, lo_a, 0] + list(rng.integers(lo_a, hi_a, 60))
+        b = [lo_b, lo_b, hi_b - 1, lo_b] + list(rng.integers(lo_b, hi_b, 60))
+        gaps = [lat + int(g) for g in rng.integers(0, 3, len(a))]
+        got = []
+
+        async def bench(ctx):
+            for x, y, gap in zip(a, b, gaps):
+                ctx.set(dut.a, int(x))
+                ctx.set(dut.b, int(y))
+                ctx.set(dut.start, 1)
+                await ctx.tick()
+                ctx.set(dut.start, 0)
+                ctx.set(dut.a, 0)
+                ctx.set(dut.b, 0)
+                for _ in range(lat - 1):
+                    await ctx.tick()
+                got.append(ctx.get(dut.p))
+                for _ in range(gap - lat):
+                    await ctx.tick()
+                    assert ctx.get(dut.p) == got[-1]
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(bench)
+        sim.run()
+        assert got == [int(x) * int(y) for x, y in zip(a, b)]

@@ -60,6 +60,10 @@ def test_ideal_and_near_ideal_for_the_example():
         assert s.multipliers == p + 4
     assert Schedule(sh, 8).cycles_per_step == 528  # the target: <= 1.10 x 528
     assert Schedule(sh, 8, tail_mul="lut").dsp_multipliers == 8
+    # the iCE40 choice: sequential logic tail multipliers
+    # (the first park group of a step waits for the last emitted rows: 548 = 1.038 x ideal)
+    assert Schedule(sh, 8, tail_mul="seq").cycles_per_step == 548
+    assert Schedule(sh, 8, tail_mul="seq").dsp_multipliers == 8
 
 
 def test_back_to_back_sequences():

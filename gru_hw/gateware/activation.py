@@ -17,7 +17,9 @@ __all__ = ["PWLUnit"]
 class PWLUnit(wiring.Component):
     """Evaluate a PWL sigmoid or tanh exactly as ``PWLTable.eval_int``.
 
-    Ports: ``i`` (in, ``signed(in_fmt.width)``), ``o`` (out, ``signed(out_fmt.width)``).
+    Ports: ``i`` (in, ``signed(in_fmt.width)``), ``v`` (in: ``i`` holds a value; only used by
+    ``mul="seq"``, whose inputs must come at least MUL_LATENCY["seq"] cycles apart),
+    ``o`` (out, ``signed(out_fmt.width)``).
     Latency ``4 + MUL_LATENCY[mul]`` cycles (segment/offset split and table read; slope * offset;
     intercept add; round and clamp; mirror), one value per cycle. The tables are read-only
     memories of ``segments_per_half`` entries (block RAM or logic, as synthesis decides).
@@ -34,7 +36,8 @@ class PWLUnit(wiring.Component):
         self.table = table
         self.mul = mul
         spec = table.spec
-        super().__init__({"i": In(signed(spec.in_fmt.width)), "o": Out(signed(spec.out_fmt.width))})
+        super().__init__({"i": In(signed(spec.in_fmt.width)), "v": In(1),
+                          "o": Out(signed(spec.out_fmt.width))})
 
     @property
     def latency(self) -> int:
@@ -74,7 +77,9 @@ class PWLUnit(wiring.Component):
         if s > 0:
             d1 = Signal(unsigned(s), name="d1")
             m.d.sync += d1.eq(mag[:s])
-            prod = mul_pipe(m, rs.data, d1, self.mul, "slope_d")
+            v1 = Signal(name="v1")
+            m.d.sync += v1.eq(self.v)
+            prod = mul_pipe(m, rs.data, d1, self.mul, "slope_d", v1)
         else:
             prod = Signal(signed(2), name="prod0")  # no offset bits: the product is always 0
         icpt_d = delay(m, ri.data, ml, "icpt")

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import Overflow, QFormat, Rounding
 from ..schedule import MUL_LATENCY, RQ_LATENCY
 
-__all__ = ["shift_round", "overflow", "rq_pipe", "mul_pipe", "delay", "Requantizer",
+__all__ = ["shift_round", "overflow", "rq_pipe", "mul_pipe", "delay", "delay_ram", "Requantizer",
            "TailMultiplier"]
 
 
@@ -71,16 +71,46 @@ def _tree_sum(terms: list[Value]) -> Value:
     return terms[0]
 
 
-def mul_pipe(m: Module, a: Value, b: Value, kind: str, name: str) -> Signal:
+def mul_pipe(m: Module, a: Value, b: Value, kind: str, name: str, start=None) -> Signal:
     """Return the registered product a*b after MUL_LATENCY[kind] cycles.
 
     ``kind="dsp"``: one ``*`` and a register (synthesis maps it to a DSP block).
     ``kind="lut"``: shift-and-add partial products over the bits of ``b`` (pass the narrower
     operand as ``b``), summed in two register stages, so that synthesis keeps it in logic.
+    ``kind="seq"``: sequential: ``start`` marks the cycle the operands are valid; ``b`` is cut
+    into SEQ_STEPS chunks, most significant (signed) first, and acc = (acc << k) + a * chunk
+    once per cycle; the product is valid SEQ_STEPS cycles after ``start`` and held until the
+    next start, which must come at least SEQ_STEPS cycles later.
     """
     sa, sb = a.shape(), b.shape()
     width = sa.width + sb.width + 1
     out = Signal(signed(width), name=f"{name}_p")
+    if kind == "seq":
+        steps = MUL_LATENCY["seq"]
+        bw = sb.width + (0 if sb.signed else 1)
+        k = -(-bw // steps)
+        bs = Signal(signed(k * steps), name=f"{name}_bs")
+        m.d.comb += bs.eq(b)
+        a_r = Signal(signed(sa.width + (0 if sa.signed else 1)), name=f"{name}_a")
+        b_r = Signal(signed(k * steps), name=f"{name}_b")
+        i = Signal(range(steps + 1), name=f"{name}_i", init=steps)
+
+        def chunk_prod(av, chunk):
+            return _tree_sum([Mux(chunk[j], av << j, 0) for j in range(k)])
+
+        top_chunk = bs[k * (steps - 1):].as_signed()
+        top = _tree_sum([Mux(top_chunk[j], a.as_signed() << j, 0) for j in range(k - 1)]
+                        + [Mux(top_chunk[k - 1], -(a.as_signed() << (k - 1)), 0)])
+        with m.If(start):
+            m.d.sync += [out.eq(top), a_r.eq(a), b_r.eq(bs), i.eq(1)]
+        with m.Elif(i != steps):
+            sel = Signal(unsigned(k), name=f"{name}_c")
+            with m.Switch(i):
+                for t in range(1, steps):
+                    with m.Case(t):
+                        m.d.comb += sel.eq(b_r[k * (steps - 1 - t):k * (steps - t)])
+            m.d.sync += [out.eq((out << k) + chunk_prod(a_r, sel)), i.eq(i + 1)]
+        return out
     if kind == "dsp":
         m.d.sync += out.eq(a * b)
         return out
@@ -93,6 +123,26 @@ def mul_pipe(m: Module, a: Value, b: Value, kind: str, name: str) -> Signal:
                  hi.eq(_tree_sum(terms[half:]) if len(terms) > half else 0),
                  out.eq(lo + hi)]
     return out
+
+
+def delay_ram(m: Module, v: Value, n: int, name: str) -> Value:
+    """Return ``v`` delayed by ``n`` cycles through a circular buffer in a memory (block RAM).
+
+    For long, wide delay lines on iCE40, where every flip-flop of a register chain costs a whole
+    logic cell: write ``v`` every cycle at a free-running pointer, read n - 1 words behind it.
+    """
+    if n < 3:
+        return delay(m, v, n, name)
+    from amaranth.lib.memory import Memory
+
+    depth = 1 << n.bit_length()
+    mem = Memory(shape=v.shape(), depth=depth, init=[])
+    m.submodules[f"{name}_dl"] = mem
+    wp = Signal(range(depth), name=f"{name}_wp")
+    m.d.sync += wp.eq(wp + 1)
+    w, r = mem.write_port(), mem.read_port()
+    m.d.comb += [w.addr.eq(wp), w.data.eq(v), w.en.eq(1), r.addr.eq(wp - (n - 1))]
+    return r.data
 
 
 def delay(m: Module, v: Value, n: int, name: str) -> Value:
@@ -136,13 +186,14 @@ class Requantizer(wiring.Component):
 class TailMultiplier(wiring.Component):
     """A pipelined multiplier as used in the tail. Ports ``a``, ``b`` (in), ``p`` (out).
 
-    Latency MUL_LATENCY[kind] cycles, one product per cycle.
+    Latency MUL_LATENCY[kind] cycles, one product per cycle ("seq": one product per
+    MUL_LATENCY["seq"] cycles, operands marked by the ``start`` input).
     """
 
     def __init__(self, a_shape: Shape, b_shape: Shape, kind: str = "dsp") -> None:
         self.kind = kind
         a_shape, b_shape = Shape.cast(a_shape), Shape.cast(b_shape)
-        super().__init__({"a": In(a_shape), "b": In(b_shape),
+        super().__init__({"a": In(a_shape), "b": In(b_shape), "start": In(1),
                           "p": Out(signed(a_shape.width + b_shape.width + 1))})
 
     @property
@@ -152,5 +203,5 @@ class TailMultiplier(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.d.comb += self.p.eq(mul_pipe(m, self.a, self.b, self.kind, "mul"))
+        m.d.comb += self.p.eq(mul_pipe(m, self.a, self.b, self.kind, "mul", self.start))
         return m

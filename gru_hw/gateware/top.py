@@ -5,13 +5,20 @@ Structure (the cycle model is :class:`gru_hw.schedule.Schedule`; this module bui
 * **Controller.** Runs the schedule's program of phases, one column per cycle. Inside a group it
   never stalls; at a group or phase start it waits for its dependencies (input beat, the state of
   a layer being up to date, the r*h vector, room in the output register, room in the shift chain).
-* **MAC lanes.** Lane p has a weight memory (one word per issued column of the program, so the
-  address is a plain counter), a bias memory (one word per group) and an accumulator buffer.
+* **MAC lanes.** Lane p has only a weight memory (one word per issued column of the program, so
+  the address is a plain counter), a multiplier and an accumulator that starts from 0.
   Pipeline: cycle i issue (memory/vector addresses), i+1 weight and vector registered, i+2 product
-  registered, accumulate; at a group's last column the sum is parked in the buffer (first phase of
-  a gate row) or loaded, paired with the parked sum, into the shift chain (second phase).
-* **Shift chain.** P registers that move one row per cycle into the tail, tagged (kind, unit) by
-  counters, in the order r0 z0 n0 r1 ... (reset_after) or r0 z0 r1 z1 ... then n0 n1 ...
+  registered, accumulate; at a group's last column every lane's sum is loaded into the shift chain.
+* **Shift chain.** P registers that move one row per cycle (emitted rows with tail_mul="seq":
+  one per SEQ_STEPS cycles) out of the lanes, tagged (kind, unit, row) by counters, in the order
+  r0 z0 n0 r1 ... (reset_after) or r0 z0 r1 z1 ... then n0 n1 ...
+* **Chain exit (shared by all lanes).** The row's bias is added from ONE bias ROM (one word per
+  row of the program); a first-pass sum is then *parked* in ONE park buffer (one word per gate
+  row of a layer), a second-pass sum is sent to the tail with its parked partner read back. This
+  replaces the P per-lane bias memories and accumulator buffers of an earlier version (each a
+  few block RAMs per lane on iCE40, for a few dozen words) at no cycle cost: a parked group
+  leaves the chain in P cycles, while the next group takes ``cols`` >= P cycles in the cases
+  that matter (the controller waits otherwise, and the schedule counts it).
 * **Tail.** Fixed-latency pipelines, one row per cycle: r/z rows align and add their two sums,
   requantize, sigmoid, and are written to the gate memories (reset_before: r*h is requantized to
   the rh memory). n rows (reset_after: requant hn, wait for r, r*hn, add, requant; reset_before:
@@ -20,6 +27,14 @@ Structure (the cycle model is :class:`gru_hw.schedule.Schedule`; this module bui
   Head rows are requantized into the output register.
 
 Every requantization point uses its own rounding and overflow mode from the QuantSpec.
+
+Target choice: ``tail_mul="dsp"`` (default; ECP5 and other parts with spare multipliers) puts the
+four tail products on hard multipliers. On the iCE40 UP5K (8 SB_MAC16, all needed by 8 lanes)
+use ``tail_mul="seq"``: sequential logic multipliers (a quarter of the partial products of
+``"lut"`` per cycle, one product per SEQ_STEPS cycles) and memory delay lines for the long
+reset_after wait for r; the tail then takes one emitted row per SEQ_STEPS cycles, which costs no
+cycles while emitting groups have >= SEQ_STEPS * lanes columns (12-32-9 at 8 lanes: 548 cycles
+per step instead of 528, the first park group of a step waiting for the chain).
 """
 
 from __future__ import annotations
@@ -34,7 +49,7 @@ from ..errors import GruHwError
 from ..fixed import bits_for_int_range
 from ..schedule import MAC_LATENCY, RQ_LATENCY, Schedule
 from .activation import PWLUnit
-from .arith import delay, mul_pipe, rq_pipe
+from .arith import delay, delay_ram, mul_pipe, rq_pipe
 
 __all__ = ["GRUCore"]
 
@@ -67,7 +82,9 @@ class GRUCore(wiring.Component):
     """A streaming GRU inference core for one quantized model.
 
     Parameters: ``qm`` (QuantModel), ``lanes`` (MAC lanes P, 1..3H), ``sequence`` (emit the top
-    layer's h every step), ``tail_mul`` ("dsp": tail products with ``*``; "lut": shift-and-add).
+    layer's h every step), ``tail_mul`` ("dsp": tail products with ``*``; "lut": shift-and-add,
+    one product per cycle; "seq": sequential shift-and-add, one product per SEQ_STEPS cycles:
+    the smallest, for iCE40).
 
     Ports:
       * ``i_stream`` (in): one time step per beat, payload ``{x: I x signed(x_fmt.width), first,
@@ -255,7 +272,8 @@ class GRUCore(wiring.Component):
         g = Signal(range(max_groups + 1), name="g")
         c = Signal(range(max_cols + 1), name="c")
         waddr = Signal(range(max(sch.weight_depth, 2)), name="waddr")
-        ser_hold = Signal(range(P + 2), name="ser_hold")
+        TI = sch.tail_interval
+        ser_hold = Signal(range(P * TI + 2), name="ser_hold")
 
         k_cols = Signal(range(max_cols + 1), name="k_cols")
         k_groups = Signal(range(max_groups + 1), name="k_groups")
@@ -333,7 +351,7 @@ class GRUCore(wiring.Component):
 
         # serializer hold counter
         with m.If(go & last_col):
-            m.d.sync += ser_hold.eq(n_rows)
+            m.d.sync += ser_hold.eq(Mux(k_emit, n_rows * TI, n_rows))
         with m.Elif(ser_hold != 0):
             m.d.sync += ser_hold.eq(ser_hold - 1)
 
@@ -415,7 +433,15 @@ class GRUCore(wiring.Component):
         kind = Signal(2, name="kind")
         tj = Signal(range(max(max(hs), O) + 1), name="tj")
         erow = Signal(range(max(max(3 * h for h in hs), O) + 1), name="erow")
-        out_now = cnt != 0
+        # emitted rows leave every TI cycles (counted from the load), parked rows every cycle
+        tick = Signal(range(max(TI, 2)), name="ch_tick")
+        e_emit = Signal(name="e_emit")
+        out_now = (cnt != 0) & (~e_emit | (tick == 0))
+        if TI > 1:
+            with m.If(load | (tick == TI - 1)):
+                m.d.sync += tick.eq(0)
+            with m.Else():
+                m.d.sync += tick.eq(tick + 1)
         with m.If(load):
             m.d.sync += [ch[i].eq(lane_res[i]) for i in range(P)]
             m.d.sync += [cnt.eq(nrows2), s_layer.eq(layer2), s_rowset.eq(rowset2), s_ph.eq(ph2)]
@@ -451,7 +477,6 @@ class GRUCore(wiring.Component):
         # Parked sums (the first of a gate row's two passes) go to ONE shared buffer of one word
         # per gate row (the chain serializes them), instead of P per-lane buffers.
         # e: addresses; e+1: bias word, sum registered; e+2: tail input (buffer word read).
-        e_emit = Signal(name="e_emit")
         e_xlike = Signal(name="e_xlike")
         e_bbase = Signal(range(max(sch.bias_rows, 2)), name="e_bbase")
         e_ubase = Signal(range(max(sch.buffer_rows, 2)), name="e_ubase")
@@ -559,7 +584,7 @@ class GRUCore(wiring.Component):
         pre_g = Signal(signed(spec.preact_fmt.width), name="pre_g")
         m.d.comb += pre_g.eq(Mux(kind3 == KIND_Z, pre_z, pre_r))
         m.submodules.sigmoid = sig = PWLUnit(spec.sigmoid_table(), tm)
-        m.d.comb += sig.i.eq(pre_g)
+        m.d.comb += [sig.i.eq(pre_g), sig.v.eq(at(t_v, 1 + RQ_LATENCY, "v_sig"))]
         g_stage = 1 + RQ_LATENCY + sig.latency  # gate value valid at e + g_stage
         gate = sig.o
         L_rz = sch.tail_rz_latency
@@ -587,7 +612,7 @@ class GRUCore(wiring.Component):
             zero_r1 = at(zero_r, 1, "zero_r")
             h_r = Signal(signed(spec.h_fmt.width), name="h_r")
             m.d.comb += h_r.eq(Mux(zero_r1, 0, st_rh.data))
-            rh_prod = mul_pipe(m, gate, h_r, tm, "rh_mul")
+            rh_prod = mul_pipe(m, gate, h_r, tm, "rh_mul", at(t_v, g_stage, "v_rhm"))
             layer_p = t_layer_at(g_stage + ml)
             rh = rq_layers(rh_prod, [fg + fhh] * nl, lambda k: spec.h_fmt, "rh", t_layer_at(L_rz),
                            "rq_rh")
@@ -606,12 +631,15 @@ class GRUCore(wiring.Component):
         if reset_after:
             hn = rq_layers(t_ah, fh, lambda k: spec.layers[k].hn_fmt, "hn", t_layer_at(RQ_LATENCY),
                            "rq_hn")
-            hn_d = at(hn, L_rz - RQ_LATENCY, "hn")
-            ax_d = at(t_ax, L_rz + ml, "ax_n")
+            # long wide delays (waiting for r): memory delay lines with "seq" (iCE40: a register
+            # chain costs one logic cell per bit and stage)
+            dl = delay_ram if tm == "seq" else delay
+            hn_d = dl(m, hn, L_rz - RQ_LATENCY, "hn")
+            ax_d = dl(m, t_ax, L_rz + ml, "ax_n")
             j_rr = at(t_j, L_rz - 1, "j_rr")
             layer_rr = t_layer_at(L_rz - 1)
             m.d.comb += r_r.addr.eq(per_layer(layer_rr, gbase, "gbase_rr") + j_rr)
-            rhn = mul_pipe(m, r_r.data, hn_d, tm, "rhn_mul")
+            rhn = mul_pipe(m, r_r.data, hn_d, tm, "rhn_mul", at(t_v, L_rz, "v_rhn"))
             fp = [fg + spec.layers[k].hn_fmt.frac_bits for k in range(nl)]
             s_n, f_n = align_sum(t_layer_at(L_rz + ml), ax_d, fx, rhn, fp, "s_n")
             n_in_stage = L_rz + ml + 1
@@ -621,7 +649,7 @@ class GRUCore(wiring.Component):
         pre_n = rq_layers(s_n, f_n, lambda k: spec.preact_fmt, "n",
                           t_layer_at(n_in_stage + RQ_LATENCY), "rq_n")
         m.submodules.tanh = tnh = PWLUnit(spec.tanh_table(), tm)
-        m.d.comb += tnh.i.eq(pre_n)
+        m.d.comb += [tnh.i.eq(pre_n), tnh.v.eq(at(t_v, n_in_stage + RQ_LATENCY, "v_tanh"))]
         u = n_in_stage + RQ_LATENCY + tnh.latency  # n valid at e + u
         n_val = tnh.o
         # z_j and h_j read one cycle before n comes out
@@ -640,7 +668,7 @@ class GRUCore(wiring.Component):
         m.d.sync += diff.eq(h_old - n_val)
         z1 = at(z_r.data, 1, "z_upd")
         n1 = at(n_val, 1, "n_upd")
-        zprod = mul_pipe(m, z1, diff, tm, "z_mul")
+        zprod = mul_pipe(m, z1, diff, tm, "z_mul", at(t_v, u + 1, "v_zm"))
         n2 = at(n1, ml, "n_upd2")
         upd = Signal(signed(max(spec.h_fmt.width + fg, zprod.shape().width) + 1), name="upd")
         m.d.sync += upd.eq((n2 << fg) + zprod)
