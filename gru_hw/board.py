@@ -76,11 +76,10 @@ def _tool_available(cmd: str) -> bool:
 
 
 def _cycles_per_step(core, qm, lanes: int) -> int:
-    if hasattr(core, "cycles_per_step"):
-        return int(core.cycles_per_step)
-    from .schedule import Schedule
-
-    return int(Schedule(qm, lanes).cycles_per_step)
+    """The exact cycles per step of the core as built (its own schedule, tail option included)."""
+    if hasattr(core, "schedule"):
+        return int(core.schedule.cycles_per_step)
+    return int(core.cycles_per_step)
 
 
 # ---- build ---------------------------------------------------------------------------------------

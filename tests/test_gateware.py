@@ -108,9 +108,18 @@ def test_core_matches_golden_sweep(case):
     run_case(case)
 
 
-@pytest.mark.parametrize("reset_after", [True, False])
-@pytest.mark.parametrize("layers,head", [([4], None), ([3, 4], 3)])
-@pytest.mark.parametrize("sequence", [False, True])
+def _variants():
+    """Every (variant, stack, sequence) combination; half of them (a Latin square covering each
+    value of each parameter twice) run by default, the rest with -m slow."""
+    for reset_after in (True, False):
+        for layers, head in (([4], None), ([3, 4], 3)):
+            for sequence in (False, True):
+                quick = (reset_after + (head is not None) + sequence) % 2 == 0
+                yield pytest.param(reset_after, layers, head, sequence,
+                                   marks=() if quick else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("reset_after,layers,head,sequence", list(_variants()))
 def test_core_variants_exact_cycles(reset_after, layers, head, sequence):
     rng, qm = random_case(7, 3, layers, reset_after, head, 10, 12, random_modes=True)
     for lanes in (1, 5, 3 * max(layers)):

@@ -46,22 +46,17 @@ def crc16_update(crc, byte):
 
 
 def make_core(qm, lanes: int, dsp_budget: int | None = None):
-    """Return the real GRUCore when the package has it, else the stand-in (and say which).
+    """Return the GRUCore for a board (and its name, for the report).
 
-    With ``dsp_budget`` (the device's hard multipliers), the GRU tail's multipliers are built
-    from logic when the lanes plus the tail would need more multipliers than the device has.
+    With ``dsp_budget`` (the device's hard multipliers), the GRU tail's four products are built as
+    small sequential logic multipliers (``tail_mul="seq"``) when the lanes plus the tail would need
+    more multipliers than the device has, so every hard multiplier serves a MAC lane.
     """
-    try:
-        from ..gateware import GRUCore
-    except ImportError:
-        from .standin import StandInCore
+    from ..gateware import GRUCore
+    from ..schedule import Schedule
 
-        return StandInCore(qm, lanes), "stand-in"
-    if dsp_budget is not None:
-        from ..schedule import Schedule
-
-        if Schedule(qm, lanes, tail_mul="dsp").dsp_multipliers > dsp_budget:
-            return GRUCore(qm, lanes, tail_mul="lut"), "GRUCore"
+    if dsp_budget is not None and Schedule(qm, lanes, tail_mul="dsp").dsp_multipliers > dsp_budget:
+        return GRUCore(qm, lanes, tail_mul="seq"), "GRUCore (tail_mul=seq)"
     return GRUCore(qm, lanes), "GRUCore"
 
 
