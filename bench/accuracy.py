@@ -11,7 +11,8 @@ from common import example_model, example_split, machine, table, used_steps
 from gru_hw.golden import float_forward, int_forward
 from gru_hw.quant import choose_spec, quantize_model
 
-CONFIGS = [(16, 16), (12, 16), (12, 12), (10, 12), (8, 12), (8, 10), (8, 8), (6, 10), (6, 8), (4, 8)]
+CONFIGS = [(16, 16), (12, 16), (12, 12), (10, 12), (8, 16), (8, 12), (8, 10), (8, 9), (8, 8), (6, 10), (6, 8),
+           (4, 8)]
 
 
 def main() -> None:

@@ -55,8 +55,11 @@ def make_core(qm, lanes: int, dsp_budget: int | None = None):
     from ..gateware import GRUCore
     from ..schedule import Schedule
 
-    if dsp_budget is not None and Schedule(qm, lanes, tail_mul="dsp").dsp_multipliers > dsp_budget:
-        return GRUCore(qm, lanes, tail_mul="seq"), "GRUCore (tail_mul=seq)"
+    if dsp_budget is not None:
+        tail = Schedule(qm, lanes, tail_mul="dsp").dsp_multipliers - lanes
+        # A tail product is wider than 16 x 16 (e.g. r * hn): count two hard blocks for each.
+        if lanes + 2 * tail > dsp_budget:
+            return GRUCore(qm, lanes, tail_mul="seq"), "GRUCore (tail_mul=seq)"
     return GRUCore(qm, lanes), "GRUCore"
 
 
