@@ -3,7 +3,7 @@
 Prints one markdown table per board: Fmax after routing, LUT/FF/DSP/BRAM use, cycles and
 microseconds per time step, for lane counts from 1 up to the largest that fits.
 
-    python bench/boards.py                         # iCEBreaker and ULX3S-85F, default lane sweep
+    python bench/boards.py                         # iCEBreaker and ULX3S-85F, 8/8 bits, lane sweep
     python bench/boards.py --board ulx3s-25f --lanes 4 8 16
 """
 
@@ -28,8 +28,8 @@ from gru_hw.quant import choose_spec, quantize_model  # noqa: E402
 SWEEPS = {"icebreaker": [1, 2, 4, 8], "ulx3s-85f": [4, 8, 16, 32, 48]}
 
 
-def load_qm():
-    """The shipped example model, or random weights of the same shape."""
+def load_qm(weight_bits: int, act_bits: int):
+    """The shipped example model (or random weights of the same shape) at the given widths."""
     src = "gru_hw/data/japanese_vowels_gru.pt"
     try:
         from gru_hw.importers import load_model
@@ -44,7 +44,7 @@ def load_qm():
                                    rng.normal(0, .1, 96), rng.normal(0, .1, 96)),),
                          head=DenseHead(rng.normal(0, .3, (9, 32)), rng.normal(0, .1, 9)))
         src = "random weights"
-    return quantize_model(model, choose_spec(model)), src
+    return quantize_model(model, choose_spec(model, weight_bits, act_bits)), src
 
 
 def main() -> int:
@@ -52,8 +52,12 @@ def main() -> int:
     ap.add_argument("--board", action="append", choices=sorted(BOARDS))
     ap.add_argument("--lanes", type=int, nargs="+")
     ap.add_argument("--keep", metavar="DIR", help="keep build directories under DIR")
+    ap.add_argument("--weight-bits", type=int, default=8)
+    ap.add_argument("--act-bits", type=int, default=8)
+    ap.add_argument("--clock-mhz", type=float, default=None,
+                    help="core clock (default: the board's; a missed clock is retried once)")
     args = ap.parse_args()
-    qm, src = load_qm()
+    qm, src = load_qm(args.weight_bits, args.act_bits)
     print(f"model: {src}, I={qm.input_size}, H={qm.hidden_sizes}, O={qm.output_size}, "
           f"{qm.spec.weight_bits}-bit weights, {qm.spec.act_bits}-bit activations\n")
     for board in args.board or list(SWEEPS):
@@ -67,7 +71,8 @@ def main() -> int:
                 out = Path(args.keep) / f"{board}-{lanes}" if args.keep else Path(tmp)
                 t = time.monotonic()
                 try:
-                    r = build(qm, board, out, lanes=lanes, progress=None)
+                    kw = {"clock_mhz": args.clock_mhz} if args.clock_mhz else {}
+                    r = build(qm, board, out, lanes=lanes, progress=None, **kw)
                 except DoesNotFit as exc:
                     print(f"| {lanes} | does not fit: {exc.resource} {exc.used}/{exc.available} "
                           "| | | | | | | | | |")
