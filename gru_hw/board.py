@@ -55,6 +55,10 @@ class DoesNotFit(GruHwError):
         self.suggested_lanes = suggested_lanes
 
 
+class TimingNotMet(GruHwError):
+    """Routing finished below the requested clock (a failed check: exit status 1)."""
+
+
 class BuildFailed(GruHwError):
     """A tool of the build failed for a reason other than size (its log is named)."""
 
@@ -110,7 +114,8 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=clock_mhz, baud=baud,
                          max_steps=max_steps, core=core, suggest=suggest)
     if auto_clock and not report["timing_met"]:
-        retry = math.floor(report["fmax_mhz"] * 0.97 * 4) / 4
+        # Routing varies from run to run: leave a 10 % margin so the retry itself meets timing.
+        retry = math.floor(report["fmax_mhz"] * 0.90 * 4) / 4
         say(f"timing: {report['fmax_mhz']:.1f} MHz after routing < {report['clock_mhz']:.2f} MHz; "
             f"rebuilding at {retry:g} MHz")
         report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=retry, baud=baud,
@@ -119,7 +124,7 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     say(format_report(report))
     if not report["timing_met"]:
-        raise GruHwError(
+        raise TimingNotMet(
             f"{b.name}: timing not met: Fmax after routing is {report['fmax_mhz']:.1f} MHz, the "
             f"clock is {report['clock_mhz']:.2f} MHz; rebuild with --clock-mhz "
             f"{math.floor(report['fmax_mhz']):d} or fewer --lanes "

@@ -323,7 +323,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .board import DoesNotFit, build
+    from .board import DoesNotFit, TimingNotMet, build
     from .quant import quantize_model
 
     model = load_model(args.model)
@@ -341,7 +341,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         kwargs["runtime_weights"] = True
     try:
         report = build(qm, args.board, args.output, **kwargs)
-    except DoesNotFit as exc:  # a failed check, not a usage mistake
+    except (DoesNotFit, TimingNotMet) as exc:  # a failed check, not a usage mistake
         raise CheckFailed(str(exc)) from None
     if args.json:
         _print_json(report)
