@@ -6,7 +6,6 @@ Framework packages are optional: ``require`` skips a test when one is missing, e
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import warnings
