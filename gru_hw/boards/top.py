@@ -1,7 +1,7 @@
 """The board top: GRU core + UART link (the protocol of :mod:`gru_hw.link`) + PLL + LEDs."""
 
 
-from amaranth import Cat, ClockDomain, Const, Elaboratable, Module, ResetInserter, Signal
+from amaranth import Cat, ClockDomain, Const, Elaboratable, Module, Mux, ResetInserter, Signal
 from amaranth.build import Attrs, Pins, Resource, Subsignal
 from amaranth.build import ResourceError
 from amaranth.lib import io, memory, wiring
@@ -202,7 +202,7 @@ class LinkTop(wiring.Component):
                     m.d.sync += [crc.eq(0xFFFF), code.eq(0), timer.eq(0)]
                     m.next = "CODE"
             for state, nxt in (("CODE", "LEN0"), ("LEN0", "LEN1"), ("LEN1", None),
-                               ("PAYLOAD", None), ("CRC0", "CRC1"), ("CRC1", "CHECK")):
+                               ("PAYLOAD", None), ("CRC0", "CRC1"), ("CRC1", "DECODE")):
                 with m.State(state):
                     m.d.comb += receiving.eq(1)
                     with m.If(got):
@@ -239,28 +239,45 @@ class LinkTop(wiring.Component):
                         refuse(proto.ERR_TIMEOUT)
                     with m.Else():
                         m.d.sync += timer.eq(timer + 1)
-            with m.State("CHECK"):
+            # The frame's checks are decoded into registers first, so that the wide comparisons
+            # (CRC, command, length) and the reply/reset logic they drive are not one long path.
+            crc_bad = Signal()
+            cmd_unknown = Signal()
+            len_bad = Signal()
+            is_identify = Signal()
+            is_reset = Signal()
+            is_read = Signal()
+            with m.State("DECODE"):
                 is_run = (code == proto.CMD_RUN) | (code == proto.CMD_RUN_KEEP)
-                known = Cat(*[code == c for c in proto.COMMANDS]).any()
-                with m.If(crc != rcrc):
+                m.d.sync += [
+                    crc_bad.eq(crc != rcrc),
+                    cmd_unknown.eq(~Cat(*[code == c for c in proto.COMMANDS]).any()),
+                    len_bad.eq(Mux(is_run,
+                                   (length == 0) | (length > max_len) | (step_byte != 0),
+                                   length != 0)),
+                    is_identify.eq(code == proto.CMD_IDENTIFY),
+                    is_reset.eq(code == proto.CMD_RESET_STATE),
+                    is_read.eq(code == proto.CMD_READ),
+                ]
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.If(crc_bad):
                     refuse(proto.ERR_CRC)
-                with m.Elif(~known):
+                with m.Elif(cmd_unknown):
                     refuse(proto.ERR_UNKNOWN_COMMAND)
-                with m.Elif(is_run & ((length == 0) | (length > max_len) | (step_byte != 0))):
+                with m.Elif(len_bad):
                     refuse(proto.ERR_LENGTH)
-                with m.Elif(~is_run & (length != 0)):
-                    refuse(proto.ERR_LENGTH)
-                with m.Elif((code == proto.CMD_READ) & ~has_result):
+                with m.Elif(is_read & ~has_result):
                     refuse(proto.ERR_NO_RESULT)
-                with m.Elif(code == proto.CMD_IDENTIFY):
+                with m.Elif(is_identify):
                     m.d.sync += err_led.eq(0)
                     reply(proto.CMD_IDENTIFY | proto.REPLY_OK, len(desc_bytes),
                           Const(int.from_bytes(desc_bytes, "little"), 8 * len(desc_bytes)))
-                with m.Elif(code == proto.CMD_RESET_STATE):
+                with m.Elif(is_reset):
                     m.d.comb += core_rst.eq(1)
                     m.d.sync += [err_led.eq(0), fresh.eq(1)]
                     reply(proto.CMD_RESET_STATE | proto.REPLY_OK, 0, 0)
-                with m.Elif(code == proto.CMD_READ):
+                with m.Elif(is_read):
                     m.d.sync += err_led.eq(0)
                     reply(proto.CMD_READ | proto.REPLY_OK, d.result_bytes, result_flat)
                 with m.Else():
