@@ -283,6 +283,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .generate import generate
     from .quant import quantize_model
 
+    if args.runtime_weights:
+        raise GruHwError("--runtime-weights is not supported by generate yet")
     model = load_model(args.model)
     spec = resolve_spec(model, args)
     qm = quantize_model(model, spec)
@@ -291,10 +293,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise GruHwError(f"{out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    kwargs = {"lanes": lanes, "sequence": args.sequence}
-    if args.runtime_weights:
-        kwargs["runtime_weights"] = True
-    info = generate(qm, out, **kwargs)
+    info = generate(qm, out, lanes=lanes, sequence=args.sequence)
     sched = info.get("schedule", {})
     print(f"generated {out / 'gru_core.v'} and {out / 'spec.json'}: {model.describe()}, "
           f"{lanes} lane(s), {sched.get('cycles_per_step', '?')} cycles/step")

@@ -9,7 +9,6 @@ integers, with :func:`gru_hw.golden.int_forward_q`.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import shutil
 import sys
 import tempfile
@@ -211,10 +210,6 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
 
     _check_simulator(simulator)
     if runtime_weights:
-        from .generate import generate
-
-        if "runtime_weights" not in inspect.signature(generate).parameters:
-            raise GruHwError("--runtime-weights is not supported yet")
         raise GruHwError("--runtime-weights is not supported by simulate yet")
     out_path = Path(output_path)
     if out_path.suffix.lower() != ".npz":
