@@ -155,15 +155,28 @@ def load_model(path: str):
     return _load(path)
 
 
+def _refuse_with(args: argparse.Namespace, option: str, flags: tuple[str, ...]) -> None:
+    """Raise if any of ``flags`` was given together with ``option``."""
+    for flag in flags:
+        if getattr(args, flag, None) is not None:
+            raise GruHwError(f"{option} cannot be combined with --{flag.replace('_', '-')}")
+
+
+def _model_spec_lanes(args: argparse.Namespace):
+    """Load MODEL, resolve the quant flags and the lane count (default: up to 8)."""
+    model = load_model(args.model)
+    spec = resolve_spec(model, args)
+    lanes = args.lanes if args.lanes is not None else _default_lanes(model)
+    return model, spec, lanes
+
+
 def resolve_spec(model, args: argparse.Namespace):
     """Return the QuantSpec the quant flags ask for."""
     from .io import load_inputs
     from .quant import QuantSpec, choose_spec
 
     if args.qconfig:
-        for flag in ("weight_bits", "act_bits", "calibrate", "pwl_segments"):
-            if getattr(args, flag, None) is not None:
-                raise GruHwError(f"--qconfig cannot be combined with --{flag.replace('_', '-')}")
+        _refuse_with(args, "--qconfig", ("weight_bits", "act_bits", "calibrate", "pwl_segments"))
         spec = QuantSpec.load(args.qconfig)
         spec.validate(model, where=args.qconfig)
         return spec
@@ -209,9 +222,7 @@ def _default_lanes(model) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from .report import model_info
 
-    model = load_model(args.model)
-    spec = resolve_spec(model, args)
-    lanes = args.lanes if args.lanes is not None else _default_lanes(model)
+    model, spec, lanes = _model_spec_lanes(args)
     info = model_info(model, spec, lanes=lanes, steps=args.steps)
     text_extra = ""
     if args.target_accuracy_drop is not None or args.target_error is not None:
@@ -251,9 +262,8 @@ def cmd_golden(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     x, lengths = load_inputs(args.inputs, model.input_size)
     if args.float:
-        for flag in ("weight_bits", "act_bits", "qconfig", "calibrate", "pwl_segments"):
-            if getattr(args, flag, None) is not None:
-                raise GruHwError(f"--float cannot be combined with --{flag.replace('_', '-')}")
+        _refuse_with(args, "--float",
+                     ("weight_bits", "act_bits", "qconfig", "calibrate", "pwl_segments"))
         res = float_forward(model, x, lengths, sequence=args.sequence, keep_state=args.keep_state)
     else:
         spec = resolve_spec(model, args)
@@ -285,10 +295,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.runtime_weights:
         raise GruHwError("--runtime-weights is not supported by generate yet")
-    model = load_model(args.model)
-    spec = resolve_spec(model, args)
+    model, spec, lanes = _model_spec_lanes(args)
     qm = quantize_model(model, spec)
-    lanes = args.lanes if args.lanes is not None else _default_lanes(model)
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise GruHwError(f"{out}: exists and is not a directory")
@@ -303,9 +311,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import run_simulation
 
-    model = load_model(args.model)
-    spec = resolve_spec(model, args)
-    lanes = args.lanes if args.lanes is not None else _default_lanes(model)
+    model, spec, lanes = _model_spec_lanes(args)
     result = run_simulation(
         model, spec, args.inputs, args.output, simulator=args.simulator, lanes=lanes,
         sequence=args.sequence, keep_state=args.keep_state, runtime_weights=args.runtime_weights,
@@ -325,10 +331,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .board import DoesNotFit, TimingNotMet, build
     from .quant import quantize_model
 
-    model = load_model(args.model)
-    spec = resolve_spec(model, args)
+    model, spec, lanes = _model_spec_lanes(args)
     qm = quantize_model(model, spec)
-    lanes = args.lanes if args.lanes is not None else _default_lanes(model)
     kwargs = {"lanes": lanes}
     if args.clock_mhz is not None:
         if not (np.isfinite(args.clock_mhz) and 1.0 <= args.clock_mhz <= 500.0):
