@@ -35,7 +35,7 @@ from functools import lru_cache
 import numpy as np
 
 from .errors import GruHwError
-from .fixed import QFormat
+from .fixed import QFormat, bits_for_int_range
 
 FUNCTIONS = ("sigmoid", "tanh")
 
@@ -168,12 +168,12 @@ class PWLTable:
     @property
     def slope_bits(self) -> int:
         """Signed width that holds every slope coefficient."""
-        return _signed_bits(self.slope)
+        return bits_for_int_range(int(self.slope.min()), int(self.slope.max()))
 
     @property
     def icpt_bits(self) -> int:
         """Signed width that holds every intercept coefficient."""
-        return _signed_bits(self.icpt)
+        return bits_for_int_range(int(self.icpt.min()), int(self.icpt.max()))
 
     def eval_int(self, a: np.ndarray) -> np.ndarray:
         """Evaluate on integers in ``spec.in_fmt``; return integers in ``spec.out_fmt``."""
@@ -195,14 +195,6 @@ class PWLTable:
         err = np.abs(y - _ref(self.spec.func, x))
         i = int(np.argmax(err))
         return float(err[i]), float(x[i])
-
-
-def _signed_bits(v: np.ndarray) -> int:
-    lo, hi = int(np.min(v)), int(np.max(v))
-    bits = 1
-    while not (-(1 << (bits - 1)) <= lo and hi < (1 << (bits - 1))):
-        bits += 1
-    return bits
 
 
 def _eval(spec: PWLSpec, slope: np.ndarray, icpt: np.ndarray, clamp_value: int,

@@ -37,7 +37,7 @@ import numpy as np
 from .activations import PWLSpec, PWLTable, design_pwl
 from .errors import GruHwError
 from .fixed import (
-    MAX_BITS, Overflow, QFormat, Rounding, bits_for_int_range, int_bits_for, quantize,
+    MAX_BITS, Overflow, QFormat, Rounding, int_bits_for, quantize,
 )
 from .model import GRUModel
 
@@ -525,11 +525,6 @@ def accumulator_ranges(qm: QuantModel, k: int) -> dict[str, tuple[int, int]]:
         "acc_x": rng(q.w_ih, q.b_ih, in_fmt.min_int, in_fmt.max_int),
         "acc_h": rng(q.w_hh, q.b_hh, spec.h_fmt.min_int, spec.h_fmt.max_int),
     }
-
-
-def accumulator_width(lo: int, hi: int) -> int:
-    """Return the signed width holding [lo, hi]."""
-    return bits_for_int_range(lo, hi)
 
 
 def sqnr_db(ref: np.ndarray, approx: np.ndarray) -> float:
