@@ -27,7 +27,9 @@ def _pattern(p):
 
 def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_state: bool = False,
              valid_pattern=None, ready_pattern=None, tail_mul: str = "dsp",
-             max_cycles: int | None = None, vcd: str | Path | None = None):
+             max_cycles: int | None = None, vcd: str | Path | None = None,
+             runtime_weights: bool = False, load=None, init_weights: bool = True,
+             load_after: int = 0, weight_pattern=None):
     """Simulate the core on quantized inputs ``xq`` (N, T, I) int64 in x_fmt.
 
     Returns ``(y, h, cycles)``: y (N, O) int64 in out_fmt (the head output, or the top layer's
@@ -36,6 +38,12 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
     accepted to its (last) output beat accepted. ``valid_pattern`` / ``ready_pattern`` are
     iterables of booleans (cycled) or callables cycle -> bool deciding, per cycle, whether the
     input is offered (when a beat is pending) and whether the output is accepted.
+
+    ``runtime_weights`` builds the core with the weight port (memories initialised with ``qm``'s
+    weights, or zeros with ``init_weights=False``). ``load`` (a QuantModel of the same shape and
+    spec) is then written through the port: its beats are offered (``weight_pattern`` decides per
+    cycle, like ``valid_pattern``) from the cycle after input beat ``load_after - 1`` was accepted
+    (``load_after=0``: from the start, before any input is taken).
     """
     from .gateware import GRUCore
 
@@ -48,7 +56,11 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
     lengths = np.asarray(lengths, dtype=np.int64)
     if lengths.shape != (n_seq,) or np.any(lengths < 1) or np.any(lengths > t_max):
         raise GruHwError(f"lengths must be {n_seq} integers in 1..{t_max}")
-    dut = GRUCore(qm, lanes, sequence=sequence, tail_mul=tail_mul)
+    dut = GRUCore(qm, lanes, sequence=sequence, tail_mul=tail_mul,
+                  runtime_weights=runtime_weights, init_weights=init_weights)
+    wbeats = dut.weight_image(load) if load is not None else []
+    if wbeats and not runtime_weights:
+        raise GruHwError("load= needs runtime_weights=True")
     if n_in != dut.input_size:
         raise GruHwError(f"x has {n_in} features per step, the model takes {dut.input_size}")
     has_head = dut.has_head
@@ -70,7 +82,7 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
     h = np.zeros((n_seq, t_max, hsz), dtype=np.int64) if sequence else None
     cycles = np.zeros(n_seq, dtype=np.int64)
     first_accept = [None] * n_seq
-    vpat, rpat = _pattern(valid_pattern), _pattern(ready_pattern)
+    vpat, rpat, wpat = _pattern(valid_pattern), _pattern(ready_pattern), _pattern(weight_pattern)
 
     async def bench(ctx):
         i_s, o_s = dut.i_stream, dut.o_stream
@@ -79,10 +91,24 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
         got = 0
         out_seq, out_step = 0, 0
         cycle = 0
-        while got < expected_out:
+        wi = 0          # next weight beat
+        w_held = False  # weight beat wi is offered and waits
+        while got < expected_out or wi < len(wbeats):
             if cycle > max_cycles:
                 raise RuntimeError(f"simulation did not finish in {max_cycles} cycles "
-                                   f"(sent {bi} beats, received {got} outputs)")
+                                   f"(sent {bi} beats, received {got} outputs, "
+                                   f"{wi} of {len(wbeats)} weight words)")
+            # a weight beat, once offered, stays offered until taken (the stream rules)
+            w_offer = wi < len(wbeats) and bi >= load_after and (w_held or next(wpat))
+            if runtime_weights:
+                if w_offer:
+                    ctx.set(dut.w_stream.payload, {"addr": wbeats[wi][0], "data": wbeats[wi][1],
+                                                   "last": int(wi == len(wbeats) - 1)})
+                ctx.set(dut.w_stream.valid, int(w_offer))
+                w_held = w_offer
+                if w_offer and ctx.get(dut.w_stream.ready):
+                    wi += 1
+                    w_held = False
             offer = bi < len(beats) and next(vpat)
             if offer and shown != bi:
                 ctx.set(i_s.payload, beats[bi][0])

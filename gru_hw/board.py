@@ -96,13 +96,13 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     ``clock_mhz`` is the core clock asked of the PLL (default: the board's); when left to the
     default and routing cannot meet it, the build is redone once at the routed Fmax. ``core``
     replaces the GRU core (tests). A design that does not fit raises :class:`DoesNotFit`, naming
-    the resource, how far over, and the largest ``lanes`` estimated to fit.
+    the resource, how far over, and the largest ``lanes`` estimated to fit. ``runtime_weights``
+    builds the weight port and the UART WEIGHTS command in (the bitstream starts with ``qm``'s
+    weights; any model of the same shape and QuantSpec can then be loaded: ``gru-hw run
+    --load-weights``).
     """
     say = progress or (lambda _msg: None)
     b = get_board(board)
-    if runtime_weights:
-        raise GruHwError("--runtime-weights: board builds hold the weights in the bitstream; "
-                         "runtime weight loading over the UART is not supported yet")
     if not isinstance(lanes, int) or lanes < 1:
         raise GruHwError(f"--lanes: must be a positive integer, got {lanes!r}")
     out = Path(out_dir)
@@ -112,14 +112,16 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     auto_clock = clock_mhz is None
     t0 = time.monotonic()
     report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=clock_mhz, baud=baud,
-                         max_steps=max_steps, core=core, suggest=suggest)
+                         max_steps=max_steps, core=core, suggest=suggest,
+                         runtime_weights=runtime_weights)
     if auto_clock and not report["timing_met"]:
         # Routing varies from run to run: leave a 10 % margin so the retry itself meets timing.
         retry = math.floor(report["fmax_mhz"] * 0.90 * 4) / 4
         say(f"timing: {report['fmax_mhz']:.1f} MHz after routing < {report['clock_mhz']:.2f} MHz; "
             f"rebuilding at {retry:g} MHz")
         report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=retry, baud=baud,
-                             max_steps=max_steps, core=core, suggest=suggest, not_above=True)
+                             max_steps=max_steps, core=core, suggest=suggest, not_above=True,
+                             runtime_weights=runtime_weights)
     report["build_seconds"] = round(time.monotonic() - t0, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     say(format_report(report))
@@ -133,12 +135,12 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
 
 
 def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_steps, core,
-                suggest, not_above: bool = False) -> dict:
+                suggest, not_above: bool = False, runtime_weights: bool = False) -> dict:
     from .boards.top import BoardTop
     from .link import model_hash
 
     top = BoardTop(qm, lanes, b, clock_mhz=clock_mhz, baud=baud, core=core, max_steps=max_steps,
-                   clock_not_above=not_above)
+                   clock_not_above=not_above, runtime_weights=runtime_weights)
     link = top.link
     platform = b.platform_class()()
     overrides = {"nextpnr_opts": "--report nextpnr-report.json --timing-allow-fail"}
@@ -173,7 +175,7 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
             _watch(proc, out / "top.tim" if tool.startswith("nextpnr") else None, say, b.name)
         if proc.returncode != 0:
             _tool_failed(qm, b, out, tool, log, lanes, suggest=suggest,
-                         real_core=link.core_kind == "GRUCore")
+                         real_core=link.core_kind != "custom")
         say(f"{b.name}: {stage} done in {time.monotonic() - t:.1f} s")
 
     rep = json.loads((out / "nextpnr-report.json").read_text())
@@ -209,7 +211,8 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
                  "timeout_cycles": link.timeout_cycles},
         "pll": {k: v for k, v in vars(top.pll.config).items()},
         "max_steps": link.max_steps,
-        "model_hash": model_hash(qm).hex(),
+        "model_hash": model_hash(qm, weights=not d.runtime_weights).hex(),
+        "runtime_weights": d.runtime_weights,
         "link": d.to_json(),
         "bitstream": bitfile.name,
         "notes": notes,
@@ -391,9 +394,11 @@ def run_inputs(args) -> dict:
     """Run INPUTS on a flashed board (the ``gru-hw run`` command); return a summary dict.
 
     ``args`` has ``inputs``, ``output``, ``port``, and optionally ``build_dir``, ``model``,
-    ``check``, ``keep_state``, ``baud``. With ``--model`` (plus ``--build-dir`` for a non-default
-    quantization) the board must hold exactly that model; ``--check`` compares every output with
-    the bit-exact golden model.
+    ``check``, ``keep_state``, ``baud``, ``load_weights``. With ``--model`` (plus ``--build-dir``
+    for a non-default quantization) the board must hold exactly that model; ``--check`` compares
+    every output with the bit-exact golden model. ``--load-weights`` first writes the model's
+    weights into a run-time-weights board (quantized with the build's QuantSpec from
+    ``--build-dir``).
     """
     import numpy as np
 
@@ -407,11 +412,21 @@ def run_inputs(args) -> dict:
     qm = _expected_model(args, report)
     if getattr(args, "check", False) and qm is None:
         raise GruHwError("--check needs --model (and --build-dir if the build used quant flags)")
+    load = bool(getattr(args, "load_weights", False))
+    if load and (qm is None or report is None):
+        raise GruHwError("--load-weights needs --model (the weights to load) and --build-dir (the "
+                         "run-time-weights build the board holds, for its formats)")
+    if load and not report.get("runtime_weights"):
+        raise GruHwError(f"--load-weights: the build in {build_dir} was made without "
+                         "--runtime-weights: its weights are in the bitstream")
     keep = bool(getattr(args, "keep_state", False))
     port = open_port(args.port, baud)
     try:
-        client = BoardClient(port, expect=qm)
+        client = BoardClient(port, expect=qm, loading=load)
         desc = client.identify()
+        if load:
+            crc = client.load_weights(qm)
+            print(f"{args.port}: loaded {desc.weight_words} weight words, checksum 0x{crc:04x}")
         x, lengths = load_inputs(args.inputs, desc.input_size)
         client.reset_state()
         res = client.run(x, lengths, keep_state=keep)
@@ -449,4 +464,9 @@ def _expected_model(args, report: dict | None):
         spec = QuantSpec.from_json(report["quant"], where=f"{args.build_dir}/report.json quant")
     else:
         spec = choose_spec(model)
-    return quantize_model(model, spec)
+    qm = quantize_model(model, spec)
+    sat = sum(qm.saturations.values())
+    if sat:
+        print(f"note: {sat} weight(s) of {model_path} saturated in the build's formats",
+              file=sys.stderr)
+    return qm

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="DIR")
     p.add_argument("--lanes", type=_positive_int("--lanes"), default=None, metavar="P")
     p.add_argument("--sequence", action="store_true", help="emit the hidden state every step")
-    p.add_argument("--runtime-weights", action="store_true")
+    p.add_argument("--runtime-weights", action="store_true",
+                   help="add the weight stream port w_stream (see spec.json weights) and write weights.npz")
     _add_quant_flags(p)
 
     p = sub.add_parser("simulate", help="run the generated hardware and compare with golden")
@@ -103,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lanes", type=_positive_int("--lanes"), default=None, metavar="P")
     p.add_argument("--sequence", action="store_true")
     p.add_argument("--keep-state", action="store_true")
-    p.add_argument("--runtime-weights", action="store_true")
+    p.add_argument("--runtime-weights", action="store_true",
+                   help="simulate the core with the weight port, its weights loaded through it")
     p.add_argument("--waves", metavar="DIR", help="write a waveform into DIR")
     p.add_argument("--build-dir", metavar="DIR", help="where the simulator builds (default: a temp dir)")
     p.add_argument("--json", action="store_true")
@@ -117,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
                    help="core clock (default: per board; lowered to the routed Fmax if missed)")
     p.add_argument("--baud", type=_positive_int("--baud"), default=None, help="UART baud rate")
-    p.add_argument("--runtime-weights", action="store_true")
+    p.add_argument("--runtime-weights", action="store_true",
+                   help="weights loadable over the UART (gru-hw run --load-weights)")
     p.add_argument("--json", action="store_true")
     _add_quant_flags(p)
 
@@ -133,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="MODEL", help="the model, for --check")
     p.add_argument("--check", action="store_true", help="compare the outputs with golden")
     p.add_argument("--keep-state", action="store_true")
+    p.add_argument("--load-weights", action="store_true",
+                   help="first load --model's weights into a --runtime-weights build "
+                        "(needs --build-dir)")
     p.add_argument("--baud", type=_positive_int("--baud"), default=None)
 
     p = sub.add_parser("demo", help="the main job on the shipped example model")
@@ -293,18 +299,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .generate import generate
     from .quant import quantize_model
 
-    if args.runtime_weights:
-        raise GruHwError("--runtime-weights is not supported by generate yet")
     model, spec, lanes = _model_spec_lanes(args)
     qm = quantize_model(model, spec)
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise GruHwError(f"{out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    info = generate(qm, out, lanes=lanes, sequence=args.sequence)
+    info = generate(qm, out, lanes=lanes, sequence=args.sequence,
+                    runtime_weights=args.runtime_weights)
     sched = info.get("schedule", {})
     print(f"generated {out / 'gru_core.v'} and {out / 'spec.json'}: {model.describe()}, "
           f"{lanes} lane(s), {sched.get('cycles_per_step', '?')} cycles/step")
+    if args.runtime_weights:
+        w = info["weights"]
+        print(f"weight port w_stream: {w['words']} words of {w['data_width']} bits "
+              f"({w['addr_width']}-bit addresses), CRC-16 0x{w['checksum_crc16']:04x}; "
+              f"this model's words in {out / w['file']}")
     return 0
 
 

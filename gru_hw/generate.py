@@ -30,7 +30,16 @@ def port_layout(core) -> list[dict]:
     """Return the Verilog ports of a GRUCore: name, direction, width, payload layout."""
     i_bits, i_arrays = _fields(core.i_layout)
     o_bits, o_arrays = _fields(core.o_layout)
-    return [
+    weights = []
+    if core.runtime_weights:
+        w_bits, _ = _fields(core.w_layout)
+        weights = [
+            {"name": "w_stream__payload", "direction": "input", "width": core.w_layout.size,
+             "fields": w_bits, "arrays": {}},
+            {"name": "w_stream__valid", "direction": "input", "width": 1},
+            {"name": "w_stream__ready", "direction": "output", "width": 1},
+        ]
+    return weights + [
         {"name": "clk", "direction": "input", "width": 1},
         {"name": "rst", "direction": "input", "width": 1},
         {"name": "i_stream__payload", "direction": "input", "width": core.i_layout.size,
@@ -44,12 +53,47 @@ def port_layout(core) -> list[dict]:
     ]
 
 
+def weight_port_info(core) -> dict:
+    """Return spec.json's ``weights`` section: the weight port's address map and word format."""
+    from .link import byte_width, weights_checksum
+
+    regions = core.weight_regions()
+    names = [f"lane{i}" for i in range(core.lanes)] + ["bias"]
+    widths = [core.weight_width] * core.lanes + [core.bias_width]
+    image = [w for _, words in regions for w in words]
+    return {
+        "port": "w_stream",
+        "addr_width": core.w_addr_width,
+        "data_width": core.w_data_width,
+        "offset_bits": core.w_offset_bits,
+        "regions": [{"name": n, "base": base, "words": len(words), "width": w}
+                    for n, (base, words), w in zip(names, regions, widths)],
+        "words": len(image),
+        "word_bytes": byte_width(core.w_data_width),
+        "checksum_crc16": weights_checksum(image, byte_width(core.w_data_width)),
+        "initialised": core.init_weights,
+        "file": WEIGHTS_FILE,
+        "rules": "a load is a packet of beats {addr, data, last} ending with last=1; beats wait "
+                 "(ready low) while a sequence is in flight (first input beat accepted .. last "
+                 "output beat taken); an offered packet holds the next sequence back until it "
+                 "is written; data is the word, sign-extended to data_width; word i of a region "
+                 "goes to base + i; reset does not clear the memories",
+    }
+
+
+WEIGHTS_FILE = "weights.npz"
+
+
 def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gru_core",
-             tail_mul: str = "dsp") -> dict:
+             tail_mul: str = "dsp", runtime_weights: bool = False,
+             init_weights: bool = True) -> dict:
     """Write ``out_dir/<name>.v`` and ``out_dir/spec.json``; return the spec dict.
 
     The Verilog module is named ``name``; its ports are ``clk``, ``rst`` and the two streams'
     ``*__payload`` / ``*__valid`` / ``*__ready``. Memories are initialised inside the Verilog.
+    With ``runtime_weights`` the core also has the weight stream port ``w_stream`` (see
+    ``spec.json``'s ``weights`` section), ``weights.npz`` holds the model's words for it
+    (``addr``, ``data``), and ``init_weights=False`` leaves the weight memories zero at power-up.
     """
     from .gateware import GRUCore
 
@@ -60,7 +104,8 @@ def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gr
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GruHwError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
-    core = GRUCore(qm, lanes, sequence=sequence, tail_mul=tail_mul)
+    core = GRUCore(qm, lanes, sequence=sequence, tail_mul=tail_mul,
+                   runtime_weights=runtime_weights, init_weights=init_weights)
     text = verilog.convert(core, name=name, emit_src=False)
     vfile = out / f"{name}.v"
     vfile.write_text(text)
@@ -104,5 +149,13 @@ def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gr
         },
         "quant": spec.to_json(),
     }
+    if runtime_weights:
+        import numpy as np
+
+        info["runtime_weights"] = True
+        info["weights"] = weight_port_info(core)
+        image = core.weight_image()
+        np.savez(out / WEIGHTS_FILE, addr=np.array([a for a, _ in image], dtype=np.int64),
+                 data=np.array([w for _, w in image], dtype=np.int64))
     (out / "spec.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

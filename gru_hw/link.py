@@ -17,12 +17,23 @@ Requests (CODE = command):
                                       ``xb`` bytes, little-endian two's complement, in x_fmt
     READ         0x04  LEN 0       -> the last RUN's reply again (if a reply was lost)
     RUN_KEEP     0x05  like RUN, but starts from the state the last sequence left (``--keep-state``)
+    WEIGHTS      0x06  LEN 4+n*wb  -> (run-time-weights builds only) write n weight words: a 4-byte
+                                      little-endian start address in the core's weight map (see
+                                      spec.json ``weights``), then n words of ``wb`` bytes
+                                      (little-endian two's complement). The frame must stay inside
+                                      one region. Reply: the CRC-16 of the weight words written
+                                      since the last WEIGHTS frame at address 0 (2 bytes, LE)
 
 Replies: CODE = command | 0x80 on success. RUN / RUN_KEEP / READ reply ``O`` outputs of ``yb``
 bytes each (little-endian, out_fmt) and a 4-byte cycle count (first input beat accepted to the
 output beat). A request the board refuses gets CODE = 0xFF and a 2-byte payload (error, command):
-bad CRC, unknown command, wrong length, or a frame cut short (no byte for the board's timeout). The
-board checks the whole frame before it acts: a refused frame changes nothing.
+bad CRC, unknown command, wrong length, a frame cut short (no byte for the board's timeout), or
+weights addressed outside the map. The board checks the whole frame before it acts: a refused frame
+changes nothing (a refused WEIGHTS frame writes no word and leaves the weights as they were).
+
+The weights checksum in IDENTIFY is that running CRC-16: after loading a model region by region
+in address order (lane 0, ..., lane P-1, biases), it equals :func:`weights_checksum` of the whole
+image; at power-up it is the checksum of the weights the bitstream was built with.
 """
 
 from __future__ import annotations
@@ -45,7 +56,8 @@ CMD_RESET_STATE = 0x02
 CMD_RUN = 0x03
 CMD_READ = 0x04
 CMD_RUN_KEEP = 0x05
-COMMANDS = (CMD_IDENTIFY, CMD_RESET_STATE, CMD_RUN, CMD_READ, CMD_RUN_KEEP)
+CMD_WEIGHTS = 0x06
+COMMANDS = (CMD_IDENTIFY, CMD_RESET_STATE, CMD_RUN, CMD_READ, CMD_RUN_KEEP)  # every build
 REPLY_OK = 0x80
 REPLY_ERROR = 0xFF
 
@@ -54,15 +66,17 @@ ERR_UNKNOWN_COMMAND = 0x02
 ERR_LENGTH = 0x03
 ERR_TIMEOUT = 0x04
 ERR_NO_RESULT = 0x05
+ERR_ADDRESS = 0x06
 ERROR_NAMES = {
     ERR_CRC: "bad CRC",
     ERR_UNKNOWN_COMMAND: "unknown command",
     ERR_LENGTH: "wrong length",
     ERR_TIMEOUT: "frame cut short (timeout)",
     ERR_NO_RESULT: "no result to read yet",
+    ERR_ADDRESS: "weights outside the weight map",
 }
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAGIC = b"GRUH"
 DEFAULT_BAUD = 115200
 _ROUNDINGS = list(Rounding)
@@ -159,8 +173,12 @@ def _read_exact(port: SerialLike, n: int, what: str) -> bytes:
 
 
 # ---- what the board says it holds ---------------------------------------------------------------
-def model_hash(qm) -> bytes:
-    """Return 8 bytes identifying a quantized model: SHA-256 of its formats, shape and weights."""
+def model_hash(qm, *, weights: bool = True) -> bytes:
+    """Return 8 bytes identifying a quantized model: SHA-256 of its formats, shape and weights.
+
+    ``weights=False`` leaves the weights out: what a run-time-weights board reports, since every
+    model of that shape and QuantSpec runs on it.
+    """
     desc = {
         "spec": qm.spec.to_json(),
         "input_size": qm.input_size,
@@ -168,7 +186,11 @@ def model_hash(qm) -> bytes:
         "output_size": qm.output_size,
         "reset_after": bool(qm.reset_after),
     }
+    if not weights:
+        desc["weights"] = "loaded at run time"
     h = hashlib.sha256(json.dumps(desc, sort_keys=True, separators=(",", ":")).encode())
+    if not weights:
+        return h.digest()[:8]
     arrays = []
     for q in qm.layers:
         arrays += [q.w_ih, q.w_hh, q.b_ih, q.b_hh]
@@ -184,7 +206,9 @@ def byte_width(bits: int) -> int:
     return (bits + 7) // 8
 
 
-_DESC = struct.Struct("<4sB8sHHHBbbBbbBBBBBHHIB")
+_DESC = struct.Struct("<4sB8sHHHBbbBbbBBBBBHHIBBIH")
+#: the weights checksum is the descriptor's last field (the board fills it in at run time)
+WEIGHTS_CRC_OFFSET = _DESC.size - 2
 
 
 @dataclass(frozen=True)
@@ -205,6 +229,10 @@ class BoardDescriptor:
     clock_hz: int
     reset_after: bool
     head: bool
+    runtime_weights: bool = False
+    weight_bytes: int = 0   #: bytes per weight word in WEIGHTS frames
+    weight_words: int = 0   #: words in the whole weight image
+    weights_crc: int = 0    #: CRC-16 of the weights loaded (see the module docstring)
     version: int = PROTOCOL_VERSION
 
     @property
@@ -227,13 +255,23 @@ class BoardDescriptor:
         """Bytes of a RUN reply: the outputs and a 4-byte cycle count."""
         return self.output_size * self.y_bytes + 4
 
+    @property
+    def buffer_bytes(self) -> int:
+        """The board's request buffer: the longest payload it takes."""
+        return self.max_steps * self.step_bytes
+
     @classmethod
-    def for_model(cls, qm, *, lanes: int, max_steps: int, clock_hz: int) -> "BoardDescriptor":
-        """Return the descriptor a board built for ``qm`` answers with."""
+    def for_model(cls, qm, *, lanes: int, max_steps: int, clock_hz: int,
+                  runtime_weights: bool = False) -> "BoardDescriptor":
+        """Return the descriptor a board built for ``qm`` answers with (at power-up)."""
         mode = qm.spec.mode("x")
-        return cls(model_hash(qm), qm.input_size, qm.hidden_sizes[-1], qm.output_size,
+        image = weight_words_of(qm, lanes)
+        wb = byte_width(weight_map(qm, lanes).w_data_width)
+        return cls(model_hash(qm, weights=not runtime_weights), qm.input_size,
+                   qm.hidden_sizes[-1], qm.output_size,
                    len(qm.layers), qm.spec.x_fmt, qm.spec.out_fmt, mode.rounding, mode.overflow,
-                   max_steps, lanes, int(clock_hz), bool(qm.reset_after), qm.head_w is not None)
+                   max_steps, lanes, int(clock_hz), bool(qm.reset_after), qm.head_w is not None,
+                   bool(runtime_weights), wb, len(image), weights_checksum(image, wb))
 
     def to_bytes(self) -> bytes:
         """Return the IDENTIFY reply payload."""
@@ -243,7 +281,8 @@ class BoardDescriptor:
             self.x_fmt.width, self.out_fmt.int_bits, self.out_fmt.frac_bits, self.out_fmt.width,
             _ROUNDINGS.index(self.x_rounding), _OVERFLOWS.index(self.x_overflow),
             self.x_bytes, self.y_bytes, self.max_steps, self.lanes, self.clock_hz // 1000,
-            int(self.reset_after) | int(self.head) << 1,
+            int(self.reset_after) | int(self.head) << 1 | int(self.runtime_weights) << 2,
+            self.weight_bytes, self.weight_words, self.weights_crc,
         )
 
     @classmethod
@@ -261,7 +300,9 @@ class BoardDescriptor:
                        num_layers=f[6], x_fmt=QFormat(f[7], f[8]), out_fmt=QFormat(f[10], f[11]),
                        x_rounding=_ROUNDINGS[f[13]], x_overflow=_OVERFLOWS[f[14]],
                        max_steps=f[17], lanes=f[18], clock_hz=f[19] * 1000,
-                       reset_after=bool(f[20] & 1), head=bool(f[20] & 2), version=f[1])
+                       reset_after=bool(f[20] & 1), head=bool(f[20] & 2),
+                       runtime_weights=bool(f[20] & 4), weight_bytes=f[21], weight_words=f[22],
+                       weights_crc=f[23], version=f[1])
         except (IndexError, GruHwError) as exc:
             raise LinkError(f"board sent a malformed descriptor ({exc})") from None
 
@@ -273,7 +314,21 @@ class BoardDescriptor:
             "num_layers": self.num_layers, "x_fmt": self.x_fmt.to_json(),
             "out_fmt": self.out_fmt.to_json(), "max_steps": self.max_steps, "lanes": self.lanes,
             "clock_hz": self.clock_hz, "protocol_version": self.version,
+            "runtime_weights": self.runtime_weights, "weight_words": self.weight_words,
+            "weights_crc16": self.weights_crc,
         }
+
+
+def weight_map(qm, lanes: int):
+    """Return the core (never elaborated) whose weight map a board of ``lanes`` lanes uses."""
+    from .gateware import GRUCore
+
+    return GRUCore.weight_map(qm, lanes)
+
+
+def weight_words_of(qm, lanes: int) -> list[int]:
+    """Return ``qm``'s weight image for a board of ``lanes`` lanes, in address order."""
+    return [w for _, w in weight_map(qm, lanes).weight_image(qm)]
 
 
 # ---- packing values ------------------------------------------------------------------------------
@@ -284,6 +339,11 @@ def pack_ints(values: np.ndarray, nbytes: int) -> bytes:
     for v in np.asarray(values, dtype=np.int64).ravel():
         out += (int(v) & mask).to_bytes(nbytes, "little")
     return bytes(out)
+
+
+def weights_checksum(words, nbytes: int) -> int:
+    """Return the CRC-16 of weight words packed like WEIGHTS frames (``nbytes`` each, LE)."""
+    return crc16(pack_ints(np.asarray(list(words), dtype=np.int64), nbytes))
 
 
 def unpack_ints(data: bytes, nbytes: int, width: int) -> np.ndarray:
@@ -307,13 +367,17 @@ class RunResult:
 class BoardClient:
     """Talk to a flashed board over ``port`` (a pyserial ``Serial`` or anything with read/write).
 
-    ``expect`` (a QuantModel) makes :meth:`identify` refuse a board that holds a different model.
+    ``expect`` (a QuantModel) makes :meth:`identify` refuse a board that holds a different model
+    (on a run-time-weights board: another shape or QuantSpec, or, unless ``loading`` is set because
+    the caller is about to :meth:`load_weights`, other weights).
     """
 
-    def __init__(self, port: SerialLike, *, expect=None, retries: int = 0) -> None:
+    def __init__(self, port: SerialLike, *, expect=None, retries: int = 0,
+                 loading: bool = False) -> None:
         self.port = port
         self.expect = expect
         self.retries = retries
+        self.loading = loading
         self.descriptor: BoardDescriptor | None = None
 
     def request(self, code: int, payload: bytes = b"") -> bytes:
@@ -332,15 +396,65 @@ class BoardClient:
         """Ask the board what it holds; check it against ``expect`` when given."""
         desc = BoardDescriptor.from_bytes(self.request(CMD_IDENTIFY))
         if self.expect is not None:
-            want = model_hash(self.expect)
+            want = model_hash(self.expect, weights=not desc.runtime_weights)
             if desc.model_hash != want:
+                what = ("shape or formats (a run-time-weights board takes models of the shape and "
+                        "QuantSpec it was built for: pass --build-dir so its formats are used)"
+                        if desc.runtime_weights else "model")
                 raise GruHwError(
-                    f"the board holds a different model (hash {desc.model_hash.hex()}, "
+                    f"the board holds a different {what} (hash {desc.model_hash.hex()}, "
                     f"{desc.input_size}->{desc.hidden_size}->{desc.output_size}, "
                     f"{desc.num_layers} layer(s)) than the one given (hash {want.hex()}): "
                     "rebuild and flash, or pass the model the board was built for")
+            if desc.runtime_weights and not self.loading:
+                crc = weights_checksum(weight_words_of(self.expect, desc.lanes), desc.weight_bytes)
+                if crc != desc.weights_crc:
+                    raise GruHwError(
+                        f"the board holds other weights (checksum 0x{desc.weights_crc:04x}) than "
+                        f"the model given (0x{crc:04x}): load them with --load-weights")
         self.descriptor = desc
         return desc
+
+    def load_weights(self, qm, *, progress=None) -> int:
+        """Write ``qm``'s weights into a run-time-weights board; return the board's checksum.
+
+        The image goes region by region in address order, in frames that fit the board's
+        buffer; the board's checksum is then read back and must equal the image's.
+        """
+        d = self._desc()
+        if not d.runtime_weights:
+            raise GruHwError("the board was built without --runtime-weights: its weights are in "
+                             "the bitstream (rebuild with --runtime-weights to load weights)")
+        want = model_hash(qm, weights=False)
+        if d.model_hash != want:
+            raise GruHwError(f"the model's shape or formats (hash {want.hex()}) are not the "
+                             f"board's ({d.model_hash.hex()})")
+        core = weight_map(qm, d.lanes)
+        regions = core.weight_regions(qm)
+        wb = d.weight_bytes
+        per_frame = max(1, (min(d.buffer_bytes, 0xFFFF) - 4) // wb)
+        frames = [(base + i, words[i:i + per_frame]) for base, words in regions
+                  for i in range(0, len(words), per_frame)]
+        crc = None
+        for k, (addr, words) in enumerate(frames):
+            reply = self.request(CMD_WEIGHTS, struct.pack("<I", addr) + pack_ints(words, wb))
+            if len(reply) != 2:
+                raise LinkError(f"WEIGHTS reply of {len(reply)} bytes, expected 2")
+            crc = struct.unpack("<H", reply)[0]
+            if progress is not None:
+                progress(k + 1, len(frames))
+        image = [w for _, words in regions for w in words]
+        want_crc = weights_checksum(image, wb)
+        d = self.identify_raw()
+        if crc != want_crc or d.weights_crc != want_crc:
+            raise LinkError(f"weights checksum after loading is 0x{d.weights_crc:04x}, expected "
+                            f"0x{want_crc:04x}: the load did not complete, run it again")
+        self.descriptor = d
+        return d.weights_crc
+
+    def identify_raw(self) -> BoardDescriptor:
+        """Ask the board what it holds, without checking it against ``expect``."""
+        return BoardDescriptor.from_bytes(self.request(CMD_IDENTIFY))
 
     def _desc(self) -> BoardDescriptor:
         return self.descriptor if self.descriptor is not None else self.identify()

@@ -132,8 +132,12 @@ def stall_cycles(info: dict) -> int:
 def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: int,
             sequence: bool = False, keep_state: bool = False, build_root: str | Path,
             test_dir: str | Path, waves: bool = False, options: dict | None = None,
-            golden=None) -> dict:
+            golden=None, runtime_weights: bool = False, core_qm=None) -> dict:
     """Run integer inputs through the generated core in an RTL simulator; compare with golden.
+
+    With ``runtime_weights`` the core has the weight port and is generated from ``core_qm``
+    (default ``qm``; same shape and QuantSpec) with its weight memories left zero; the bench
+    loads ``qm``'s weights through the port before the first input, and golden is ``qm``'s.
 
     Returns the bench's result dict (``match``, ``mismatch``, ``cycles`` (N,), ``waves``, ...)
     plus ``y`` (N, O) and, with ``sequence``, ``h`` (N, T, H): the hardware's integer outputs.
@@ -148,11 +152,20 @@ def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: i
     lengths = np.asarray(lengths, dtype=np.int64)
     if golden is None:
         golden = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state)
-    verilog, info = generate_cached(qm, build_root, lanes=lanes, sequence=sequence)
+    weights = None
+    if runtime_weights:
+        from .gateware import GRUCore
+
+        core_qm = qm if core_qm is None else core_qm
+        weights = GRUCore.weight_map(core_qm, lanes, sequence=sequence).weight_image(qm)
+        verilog, info = generate_cached(core_qm, build_root, lanes=lanes, sequence=sequence,
+                                        runtime_weights=True, init_weights=False)
+    else:
+        verilog, info = generate_cached(qm, build_root, lanes=lanes, sequence=sequence)
     layout = PortLayout.from_ports(info["ports"])
     opts = Options(**{"stall_cycles": stall_cycles(info), **(options or {})})
     job = make_job(layout, xq, lengths, y=golden.y, h=golden.h, sequence=sequence,
-                   keep_state=keep_state, options=opts)
+                   keep_state=keep_state, options=opts, weights=weights)
     try:
         res = run_job(verilog, job, simulator=simulator, build_root=build_root,
                       test_dir=test_dir, waves=waves)
@@ -201,7 +214,9 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
     sequence: from its first input beat accepted to its last output beat accepted). The output
     file holds ``y`` (N, O) real values, ``h`` (N, T, H) with ``sequence``, and ``cycles`` (N,).
     ``waves`` is a folder for the waveform; a failing run writes one anyway (into the build
-    folder, which is then kept: its path is in the mismatch message).
+    folder, which is then kept: its path is in the mismatch message). ``runtime_weights``
+    simulates the core with the weight port and zeroed weight memories, loading the model's
+    weights through the port before the first input.
     """
     from .fixed import to_float
     from .golden import check_inputs, int_forward_q, quantize_inputs
@@ -209,8 +224,6 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
     from .quant import quantize_model
 
     _check_simulator(simulator)
-    if runtime_weights:
-        raise GruHwError("--runtime-weights is not supported by simulate yet")
     out_path = Path(output_path)
     if out_path.suffix.lower() != ".npz":
         raise GruHwError(f"{out_path}: output file must end in .npz")
@@ -237,11 +250,13 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
     try:
         if simulator == "amaranth":
             res = _amaranth_run(qm, xq, lengths, golden, lanes=lanes, sequence=sequence,
-                                keep_state=keep_state, root=root, waves_dir=waves_dir)
+                                keep_state=keep_state, root=root, waves_dir=waves_dir,
+                                runtime_weights=runtime_weights)
         else:
             res = rtl_run(qm, xq, lengths, simulator=simulator, lanes=lanes, sequence=sequence,
                           keep_state=keep_state, build_root=root, test_dir=root / "run",
-                          waves=waves_dir is not None, golden=golden)
+                          waves=waves_dir is not None, golden=golden,
+                          runtime_weights=runtime_weights)
             if res.get("waves") and waves_dir is not None:
                 target = waves_dir / Path(res["waves"]).name
                 shutil.copyfile(res["waves"], target)
@@ -272,10 +287,14 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
 
 
 def _amaranth_run(qm, xq, lengths, golden, *, lanes, sequence, keep_state, root: Path,
-                  waves_dir: Path | None) -> dict:
+                  waves_dir: Path | None, runtime_weights: bool = False) -> dict:
     from .amaranth_sim import simulate
 
     def run(vcd):
+        if runtime_weights:  # zero memories, the model's weights loaded through the port
+            return simulate(qm, xq, lengths, lanes=lanes, sequence=sequence,
+                            keep_state=keep_state, vcd=vcd, runtime_weights=True,
+                            init_weights=False, load=qm)
         return simulate(qm, xq, lengths, lanes=lanes, sequence=sequence, keep_state=keep_state,
                         vcd=vcd)
 

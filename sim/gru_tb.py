@@ -74,12 +74,14 @@ class StreamDriver:
     ``on_accept(k, ns)`` is called at the clock edge that takes beat ``k``.
     """
 
-    def __init__(self, dut, pause, on_accept, errors: ProtocolError) -> None:
+    def __init__(self, dut, pause, on_accept, errors: ProtocolError,
+                 port: str = "i_stream") -> None:
         self.errors = errors
         self.clk = dut.clk
-        self.valid = dut.i_stream__valid
-        self.ready = dut.i_stream__ready
-        self.payload = dut.i_stream__payload
+        self.port = port
+        self.valid = getattr(dut, f"{port}__valid")
+        self.ready = getattr(dut, f"{port}__ready")
+        self.payload = getattr(dut, f"{port}__payload")
         self.pause = pause
         self.on_accept = on_accept
 
@@ -93,7 +95,7 @@ class StreamDriver:
             self.valid.value = 1
             while True:
                 await ReadOnly()
-                if _bit(self.ready, self.errors, "i_stream.ready"):
+                if _bit(self.ready, self.errors, f"{self.port}.ready"):
                     break
                 await ValueChange(self.ready)  # sleep while the core computes
             await RisingEdge(self.clk)
@@ -224,9 +226,15 @@ async def run_job(dut) -> None:
     t_out = np.full(job.sequences, np.nan)
     board = Scoreboard(job)
 
+    n_w = int(job.w_addr.size)
+    w_payloads = [job.layout.pack_weight(job.w_addr[i], job.w_data[i], i == n_w - 1)
+                  for i in range(n_w)]
     dut.i_stream__valid.value = 0
     dut.i_stream__payload.value = 0
     dut.o_stream__ready.value = 0
+    if job.layout.w_addr_width:
+        dut.w_stream__valid.value = 0
+        dut.w_stream__payload.value = 0
     dut.rst.value = 1
     Clock(dut.clk, clk_ns, unit="ns").start()
     await ClockCycles(dut.clk, 4)
@@ -244,6 +252,23 @@ async def run_job(dut) -> None:
                         f"{progress.received} of {len(job.exp_y)} output beats")
 
     try:
+        if w_payloads:
+            # The weights first, as one packet through the weight port (with the input idles).
+            w_sent = [0]
+
+            def w_accept(k: int, ns: float) -> None:
+                w_sent[0] += 1
+                progress.sent += 1
+
+            wdrv = StreamDriver(dut, pause_generator(opt.idle), w_accept, errors, "w_stream")
+            idx, msg = await select(wdrv.send(w_payloads), watchdog())
+            if idx == 1:
+                raise _Stop(f"{msg} (loading weights: {w_sent[0]} of {n_w} words taken)")
+            if errors.message:
+                raise _Stop(f"{errors.message} (loading weights)")
+            result["weights_loaded"] = w_sent[0]
+            progress.sent = 0
+        t_start = get_sim_time("ns")
         if opt.reset_after_beats is not None:
             # Phase 1: part of the stream, then a reset in the middle of it.
             pre = Scoreboard(job, note=" (before the mid-stream reset)")

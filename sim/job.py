@@ -39,6 +39,8 @@ class PortLayout:
     out_width: int
     head_outputs: int = 0
     head_width: int = 0
+    w_addr_width: int = 0  # the weight port (run-time weights), 0 when the core has none
+    w_data_width: int = 0
 
     @property
     def in_width(self) -> int:
@@ -59,6 +61,11 @@ class PortLayout:
         v |= int(bool(first)) << (self.inputs * self.x_width)
         v |= int(bool(last)) << (self.inputs * self.x_width + 1)
         return v
+
+    def pack_weight(self, addr: int, word: int, last: bool) -> int:
+        """Return the w_stream payload {addr, data, last} of one weight beat."""
+        aw, dw = self.w_addr_width, self.w_data_width
+        return (int(addr) | (int(word) & ((1 << dw) - 1)) << aw) | int(bool(last)) << (aw + dw)
 
     def unpack_output(self, v: int) -> tuple[list[int], list[int], int]:
         """Return (y, y_head, last) of one o_stream payload, values as signed integers."""
@@ -100,7 +107,14 @@ class PortLayout:
         if "y_head" in by_name["o_stream__payload"]["fields"]:
             n_head, hw = array("o_stream__payload", "y_head", n_out * ow)
         bit("o_stream__payload", "last", n_out * ow + n_head * hw)
-        layout = cls(n_in, xw, n_out, ow, n_head, hw)
+        w_aw = w_dw = 0
+        if "w_stream__payload" in by_name:
+            f = by_name["w_stream__payload"]["fields"]
+            w_aw, w_dw = int(f["addr"][1]), int(f["data"][1])
+            want = {"addr": [0, w_aw], "data": [w_aw, w_dw], "last": [w_aw + w_dw, 1]}
+            if {k: list(v) for k, v in f.items()} != want:
+                raise ValueError(f"w_stream__payload: fields {f}, expected {want}")
+        layout = cls(n_in, xw, n_out, ow, n_head, hw, w_aw, w_dw)
         for port, width in (("i_stream__payload", layout.in_width),
                             ("o_stream__payload", layout.out_total_width)):
             if int(by_name[port]["width"]) != width:
@@ -167,6 +181,9 @@ class Job:
     exp_head_valid: np.ndarray  # (E,) bool: compare y_head on this beat (the last of a sequence)
     sequences: int
     options: Options = field(default_factory=Options)
+    w_addr: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    w_data: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # weight words written through w_stream (one packet) after the first reset, before any input
 
     def save(self, folder: str | Path) -> None:
         """Write job.json and job.npz into folder."""
@@ -178,7 +195,7 @@ class Job:
         np.savez(d / JOB_NPZ, x=self.x, first=self.first, last=self.last, beat_seq=self.beat_seq,
                  exp_y=self.exp_y, exp_last=self.exp_last, exp_seq=self.exp_seq,
                  exp_step=self.exp_step, exp_head=self.exp_head,
-                 exp_head_valid=self.exp_head_valid)
+                 exp_head_valid=self.exp_head_valid, w_addr=self.w_addr, w_data=self.w_data)
 
     @classmethod
     def load(cls, folder: str | Path) -> "Job":
@@ -193,13 +210,13 @@ class Job:
 
 def make_job(layout: PortLayout, xq: np.ndarray, lengths: np.ndarray, *, y: np.ndarray | None,
              h: np.ndarray | None = None, sequence: bool = False, keep_state: bool = False,
-             options: Options | None = None) -> Job:
+             options: Options | None = None, weights=None) -> Job:
     """Build a job: one beat per step; expect ``y[n]`` per sequence, or ``h[n, t]`` per step.
 
     ``first`` is set on the first step of every sequence, or with ``keep_state`` only on the first
     step of the whole stream (the state carries over from one sequence to the next). In sequence
     mode with ``layout.head_outputs``, the last beat of sequence n must also carry
-    ``y_head = y[n]``.
+    ``y_head = y[n]``. ``weights`` (address, word) pairs are loaded through the weight port first.
     """
     xq = np.asarray(xq, dtype=np.int64)
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -230,7 +247,11 @@ def make_job(layout: PortLayout, xq: np.ndarray, lengths: np.ndarray, *, y: np.n
             eseq.append(s)
             estep.append(ln - 1)
     e = len(ey)
-    return Job(layout=layout, x=np.array(rows, dtype=np.int64).reshape(-1, xq.shape[2]),
+    weights = list(weights or [])
+    if weights and not layout.w_addr_width:
+        raise ValueError("weights given, but the core has no weight port")
+    return Job(w_addr=np.array([a for a, _ in weights], dtype=np.int64),
+               w_data=np.array([w for _, w in weights], dtype=np.int64),layout=layout, x=np.array(rows, dtype=np.int64).reshape(-1, xq.shape[2]),
                first=np.array(first), last=np.array(last), beat_seq=np.array(beat_seq),
                exp_y=np.array(ey, dtype=np.int64).reshape(e, -1), exp_last=np.array(elast),
                exp_seq=np.array(eseq), exp_step=np.array(estep),

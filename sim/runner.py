@@ -27,7 +27,7 @@ SIMULATORS = ("verilator", "icarus")
 TOPLEVEL = "gru_core"
 TB_MODULE = "sim.gru_tb"
 TIMESCALE = ("1ns", "1ps")
-BUILD_VERSION = "4"  # bump when the way builds are made changes (flags are hashed anyway)
+BUILD_VERSION = "5"  # bump when the way builds are made changes (flags are hashed anyway)
 
 # Verilator warnings about Amaranth's (Yosys write_verilog's) Verilog idioms, waived by flag.
 # Default-on warnings (waived in simulation builds and in tests/test_lint.py):
@@ -70,6 +70,7 @@ public_flat_rw -module "%TOP%" -var "clk"
 public_flat_rw -module "%TOP%" -var "rst"
 public_flat_rw -module "%TOP%" -var "i_stream__*"
 public_flat_rw -module "%TOP%" -var "o_stream__*"
+public_flat_rw -module "%TOP%" -var "w_stream__*"
 """
 
 

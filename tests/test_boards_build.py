@@ -142,11 +142,17 @@ def test_build_icebreaker_small(tiny_qm, tmp_path):
         assert stage in text
 
 
-def test_build_ulx3s_small(tiny_qm, tmp_path):
+def test_build_ulx3s_small_runtime_weights(tiny_qm, tmp_path):
+    """An ECP5 bitstream with the weight port and the UART WEIGHTS command built in."""
     out = tmp_path / "ecp5"
-    report = build(tiny_qm, "ulx3s-25f", out, lanes=2, progress=None)
+    report = build(tiny_qm, "ulx3s-25f", out, lanes=2, progress=None, runtime_weights=True)
     _check_report(report, out, "ulx3s-25f")
     assert report["utilization"]["MULT18X18D"]["used"] >= 1
+    assert report["runtime_weights"] and report["link"]["runtime_weights"]
+    assert "runtime weights" in report["core"]
+    from gru_hw.link import model_hash
+
+    assert report["model_hash"] == model_hash(tiny_qm, weights=False).hex()
 
 
 def test_does_not_fit_names_resource_and_lanes(tmp_path):

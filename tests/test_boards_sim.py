@@ -118,21 +118,16 @@ def test_descriptor_layout_is_stable(qm):
     """The IDENTIFY payload layout (what flashed boards answer) does not drift silently."""
     d = link.BoardDescriptor.for_model(qm, lanes=4, max_steps=100, clock_hz=42_000_000)
     raw = d.to_bytes()
-    assert raw[:4] == b"GRUH" and len(raw) == 39
+    assert raw[:4] == b"GRUH" and len(raw) == 46
+    assert struct.unpack_from("<H", raw, link.WEIGHTS_CRC_OFFSET)[0] == d.weights_crc
     assert link.BoardDescriptor.from_bytes(raw) == d
     assert struct.unpack_from("<H", raw, 13)[0] == 3  # input size after magic, version, hash
 
 
-def test_run_command_through_simulated_board(qm, tmp_path, monkeypatch, capsys):
-    """`gru-hw run --check` (gru_hw.board.run_inputs) against the simulated board."""
-    import argparse
-    import json
-
-    from gru_hw import board
+def _save_float_model(q, path) -> None:
+    """Write a float .npz model whose quantization with q.spec is exactly q."""
     from gru_hw.fixed import to_float
 
-    model_path = tmp_path / "model.npz"
-    q = qm  # write a float model whose quantization is exactly qm
     arrays = {}
     for k, layer in enumerate(q.layers):
         arrays[f"w_ih_{k}"] = to_float(layer.w_ih, q.spec.layers[k].w_ih_fmt)
@@ -141,7 +136,19 @@ def test_run_command_through_simulated_board(qm, tmp_path, monkeypatch, capsys):
         arrays[f"b_hh_{k}"] = to_float(layer.b_hh, q.spec.b_hh_fmt(k))
     arrays["head_w"] = to_float(q.head_w, q.spec.head.w_fmt)
     arrays["head_b"] = to_float(q.head_b, q.spec.head_b_fmt())
-    np.savez(model_path, **arrays)
+    np.savez(path, **arrays)
+
+
+def test_run_command_through_simulated_board(qm, tmp_path, monkeypatch, capsys):
+    """`gru-hw run --check` (gru_hw.board.run_inputs) against the simulated board."""
+    import argparse
+    import json
+
+    from gru_hw import board
+
+    model_path = tmp_path / "model.npz"
+    _save_float_model(qm, model_path)
+    q = qm
     build_dir = tmp_path / "build"
     build_dir.mkdir()
     (build_dir / "report.json").write_text(json.dumps(
@@ -163,3 +170,127 @@ def test_run_command_through_simulated_board(qm, tmp_path, monkeypatch, capsys):
     with np.load(out) as f:
         assert f["y"].shape == (3, 2) and f["cycles"].shape == (3,)
     assert "all outputs equal golden" in capsys.readouterr().out
+
+
+# ---- run-time weights over the UART -------------------------------------------------------------
+def _runtime_top(qm, lanes=3):
+    return BoardTop(qm, lanes, None, divisor=DIVISOR, timeout_cycles=TIMEOUT, max_steps=8,
+                    runtime_weights=True)
+
+
+def test_board_loads_weights_over_the_uart(qm):
+    """Issue 7: the WEIGHTS command end to end; corrupt weight frames change nothing.
+
+    The board is built for model A; model B (same shape and QuantSpec) is loaded through the
+    UART, every output then equals B's golden model, the checksum in IDENTIFY is B's; corrupted
+    frames of a third model C are refused and B's weights and checksum stay.
+    """
+    rng = np.random.default_rng(21)
+    qb = quantize_model(random_model(rng, 3, 4, head=2), qm.spec)
+    qc = quantize_model(random_model(rng, 3, 4, head=2), qm.spec)
+    xq, lengths = _inputs(qm, 3, 5, seed=4)
+    gold_a = int_forward_q(qm, xq, lengths).y
+    gold_b = int_forward_q(qb, xq, lengths).y
+    assert not np.array_equal(gold_a, gold_b)
+    crc_of = {name: link.weights_checksum(link.weight_words_of(q, 3),
+                                          link.BoardDescriptor.for_model(
+                                              q, lanes=3, max_steps=8, clock_hz=1,
+                                              runtime_weights=True).weight_bytes)
+              for name, q in (("a", qm), ("b", qb), ("c", qc))}
+
+    def host(port):
+        d = link.BoardClient(port, expect=qm).identify()  # power-up: A's weights
+        assert d.runtime_weights and d.weights_crc == crc_of["a"]
+        assert d.model_hash == link.model_hash(qb, weights=False)  # shape and formats only
+        with pytest.raises(GruHwError, match=r"holds other weights .*--load-weights"):
+            link.BoardClient(port, expect=qb).identify()
+        ya = [link.BoardClient(port, expect=qm).run_sequence(xq[n, :lengths[n]]).y
+              for n in range(len(xq))]
+
+        cb = link.BoardClient(port, expect=qb, loading=True)
+        assert cb.load_weights(qb) == crc_of["b"]
+        assert link.BoardClient(port, expect=qb).identify().weights_crc == crc_of["b"]
+        yb = [cb.run_sequence(xq[n, :lengths[n]]).y for n in range(len(xq))]
+
+        # corrupt frames carrying C's first words: refused, nothing written
+        core = link.weight_map(qc, 3)
+        words = core.weight_regions(qc)[0][1][:6]
+        assert d.weight_bytes > 1  # so that one byte more is not a whole word
+        good = link.encode_frame(link.CMD_WEIGHTS, struct.pack("<I", 0) +
+                                 link.pack_ints(words, d.weight_bytes))
+        bad = bytearray(good)
+        bad[8] ^= 0x10  # a bit of the first word flipped on the line
+        _expect_refusal(port, bytes(bad), link.ERR_CRC)
+        _expect_refusal(port, good[:-3], link.ERR_TIMEOUT)  # cut short
+        _expect_refusal(port, link.encode_frame(link.CMD_WEIGHTS, good[4:-2] + b"\x00"),
+                        link.ERR_LENGTH)  # not a whole number of words
+        _expect_refusal(port, link.encode_frame(link.CMD_WEIGHTS, b"\x00\x00\x00\x00"),
+                        link.ERR_LENGTH)  # no words
+        past = (core.lanes << core.w_offset_bits) + core.schedule.bias_rows - 2
+        _expect_refusal(port, link.encode_frame(link.CMD_WEIGHTS, struct.pack("<I", past) +
+                                                link.pack_ints(words[:3], d.weight_bytes)),
+                        link.ERR_ADDRESS)  # runs past the bias region
+        _expect_refusal(port, link.encode_frame(link.CMD_WEIGHTS, struct.pack("<I", 1 << 30) +
+                                                link.pack_ints(words[:1], d.weight_bytes)),
+                        link.ERR_ADDRESS)  # no such region
+        after = link.BoardClient(port, expect=qb).identify()
+        assert after.weights_crc == crc_of["b"]
+        yb2 = [cb.run_sequence(xq[n, :lengths[n]]).y for n in range(len(xq))]
+        return np.stack(ya), np.stack(yb), np.stack(yb2)
+
+    ya, yb, yb2 = run_board_sim(_runtime_top(qm), DIVISOR, host, timeout_cycles=20 * TIMEOUT)
+    np.testing.assert_array_equal(ya, gold_a)
+    np.testing.assert_array_equal(yb, gold_b)
+    np.testing.assert_array_equal(yb2, gold_b)
+
+
+def test_fixed_board_refuses_weights(qm):
+    """A board built without --runtime-weights: WEIGHTS is an unknown command, the host says why."""
+    def host(port):
+        _expect_refusal(port, link.encode_frame(link.CMD_WEIGHTS, bytes(6)),
+                        link.ERR_UNKNOWN_COMMAND)
+        with pytest.raises(GruHwError, match=r"built without --runtime-weights"):
+            link.BoardClient(port).load_weights(qm)
+        return True
+
+    assert run_board_sim(_top(qm, lanes=2), DIVISOR, host, timeout_cycles=20 * TIMEOUT)
+
+
+def test_run_load_weights_command_through_simulated_board(qm, tmp_path, monkeypatch, capsys):
+    """`gru-hw run --load-weights --check` against a simulated run-time-weights board."""
+    import argparse
+    import json
+
+    from gru_hw import board
+
+    qb = quantize_model(random_model(np.random.default_rng(31), 3, 4, head=2), qm.spec)
+    _save_float_model(qb, tmp_path / "b.npz")
+    build_dir = tmp_path / "build"
+    build_dir.mkdir()
+    report = {"board": "icebreaker", "uart": {"baud": 115200}, "quant": qm.spec.to_json(),
+              "runtime_weights": True}
+    (build_dir / "report.json").write_text(json.dumps(report))
+    rng = np.random.default_rng(12)
+    np.savez(tmp_path / "in.npz", x=rng.uniform(-4, 4, (2, 4, 3)), lengths=np.array([4, 3]))
+
+    def args(**kw):
+        base = dict(inputs=str(tmp_path / "in.npz"), output=str(tmp_path / "out.npz"),
+                    port="sim", model=str(tmp_path / "b.npz"), build_dir=str(build_dir),
+                    check=True, keep_state=False, baud=None, load_weights=False)
+        return argparse.Namespace(**{**base, **kw})
+
+    def host(port):
+        monkeypatch.setattr(link, "open_port", lambda device, baud: port)
+        with pytest.raises(GruHwError, match="holds other weights"):
+            board.run_inputs(args())  # the board still holds A's weights
+        return board.run_inputs(args(load_weights=True))
+
+    result = run_board_sim(_runtime_top(qm, lanes=2), DIVISOR, host, timeout_cycles=20 * TIMEOUT)
+    assert result["match"], result.get("mismatch")
+    out = capsys.readouterr().out
+    assert "loaded" in out and "all outputs equal golden" in out
+    # a build without --runtime-weights: refused before the port is opened
+    report["runtime_weights"] = False
+    (build_dir / "report.json").write_text(json.dumps(report))
+    with pytest.raises(GruHwError, match="made without --runtime-weights"):
+        board.run_inputs(args(load_weights=True))

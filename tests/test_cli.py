@@ -156,11 +156,3 @@ def test_console_script_exit_status(files, tmp_path):
                            "-o", str(tmp_path / "o.npz")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith("x.npz: no such file") and proc.stderr.count("\n") == 1
-
-
-def test_generate_runtime_weights_refused(files, tmp_path, capsys):
-    _, mpath, *_ = files
-    code = main(["generate", str(mpath), "-o", str(tmp_path / "g"), "--runtime-weights"])
-    err = capsys.readouterr().err
-    assert code == 2 and "--runtime-weights is not supported by generate yet" in err
-    assert err.count("\n") == 1 and not (tmp_path / "g").exists()

@@ -45,22 +45,25 @@ def crc16_update(crc, byte):
     return Cat(*bits)
 
 
-def make_core(qm, lanes: int, dsp_budget: int | None = None):
+def make_core(qm, lanes: int, dsp_budget: int | None = None, runtime_weights: bool = False):
     """Return the GRUCore for a board (and its name, for the report).
 
     With ``dsp_budget`` (the device's hard multipliers), the GRU tail's four products are built as
     small sequential logic multipliers (``tail_mul="seq"``) when the lanes plus the tail would need
     more multipliers than the device has, so every hard multiplier serves a MAC lane.
+    ``runtime_weights`` adds the weight port (the memories start with ``qm``'s weights).
     """
     from ..gateware import GRUCore
     from ..schedule import Schedule
 
+    rw = {"runtime_weights": True} if runtime_weights else {}
+    suffix = ", runtime weights" if runtime_weights else ""
     if dsp_budget is not None:
         tail = Schedule(qm, lanes, tail_mul="dsp").dsp_multipliers - lanes
         # A tail product is wider than 16 x 16 (e.g. r * hn): count two hard blocks for each.
         if lanes + 2 * tail > dsp_budget:
-            return GRUCore(qm, lanes, tail_mul="seq"), "GRUCore (tail_mul=seq)"
-    return GRUCore(qm, lanes), "GRUCore"
+            return GRUCore(qm, lanes, tail_mul="seq", **rw), f"GRUCore (tail_mul=seq{suffix})"
+    return GRUCore(qm, lanes, **rw), f"GRUCore{' (runtime weights)' if runtime_weights else ''}"
 
 
 class LinkTop(wiring.Component):
@@ -69,8 +72,8 @@ class LinkTop(wiring.Component):
     Ports:
         rx    In(1): serial line from the host (8N1, ``divisor`` clocks per bit).
         tx    Out(1): serial line to the host.
-        leds  Out(4): heartbeat, busy (a RUN in progress), error (the last request was refused),
-              activity (bytes received recently).
+        leds  Out(4): heartbeat, busy (a RUN or WEIGHTS in progress), error (the last request was
+              refused), activity (bytes received recently).
 
     A request is buffered whole (RUN steps go to a ``max_steps`` x step-bytes RAM) and checked
     (CRC, command, length) before anything is done, so a refused frame changes nothing. A frame
@@ -86,18 +89,21 @@ class LinkTop(wiring.Component):
 
     def __init__(self, qm, lanes: int, *, core=None, divisor: int, timeout_cycles: int,
                  clock_hz: int, max_steps: int | None = None, heartbeat_log2: int = 24,
-                 stretch_log2: int = 20, dsp_budget: int | None = None) -> None:
+                 stretch_log2: int = 20, dsp_budget: int | None = None,
+                 runtime_weights: bool = False) -> None:
         self.qm = qm
         self.lanes = lanes
         self.core, self.core_kind = ((core, "custom") if core is not None
-                                     else make_core(qm, lanes, dsp_budget))
+                                     else make_core(qm, lanes, dsp_budget, runtime_weights))
+        self.runtime_weights = bool(getattr(self.core, "runtime_weights", False))
         self.divisor = divisor
         self.timeout_cycles = timeout_cycles
         self.max_steps = max_steps if max_steps is not None else default_max_steps(qm)
         if not 1 <= self.max_steps <= 0xFFFF:
             raise GruHwError(f"max_steps must be within 1..65535, got {self.max_steps}")
         self.descriptor = proto.BoardDescriptor.for_model(
-            qm, lanes=lanes, max_steps=self.max_steps, clock_hz=clock_hz)
+            qm, lanes=lanes, max_steps=self.max_steps, clock_hz=clock_hz,
+            runtime_weights=self.runtime_weights)
         self.heartbeat_log2 = heartbeat_log2
         self.stretch_log2 = stretch_log2
         super().__init__()
@@ -162,6 +168,16 @@ class LinkTop(wiring.Component):
         res_cycles = Signal(32)
         has_result = Signal()
         fresh = Signal(init=1)  # the next sequence starts from zero state (power-up, RESET_STATE)
+        # ---- weights state (run-time weights) ----
+        rw = self.runtime_weights
+        commands = proto.COMMANDS + ((proto.CMD_WEIGHTS,) if rw else ())
+        wcrc = Signal(16, init=d.weights_crc)   # CRC-16 of the words written since address 0
+        w_start = Signal(32)                    # a WEIGHTS frame's start address
+        wb = d.weight_bytes if rw else 1
+        w_byte = Signal(range(max(wb, 2)))       # byte within a word, while receiving
+        w_words = Signal(17)                     # words in the frame
+        addr_bad = Signal()
+        is_weights = Signal()
 
         def element(i: int):
             v = res_y[i * yw:(i + 1) * yw]
@@ -195,6 +211,13 @@ class LinkTop(wiring.Component):
             m.d.sync += [error.eq(err_v), err_led.eq(1)]
             reply(proto.REPLY_ERROR, 2, Cat(Const(err_v, 8), code))
 
+        w_cur = Signal(32)           # address of the word on the weight port
+        w_idx = Signal(17)           # words handed over so far (of w_words)
+        w_asm = Signal(8 * wb)       # a word being assembled, little-endian
+        w_reg = Signal(8 * wb)       # the word on the weight port
+        w_valid = Signal()
+        w_last = Signal()
+
         receiving = Signal()
         with m.FSM() as fsm:
             with m.State("IDLE"):
@@ -215,7 +238,7 @@ class LinkTop(wiring.Component):
                             m.d.sync += length[:8].eq(byte)
                         elif state == "LEN1":
                             m.d.sync += [length[8:].eq(byte), count.eq(0), step_byte.eq(0),
-                                         steps.eq(0)]
+                                         steps.eq(0), w_byte.eq(0), w_words.eq(0)]
                             with m.If(Cat(length[:8], byte) == 0):
                                 m.next = "CRC0"
                             with m.Else():
@@ -223,6 +246,16 @@ class LinkTop(wiring.Component):
                         elif state == "PAYLOAD":
                             m.d.comb += wr.en.eq(count < max_len)
                             m.d.sync += count.eq(count + 1)
+                            if rw:
+                                with m.Switch(count):
+                                    for i in range(4):
+                                        with m.Case(i):
+                                            m.d.sync += w_start[8 * i:8 * i + 8].eq(byte)
+                                    with m.Default():
+                                        with m.If(w_byte == wb - 1):
+                                            m.d.sync += [w_byte.eq(0), w_words.eq(w_words + 1)]
+                                        with m.Else():
+                                            m.d.sync += w_byte.eq(w_byte + 1)
                             with m.If(step_byte == step_bytes - 1):
                                 m.d.sync += [step_byte.eq(0), steps.eq(steps + 1)]
                             with m.Else():
@@ -249,12 +282,23 @@ class LinkTop(wiring.Component):
             is_read = Signal()
             with m.State("DECODE"):
                 is_run = (code == proto.CMD_RUN) | (code == proto.CMD_RUN_KEEP)
+                if rw:
+                    core_ = self.core
+                    ob = core_.w_offset_bits
+                    sel = w_start[ob:]
+                    off = w_start[:ob]
+                    depth = Mux(sel == core_.lanes, core_.schedule.bias_rows, core_.w_depth)
+                    wlen_bad = (length <= 4) | (length > max_len) | (w_byte != 0)
+                    m.d.sync += [is_weights.eq(code == proto.CMD_WEIGHTS),
+                                 addr_bad.eq((sel > core_.lanes) | (off + w_words > depth))]
+                else:
+                    wlen_bad = Const(0)
                 m.d.sync += [
                     crc_bad.eq(crc != rcrc),
-                    cmd_unknown.eq(~Cat(*[code == c for c in proto.COMMANDS]).any()),
+                    cmd_unknown.eq(~Cat(*[code == c for c in commands]).any()),
                     len_bad.eq(Mux(is_run,
                                    (length == 0) | (length > max_len) | (step_byte != 0),
-                                   length != 0)),
+                                   Mux(code == proto.CMD_WEIGHTS, wlen_bad, length != 0))),
                     is_identify.eq(code == proto.CMD_IDENTIFY),
                     is_reset.eq(code == proto.CMD_RESET_STATE),
                     is_read.eq(code == proto.CMD_READ),
@@ -269,10 +313,20 @@ class LinkTop(wiring.Component):
                     refuse(proto.ERR_LENGTH)
                 with m.Elif(is_read & ~has_result):
                     refuse(proto.ERR_NO_RESULT)
+                with m.Elif(is_weights & addr_bad):
+                    refuse(proto.ERR_ADDRESS)
+                with m.Elif(is_weights):
+                    m.d.sync += [err_led.eq(0), rd_addr.eq(4), issued.eq(0), got_bytes.eq(0),
+                                 pending.eq(0), w_cur.eq(w_start), w_idx.eq(0)]
+                    with m.If(w_start == 0):
+                        m.d.sync += wcrc.eq(0xFFFF)
+                    m.next = "W_FEED"
                 with m.Elif(is_identify):
                     m.d.sync += err_led.eq(0)
+                    # the descriptor is constant but for the weights checksum, its last field
+                    head = desc_bytes[:proto.WEIGHTS_CRC_OFFSET]
                     reply(proto.CMD_IDENTIFY | proto.REPLY_OK, len(desc_bytes),
-                          Const(int.from_bytes(desc_bytes, "little"), 8 * len(desc_bytes)))
+                          Cat(Const(int.from_bytes(head, "little"), 8 * len(head)), wcrc))
                 with m.Elif(is_reset):
                     m.d.comb += core_rst.eq(1)
                     m.d.sync += [err_led.eq(0), fresh.eq(1)]
@@ -299,6 +353,31 @@ class LinkTop(wiring.Component):
                                  issued.eq(0), got_bytes.eq(0)]
                     with m.If(step_idx == steps - 1):
                         m.next = "RUN_WAIT"
+            with m.State("W_FEED"):
+                # read the words from the buffer, a byte per cycle, into the core's weight port
+                if rw:
+                    ws = self.core.w_stream
+                    m.d.comb += [ws.valid.eq(w_valid), ws.payload.addr.eq(w_cur),
+                                 ws.payload.data.eq(w_reg[:ws.payload.data.shape().width]),
+                                 ws.payload.last.eq(w_last)]
+                    m.d.sync += pending.eq(0)
+                    with m.If((issued != wb) & (got_bytes != wb)):
+                        m.d.sync += [rd_addr.eq(rd_addr + 1), issued.eq(issued + 1),
+                                     pending.eq(1)]
+                    with m.If(pending):
+                        m.d.sync += [w_asm.eq(Cat(w_asm[8:], rd.data)),
+                                     got_bytes.eq(got_bytes + 1),
+                                     wcrc.eq(crc16_update(wcrc, rd.data))]
+                    with m.If((got_bytes == wb) & ~w_valid):
+                        m.d.sync += [w_reg.eq(w_asm), w_valid.eq(1),
+                                     w_last.eq(w_idx == w_words - 1), w_idx.eq(w_idx + 1),
+                                     issued.eq(0), got_bytes.eq(0)]
+                    with m.If(ws.valid & ws.ready):
+                        m.d.sync += [w_valid.eq(0), w_cur.eq(w_cur + 1)]
+                        with m.If(w_last):
+                            m.next = "W_REPLY"
+            with m.State("W_REPLY"):
+                reply(proto.CMD_WEIGHTS | proto.REPLY_OK, 2, wcrc)
             with m.State("RUN_WAIT"):
                 m.d.comb += core.o_stream.ready.eq(1)
                 with m.If(core.o_stream.valid):
@@ -341,7 +420,8 @@ class LinkTop(wiring.Component):
             m.d.sync += stretch.eq(-1)
         with m.Elif(stretch != 0):
             m.d.sync += stretch.eq(stretch - 1)
-        busy = fsm.ongoing("RUN_FEED") | fsm.ongoing("RUN_WAIT") | fsm.ongoing("RUN_REPLY")
+        busy = (fsm.ongoing("RUN_FEED") | fsm.ongoing("RUN_WAIT") | fsm.ongoing("RUN_REPLY")
+                | fsm.ongoing("W_FEED"))
         m.d.sync += self.leds.eq(Cat(beat[-1], busy, err_led, (stretch != 0) | receiving))
         return m
 
@@ -362,7 +442,8 @@ class BoardTop(Elaboratable):
     def __init__(self, qm, lanes: int, board: Board | None, *, clock_mhz: float | None = None,
                  baud: int = proto.DEFAULT_BAUD, core=None, max_steps: int | None = None,
                  timeout_ms: float = 50.0, divisor: int | None = None,
-                 timeout_cycles: int | None = None, clock_not_above: bool = False) -> None:
+                 timeout_cycles: int | None = None, clock_not_above: bool = False,
+                 runtime_weights: bool = False) -> None:
         self.board = board
         if board is not None:
             want = clock_mhz if clock_mhz is not None else board.default_clock_mhz
@@ -380,7 +461,8 @@ class BoardTop(Elaboratable):
         self.link = LinkTop(qm, lanes, core=core, divisor=div, timeout_cycles=tmo,
                             clock_hz=int(round(hz)), max_steps=max_steps,
                             heartbeat_log2=log2, stretch_log2=max(2, log2 - 4),
-                            dsp_budget=board.dsp if board is not None else None)
+                            dsp_budget=board.dsp if board is not None else None,
+                            runtime_weights=runtime_weights)
         self.rx = self.link.rx
         self.tx = self.link.tx
 

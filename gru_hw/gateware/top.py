@@ -101,8 +101,11 @@ class GRUCore(wiring.Component):
     latency), exact when the input is always valid and the output always ready.
     """
 
-    def __init__(self, qm, lanes: int, *, sequence: bool = False, tail_mul: str = "dsp") -> None:
+    def __init__(self, qm, lanes: int, *, sequence: bool = False, tail_mul: str = "dsp",
+                 runtime_weights: bool = False, init_weights: bool = True) -> None:
         self.qm = qm
+        self.runtime_weights = bool(runtime_weights)
+        self.init_weights = bool(init_weights) or not self.runtime_weights
         self.spec = qm.spec
         self.sequence = bool(sequence)
         try:
@@ -131,11 +134,17 @@ class GRUCore(wiring.Component):
             "x": data.ArrayLayout(signed(self.x_width), self.input_size),
             "first": unsigned(1), "last": unsigned(1)})
         self.o_layout = data.StructLayout(fields)
-        super().__init__({
+        self._build_tables()
+        ports = {
             "i_stream": In(stream.Signature(self.i_layout)),
             "o_stream": Out(stream.Signature(self.o_layout)),
-        })
-        self._build_tables()
+        }
+        if self.runtime_weights:
+            self.w_layout = data.StructLayout({
+                "addr": unsigned(self.w_addr_width), "data": signed(self.w_data_width),
+                "last": unsigned(1)})
+            ports["w_stream"] = In(stream.Signature(self.w_layout))
+        super().__init__(ports)
 
     # ---- figures used by tests and tools -------------------------------------------------------
     @property
@@ -153,9 +162,9 @@ class GRUCore(wiring.Component):
         return self.schedule.cycles_per_sequence(steps)
 
     # ---- memory contents -----------------------------------------------------------------------
-    def _phase_matrix(self, ph):
+    def _phase_matrix(self, ph, qm):
         """Return (weights (rows, cols), bias (rows,), vector (lo, hi)) of a phase, rows in order."""
-        qm, spec = self.qm, self.spec
+        spec = self.spec
         if ph.rowset == "head":
             h = spec.h_fmt
             return qm.head_w, qm.head_b, (h.min_int, h.max_int)
@@ -175,16 +184,16 @@ class GRUCore(wiring.Component):
             f = spec.h_fmt
         return w, b, (f.min_int, f.max_int)
 
-    def _build_tables(self) -> None:
+    def _tables(self, qm):
+        """Return (per-lane weight words, bias rows, accumulator (lo, hi), weight bits) of ``qm``."""
         sch = self.schedule
         p = self.lanes
         wdata = [[0] * max(sch.weight_depth, 1) for _ in range(p)]
         brows = [0] * sch.bias_rows
         lo_all, hi_all = 0, 0
         wmax = 1
-        vbits = max(self.spec.x_fmt.width, self.spec.h_fmt.width)
         for ph in sch.phases:
-            w, b, (vlo, vhi) = self._phase_matrix(ph)
+            w, b, (vlo, vhi) = self._phase_matrix(ph, qm)
             w = np.asarray(w, dtype=np.int64)
             b = np.asarray(b, dtype=np.int64)
             pos = np.where(w > 0, w * vhi, w * vlo).sum(axis=1) + b
@@ -201,12 +210,90 @@ class GRUCore(wiring.Component):
                     base = ph.waddr + g * ph.cols
                     for c in range(ph.cols):
                         wdata[lane][base + c] = int(w[row, c])
+        return wdata, brows, (lo_all, hi_all), wmax
+
+    def _format_bounds(self):
+        """Return (accumulator (lo, hi), weight bits, bias bits) over every model of the formats."""
+        spec = self.spec
+        bound = 0
+        wbits, bbits = 1, 2
+        for ph in self.schedule.phases:
+            if ph.rowset == "head":
+                wf, bf, vf = spec.head.w_fmt, spec.head_b_fmt(), spec.h_fmt
+            else:
+                lf = spec.layers[ph.layer]
+                if ph.x_like:
+                    wf, bf, vf = lf.w_ih_fmt, spec.b_ih_fmt(ph.layer), spec.in_fmt(ph.layer)
+                else:
+                    wf, bf, vf = lf.w_hh_fmt, spec.b_hh_fmt(ph.layer), spec.h_fmt
+            # the largest |w * v| is min_int * min_int; the largest |b| is -min_int
+            bound = max(bound, ph.cols * wf.min_int * vf.min_int - bf.min_int)
+            wbits, bbits = max(wbits, wf.width), max(bbits, bf.width)
+        return (-bound, bound), wbits, bbits
+
+    def _build_tables(self) -> None:
+        wdata, brows, (lo_all, hi_all), wmax = self._tables(self.qm)
         self._wdata, self._brows = wdata, brows
+        vbits = max(self.spec.x_fmt.width, self.spec.h_fmt.width)
+        if self.runtime_weights:
+            # sized for any weights the formats can hold, not just this model's
+            (lo_all, hi_all), wmax, bbits = self._format_bounds()
+        else:
+            bbits = max(bits_for_int_range(min(brows), max(brows)), 2)
         self.weight_width = max(wmax, max(lf.w_ih_fmt.width for lf in self.spec.layers))
         self.vector_width = vbits
         prod = self.weight_width + vbits
         self.acc_width = max(bits_for_int_range(lo_all, hi_all), prod) + 1
-        self.bias_width = max(bits_for_int_range(min(brows), max(brows)), 2)
+        self.bias_width = bbits
+        # the weight port's address map: region s (lanes 0..P-1, then the biases as region P)
+        # starts at s << w_offset_bits
+        self.w_depth = len(wdata[0])
+        self.w_offset_bits = max(1, (max(self.w_depth, len(brows)) - 1).bit_length())
+        self.w_addr_width = self.w_offset_bits + max(1, self.lanes.bit_length())
+        self.w_data_width = max(self.weight_width, self.bias_width)
+
+    # ---- run-time weights ------------------------------------------------------------------------
+    @classmethod
+    def weight_map(cls, qm, lanes: int, **kwargs) -> "GRUCore":
+        """Return a runtime-weights core only for its weight map (never elaborated: no warning)."""
+        core = cls(qm, lanes, runtime_weights=True, **kwargs)
+        core._MustUse__silence = True
+        return core
+
+    def weight_regions(self, qm=None) -> list[tuple[int, list[int]]]:
+        """Return the words of ``qm`` (default: the core's model) for the weight port, by region.
+
+        One ``(base address, words)`` per region, in order: lane 0's weight memory, ..., lane
+        P-1's, then the bias memory. Word ``i`` of a region goes to address ``base + i``. ``qm``
+        must have the core's shape and QuantSpec (formats and modes): the hardware was sized for
+        those, and the golden model of ``qm`` is then what the core computes once loaded.
+        """
+        qm = self.qm if qm is None else qm
+        self.check_compatible(qm)
+        wdata, brows, _, _ = self._tables(qm)
+        step = 1 << self.w_offset_bits
+        return [(lane * step, list(words)) for lane, words in enumerate(wdata)] + \
+            [(self.lanes * step, list(brows))]
+
+    def weight_image(self, qm=None) -> list[tuple[int, int]]:
+        """Return every ``(address, word)`` of ``qm`` for the weight port, in region order."""
+        return [(base + i, w) for base, words in self.weight_regions(qm)
+                for i, w in enumerate(words)]
+
+    def check_compatible(self, qm) -> None:
+        """Raise GruHwError unless ``qm`` has this core's shape, variant and QuantSpec."""
+        from ..schedule import Shapes
+
+        if Shapes.of(qm) != Shapes.of(self.qm):
+            a, b = Shapes.of(qm), Shapes.of(self.qm)
+            raise GruHwError(
+                f"the model ({a.input_size} inputs, hidden {list(a.hidden_sizes)}, head "
+                f"{a.head_size}, {'reset_after' if a.reset_after else 'reset_before'}) does not "
+                f"have the core's shape ({b.input_size} inputs, hidden {list(b.hidden_sizes)}, "
+                f"head {b.head_size}, {'reset_after' if b.reset_after else 'reset_before'})")
+        if qm.spec.to_json() != self.spec.to_json():
+            raise GruHwError("the model is quantized with other formats than the core's: "
+                             "quantize it with the core's QuantSpec (--qconfig spec.json)")
 
     # ---- the hardware --------------------------------------------------------------------------
     def elaborate(self, platform):  # noqa: C901 (one flat datapath reads best top to bottom)
@@ -292,6 +379,7 @@ class GRUCore(wiring.Component):
         writes_out = (Const(1) if self.sequence else (cur_last & Const(int(not has_head))))
 
         at_phase_start = (c == 0) & (g == 0)
+        w_block = Signal(name="w_block")  # a weight packet is offered, under way or being written
         with m.Switch(ph):
             for i, p_ in enumerate(phases):
                 with m.Case(i):
@@ -303,7 +391,7 @@ class GRUCore(wiring.Component):
                     ]
                     ok = Const(1)
                     if p_.accept:
-                        ok = ok & self.i_stream.valid
+                        ok = ok & self.i_stream.valid & ~w_block
                     if p_.source == "h_below":
                         ok = ok & ~pending[p_.layer - 1]
                     if p_.first_h_read:
@@ -328,8 +416,36 @@ class GRUCore(wiring.Component):
         group_ok = ser_hold <= k_cols
         go = Signal(name="go")
         m.d.comb += go.eq(Mux(c != 0, 1, group_ok & Mux(g == 0, k_ok, 1)))
-        m.d.comb += i_ready.eq((ph == 0) & at_phase_start & group_ok)
+        # ---- weight port (run-time weights) ------------------------------------------------------
+        # A load is a packet of weight beats ending with ``last``. A sequence is in flight from its
+        # first beat accepted until its last output beat is taken; weight beats wait meanwhile
+        # (ready low). Between sequences, an offered weight beat holds the next sequence back
+        # until the whole packet is written, so no sequence ever sees a half-written model and
+        # a steady input stream cannot starve the loader.
+        if self.runtime_weights:
+            ws = self.w_stream
+            seq_open = Signal(name="seq_open")          # a sequence's beats are arriving
+            in_flight = Signal(range(8), name="in_flight")  # sequences sent, output not yet taken
+            loading = Signal(name="loading")            # a packet's first beats are written
+            w_v = Signal(name="w_v")
+            w_sel = Signal(self.w_addr_width - self.w_offset_bits, name="w_sel")
+            w_off = Signal(self.w_offset_bits, name="w_off")
+            w_dat = Signal(signed(self.w_data_width), name="w_dat")
+            w_take = ws.valid & ws.ready
+            m.d.comb += ws.ready.eq(~seq_open & (in_flight == 0))
+            m.d.sync += w_v.eq(w_take)
+            with m.If(w_take):
+                m.d.sync += [w_off.eq(ws.payload.addr[:self.w_offset_bits]),
+                             w_sel.eq(ws.payload.addr[self.w_offset_bits:]),
+                             w_dat.eq(ws.payload.data), loading.eq(~ws.payload.last)]
+            m.d.comb += w_block.eq((ws.valid & ~seq_open) | loading | w_v)
+        m.d.comb += i_ready.eq((ph == 0) & at_phase_start & group_ok & ~w_block)
         accept = go & (ph == 0) & at_phase_start
+        if self.runtime_weights:
+            o_done = self.o_stream.valid & self.o_stream.ready & self.o_stream.payload.last
+            with m.If(accept):
+                m.d.sync += seq_open.eq(~self.i_stream.payload.last)
+            m.d.sync += in_flight.eq(in_flight + (accept & self.i_stream.payload.last) - o_done)
         last_col = c == k_cols - 1
         last_group = g == k_groups - 1
         n_rows = Mux(last_group, k_last_rows, P)
@@ -411,9 +527,13 @@ class GRUCore(wiring.Component):
         lane_res = []
         for lane in range(P):
             wmem = Memory(shape=signed(self.weight_width), depth=len(self._wdata[lane]),
-                          init=self._wdata[lane])
+                          init=self._wdata[lane] if self.init_weights else [])
             m.submodules[f"wmem{lane}"] = wmem
             wr = wmem.read_port()
+            if self.runtime_weights:
+                ww = wmem.write_port()
+                m.d.comb += [ww.addr.eq(w_off), ww.data.eq(w_dat),
+                             ww.en.eq(w_v & (w_sel == lane))]
             m.d.comb += wr.addr.eq(waddr)
             prod = Signal(signed(self.weight_width + vw), name=f"prod{lane}")
             m.d.sync += prod.eq(wr.data * vec)
@@ -486,9 +606,12 @@ class GRUCore(wiring.Component):
                     m.d.comb += [e_emit.eq(p_.emit), e_xlike.eq(p_.x_like),
                                  e_bbase.eq(p_.brow), e_ubase.eq(p_.urow)]
         bmem = Memory(shape=signed(self.bias_width), depth=max(len(self._brows), 2),
-                      init=self._brows)
+                      init=self._brows if self.init_weights else [])
         m.submodules.bias = bmem
         b_r = bmem.read_port()
+        if self.runtime_weights:
+            bw_ = bmem.write_port()
+            m.d.comb += [bw_.addr.eq(w_off), bw_.data.eq(w_dat), bw_.en.eq(w_v & (w_sel == P))]
         m.d.comb += b_r.addr.eq(e_bbase + erow)
         ubuf = Memory(shape=signed(aw), depth=max(sch.buffer_rows, 2), init=[])
         m.submodules.park = ubuf
