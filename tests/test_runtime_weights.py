@@ -20,6 +20,7 @@ from gru_hw.golden import int_forward_q
 from gru_hw.link import byte_width, weights_checksum
 from gru_hw.quant import QuantLayer, QuantModel, choose_spec, quantize_model
 from gru_hw.simulate import rtl_run
+from sim.runner import SIMULATORS
 from sim.testing import build_root, require_tool
 
 
@@ -148,17 +149,19 @@ def sim_root(request, tmp_path_factory):
     return build_root(request.config, tmp_path_factory)
 
 
-def test_verilator_two_layer_reset_before_loaded_at_run_time(sim_root, tmp_path):
-    """Issue 7: a two-layer reset_before model loaded through the port, exact in Verilator.
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_rtl_two_layer_reset_before_loaded_at_run_time(simulator, sim_root, tmp_path):
+    """Issue 7: a two-layer reset_before model loaded through the port, exact in Verilator
+    (and Icarus).
 
     The core is generated from model A with zeroed weight memories; B is loaded; the run has idle
     cycles, backpressure and a mid-stream reset (the weights survive it: no reload after).
     """
-    require_tool("verilator")
+    require_tool(simulator)
     rng, qa, qb = _pair(8, 4, [6, 5], reset_after=False, head=3)
     xq, lengths = _inputs(rng, qa, 5, 6)
     beats = int(lengths.sum())
-    res = rtl_run(qb, xq, lengths, simulator="verilator", lanes=3, sequence=True,
+    res = rtl_run(qb, xq, lengths, simulator=simulator, lanes=3, sequence=True,
                   build_root=sim_root, test_dir=tmp_path, runtime_weights=True, core_qm=qa,
                   options={"idle": [0, 0, 1, 0, 1], "backpressure": {"random": 0.4, "seed": 3},
                            "reset_after_beats": beats // 2})
