@@ -172,10 +172,12 @@ class LinkTop(wiring.Component):
         rw = self.runtime_weights
         commands = proto.COMMANDS + ((proto.CMD_WEIGHTS,) if rw else ())
         wcrc = Signal(16, init=d.weights_crc)   # CRC-16 of the words written since address 0
-        w_start = Signal(32)                    # a WEIGHTS frame's start address
         wb = d.weight_bytes if rw else 1
+        aw = self.core.w_addr_width if rw else 1
+        w_start = Signal(aw)                     # a WEIGHTS frame's start address ...
+        w_high = Signal()                        # ... and whether it has bits beyond the map's
         w_byte = Signal(range(max(wb, 2)))       # byte within a word, while receiving
-        w_words = Signal(17)                     # words in the frame
+        w_words = Signal(range(max_len // wb + 2))  # words in the frame
         addr_bad = Signal()
         is_weights = Signal()
 
@@ -211,10 +213,12 @@ class LinkTop(wiring.Component):
             m.d.sync += [error.eq(err_v), err_led.eq(1)]
             reply(proto.REPLY_ERROR, 2, Cat(Const(err_v, 8), code))
 
-        w_cur = Signal(32)           # address of the word on the weight port
-        w_idx = Signal(17)           # words handed over so far (of w_words)
-        w_asm = Signal(8 * wb)       # a word being assembled, little-endian
-        w_reg = Signal(8 * wb)       # the word on the weight port
+        w_cur = Signal(aw)           # address of the word on the weight port
+        w_idx = Signal.like(w_words)  # words handed over so far (of w_words)
+        # A word is assembled in the RUN step registers when it fits there (no extra logic).
+        share = wb <= step_bytes
+        w_asm = asm if share else Signal(8 * wb)  # the word being assembled, little-endian
+        w_reg = xreg if share else Signal(8 * wb)  # the word on the weight port (top bytes)
         w_valid = Signal()
         w_last = Signal()
 
@@ -238,7 +242,7 @@ class LinkTop(wiring.Component):
                             m.d.sync += length[:8].eq(byte)
                         elif state == "LEN1":
                             m.d.sync += [length[8:].eq(byte), count.eq(0), step_byte.eq(0),
-                                         steps.eq(0), w_byte.eq(0), w_words.eq(0)]
+                                         steps.eq(0), w_byte.eq(0), w_words.eq(0), w_high.eq(0)]
                             with m.If(Cat(length[:8], byte) == 0):
                                 m.next = "CRC0"
                             with m.Else():
@@ -250,7 +254,13 @@ class LinkTop(wiring.Component):
                                 with m.Switch(count):
                                     for i in range(4):
                                         with m.Case(i):
-                                            m.d.sync += w_start[8 * i:8 * i + 8].eq(byte)
+                                            lo, hi = 8 * i, min(8 * i + 8, aw)
+                                            if hi > lo:
+                                                m.d.sync += w_start[lo:hi].eq(byte[:hi - lo])
+                                            if 8 * i + 8 > aw:
+                                                beyond = byte[max(0, aw - 8 * i):]
+                                                with m.If(beyond.any()):
+                                                    m.d.sync += w_high.eq(1)
                                     with m.Default():
                                         with m.If(w_byte == wb - 1):
                                             m.d.sync += [w_byte.eq(0), w_words.eq(w_words + 1)]
@@ -290,7 +300,8 @@ class LinkTop(wiring.Component):
                     depth = Mux(sel == core_.lanes, core_.schedule.bias_rows, core_.w_depth)
                     wlen_bad = (length <= 4) | (length > max_len) | (w_byte != 0)
                     m.d.sync += [is_weights.eq(code == proto.CMD_WEIGHTS),
-                                 addr_bad.eq((sel > core_.lanes) | (off + w_words > depth))]
+                                 addr_bad.eq(w_high | (sel > core_.lanes) |
+                                             (off + w_words > depth))]
                 else:
                     wlen_bad = Const(0)
                 m.d.sync += [
@@ -358,7 +369,7 @@ class LinkTop(wiring.Component):
                 if rw:
                     ws = self.core.w_stream
                     m.d.comb += [ws.valid.eq(w_valid), ws.payload.addr.eq(w_cur),
-                                 ws.payload.data.eq(w_reg[:ws.payload.data.shape().width]),
+                                 ws.payload.data.eq(w_reg[-8 * wb:][:ws.payload.data.shape().width]),
                                  ws.payload.last.eq(w_last)]
                     m.d.sync += pending.eq(0)
                     with m.If((issued != wb) & (got_bytes != wb)):

@@ -84,7 +84,8 @@ class GRUCore(wiring.Component):
     Parameters: ``qm`` (QuantModel), ``lanes`` (MAC lanes P, 1..3H), ``sequence`` (emit the top
     layer's h every step), ``tail_mul`` ("dsp": tail products with ``*``; "lut": shift-and-add,
     one product per cycle; "seq": sequential shift-and-add, one product per SEQ_STEPS cycles:
-    the smallest, for iCE40).
+    the smallest, for iCE40), ``runtime_weights`` (add the weight port ``w_stream``) and
+    ``init_weights`` (with runtime_weights: start with qm's weights, else zeros).
 
     Ports:
       * ``i_stream`` (in): one time step per beat, payload ``{x: I x signed(x_fmt.width), first,
@@ -95,7 +96,17 @@ class GRUCore(wiring.Component):
         sequence=True: one beat per step, y = the top layer's h (h_fmt), last copied from the
         input beat; with a head, ``y_head`` (O x out_fmt) carries the head output, valid on the
         beats with last = 1 (zero or stale otherwise).
-      Both streams follow the Amaranth stream rules (valid never waits for ready).
+      * ``w_stream`` (in; only with ``runtime_weights``): weight words, payload ``{addr:
+        unsigned(w_addr_width), data: signed(w_data_width), last}``. Region ``s`` of the address
+        map (lane ``s``'s weight memory for s < P, the bias memory for s = P) starts at
+        ``s << w_offset_bits``; :meth:`weight_regions` gives a model's words. A load is a packet
+        ending with ``last``; each word is written in the cycle it is taken. ``ready`` is low
+        while a sequence is in flight (first input beat taken .. last output beat taken); a
+        packet offered between sequences holds the next input beat back until its last word,
+        so no sequence sees half-written weights. Reset does not clear the memories. The
+        memories start with ``qm``'s weights (zeros with ``init_weights=False``); accumulators
+        are sized for any weights the formats can hold.
+      All streams follow the Amaranth stream rules (valid never waits for ready).
 
     Latency and throughput: see :attr:`schedule` (cycles_per_step, cycles_per_sequence(T),
     latency), exact when the input is always valid and the output always ready.
@@ -427,18 +438,16 @@ class GRUCore(wiring.Component):
             seq_open = Signal(name="seq_open")          # a sequence's beats are arriving
             in_flight = Signal(range(8), name="in_flight")  # sequences sent, output not yet taken
             loading = Signal(name="loading")            # a packet's first beats are written
-            w_v = Signal(name="w_v")
-            w_sel = Signal(self.w_addr_width - self.w_offset_bits, name="w_sel")
-            w_off = Signal(self.w_offset_bits, name="w_off")
-            w_dat = Signal(signed(self.w_data_width), name="w_dat")
-            w_take = ws.valid & ws.ready
+            # a beat is written in the cycle it is taken (the memories' write ports take the
+            # port's address and data as they are)
+            w_v = ws.valid & ws.ready
+            w_off = ws.payload.addr[:self.w_offset_bits]
+            w_sel = ws.payload.addr[self.w_offset_bits:]
+            w_dat = ws.payload.data
             m.d.comb += ws.ready.eq(~seq_open & (in_flight == 0))
-            m.d.sync += w_v.eq(w_take)
-            with m.If(w_take):
-                m.d.sync += [w_off.eq(ws.payload.addr[:self.w_offset_bits]),
-                             w_sel.eq(ws.payload.addr[self.w_offset_bits:]),
-                             w_dat.eq(ws.payload.data), loading.eq(~ws.payload.last)]
-            m.d.comb += w_block.eq((ws.valid & ~seq_open) | loading | w_v)
+            with m.If(w_v):
+                m.d.sync += loading.eq(~ws.payload.last)
+            m.d.comb += w_block.eq((ws.valid & ~seq_open) | loading)
         m.d.comb += i_ready.eq((ph == 0) & at_phase_start & group_ok & ~w_block)
         accept = go & (ph == 0) & at_phase_start
         if self.runtime_weights:
