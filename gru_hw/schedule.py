@@ -36,7 +36,7 @@ RQ_LATENCY = 2
 #: partial products of "lut" per cycle); the tail then takes one emitted row per SEQ_STEPS cycles.
 SEQ_STEPS = 4
 #: Its latency is one more (the partial product a * chunk is registered before it is accumulated).
-MUL_LATENCY = {"dsp": 1, "lut": 2, "seq": SEQ_STEPS + 1}
+MUL_LATENCY = {"dsp": 2, "lut": 2, "seq": SEQ_STEPS + 1}
 
 SOURCES = ("x", "h_below", "h_own", "rh", "h_top")
 ROWSETS = ("all", "rz", "n", "head")

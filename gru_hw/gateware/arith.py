@@ -82,7 +82,7 @@ def _tree_sum(terms: list[Value]) -> Value:
 def mul_pipe(m: Module, a: Value, b: Value, kind: str, name: str, start=None) -> Signal:
     """Return the registered product a*b after MUL_LATENCY[kind] cycles.
 
-    ``kind="dsp"``: one ``*`` and a register (synthesis maps it to a DSP block).
+    ``kind="dsp"``: ``*`` in two register stages (synthesis maps it to DSP blocks).
     ``kind="lut"``: shift-and-add partial products over the bits of ``b`` (pass the narrower
     operand as ``b``), summed in two register stages, so that synthesis keeps it in logic.
     ``kind="seq"``: sequential: ``start`` marks the cycle the operands are valid; ``b`` is cut
@@ -134,7 +134,20 @@ def mul_pipe(m: Module, a: Value, b: Value, kind: str, name: str, start=None) ->
             m.d.sync += out.eq(Mux(first, fix << (k - 1), out << k) + pp)
         return out
     if kind == "dsp":
-        m.d.sync += out.eq(a * b)
+        assert MUL_LATENCY["dsp"] == 2
+        # Two registered stages: partial products, then their sum. A product wider than one
+        # hard multiplier (18 x 18) is split at b's bit 17 so that the adder joining the two
+        # hard multipliers' halves gets a stage of its own (on ECP5 it followed the multipliers).
+        if sb.width > 18 and sa.width <= 18:
+            lo_w = 17
+            p_lo = Signal(signed(sa.width + lo_w + 1), name=f"{name}_plo", reset_less=True)
+            p_hi = Signal(signed(sa.width + sb.width - lo_w + 1), name=f"{name}_phi",
+                          reset_less=True)
+            m.d.sync += [p_lo.eq(a * b.as_unsigned()[:lo_w]), p_hi.eq(a * (b >> lo_w))]
+            m.d.sync += out.eq((p_hi << lo_w) + p_lo)
+        else:
+            p1 = Signal(signed(width), name=f"{name}_p1", reset_less=True)
+            m.d.sync += [p1.eq(a * b), out.eq(p1)]
         return out
     assert kind == "lut" and MUL_LATENCY["lut"] == 2
     terms = _lut_product_terms(a, b)
