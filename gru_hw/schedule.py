@@ -26,16 +26,17 @@ from dataclasses import dataclass, field
 from .errors import GruHwError
 
 #: Cycles from issuing a group's last column to its first row entering the tail
-#: (weight/vector read, product register, accumulate-and-load of the shift chain, chain exit:
-#: bias/buffer addresses, bias added, parked sum read).
-MAC_LATENCY = 5
+#: (weight/vector read, weight/vector registered, product register, accumulate-and-load of the
+#: shift chain, chain exit: bias/buffer addresses, bias added, parked sum read).
+MAC_LATENCY = 6
 #: Pipeline stages of a requantizer (round, then overflow).
 RQ_LATENCY = 2
 #: Multiplier stages by kind of tail multiplier.
 #: "seq": a sequential logic multiplier, one product per SEQ_STEPS cycles (a quarter of the
 #: partial products of "lut" per cycle); the tail then takes one emitted row per SEQ_STEPS cycles.
 SEQ_STEPS = 4
-MUL_LATENCY = {"dsp": 1, "lut": 2, "seq": SEQ_STEPS}
+#: Its latency is one more (the partial product a * chunk is registered before it is accumulated).
+MUL_LATENCY = {"dsp": 2, "lut": 2, "seq": SEQ_STEPS + 1}
 
 SOURCES = ("x", "h_below", "h_own", "rh", "h_top")
 ROWSETS = ("all", "rz", "n", "head")

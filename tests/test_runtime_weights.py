@@ -215,7 +215,9 @@ def test_cli_generate_and_simulate_runtime_weights(tmp_path, capsys):
     assert w["checksum_crc16"] == weights_checksum(data, byte_width(w["data_width"]))
     assert f"CRC-16 0x{w['checksum_crc16']:04x}" in capsys.readouterr().out
     np.savez(tmp_path / "in.npz", x=rng.normal(0, 1, (3, 5, 3)), lengths=np.array([5, 2, 4]))
-    code = main(["simulate", str(mpath), str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz"),
-                 "--lanes", "3", "--runtime-weights", "--simulator", "verilator"])
-    out = capsys.readouterr().out
-    assert code == 0 and "all outputs equal golden" in out
+    for simulator in ("verilator", "amaranth"):
+        code = main(["simulate", str(mpath), str(tmp_path / "in.npz"), "-o",
+                     str(tmp_path / "o.npz"), "--lanes", "3", "--runtime-weights",
+                     "--simulator", simulator])
+        out = capsys.readouterr().out
+        assert code == 0 and "all outputs equal golden" in out, simulator

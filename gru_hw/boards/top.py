@@ -125,8 +125,12 @@ class LinkTop(wiring.Component):
         byte = urx.o_stream.payload
         got = urx.o_stream.valid
 
+        # the core's reset is registered: it fans out to every register of the core
         core_rst = Signal()
+        m.d.sync += core_rst.eq(0)
+        o_ready = Signal()
         core = self.core
+        m.d.comb += core.o_stream.ready.eq(o_ready)
         m.submodules.core = ResetInserter(core_rst)(core)
 
         m.submodules.buf = buf = memory.Memory(shape=8, depth=max_len, init=[])
@@ -136,12 +140,17 @@ class LinkTop(wiring.Component):
         # ---- request state ----
         code = Signal(8)
         length = Signal(16)
+        length_m1 = Signal(16)  # length - 1, for the end-of-payload test
         count = Signal(16)
         crc = Signal(16)
         rcrc = Signal(16)
         step_byte = Signal(range(step_bytes))
         steps = Signal(17)
-        timer = Signal(range(self.timeout_cycles + 1))
+        steps_m1 = Signal(17)  # steps - 1
+        timer = Signal(range(self.timeout_cycles + 2))
+        # timer == timeout_cycles, registered (so a timeout acts one cycle later); not set in a
+        # cycle that receives a byte (that restarts the timer)
+        timed_out = Signal()
         # ---- reply state ----
         rcode = Signal(8)
         rlen = Signal(16)
@@ -204,14 +213,37 @@ class LinkTop(wiring.Component):
 
         m.d.comb += [wr.addr.eq(count), wr.data.eq(byte), rd.addr.eq(rd_addr)]
 
-        def reply(code_v, len_v, data_v):
-            m.d.sync += [rcode.eq(code_v), rlen.eq(len_v), sh.eq(data_v), ti.eq(0),
-                         tcrc.eq(0xFFFF)]
+        # Reply bytes are prepared in two registered steps before one is offered (t_stage 0:
+        # decode ti against rlen + 4 into flags; 1: pick the byte into tb; 2: offer it), so that
+        # the comparisons and the byte choice are not in front of the CRC update. The
+        # transmitter takes a byte every 10 bit times, so this costs 2 cycles per reply.
+        tb = Signal(8)
+        t_stage = Signal(2)
+        rend = Signal(17)  # rlen + 4
+        t_hdr, t_data, t_chi, t_crc, t_end = (Signal(name=n) for n in
+                                              ("t_hdr", "t_data", "t_chi", "t_crc", "t_end"))
+
+        # The wide reply register sh is loaded in the first cycle of REPLY from the source that
+        # reply() chose (registered one-hot), not from every state that replies.
+        # the descriptor is constant but for the weights checksum, its last field
+        desc_head = desc_bytes[:proto.WEIGHTS_CRC_OFFSET]
+        sh_srcs = {"error": Cat(error, code),
+                   "desc": Cat(Const(int.from_bytes(desc_head, "little"), 8 * len(desc_head)),
+                               wcrc),
+                   "zero": Const(0, 1), "result": result_flat, "wcrc": wcrc}
+        sh_sel = {k: Signal(name=f"sh_sel_{k}") for k in sh_srcs}
+        sh_load = Signal()
+
+        def reply(code_v, len_v, src):
+            m.d.sync += [rcode.eq(code_v), rlen.eq(len_v), rend.eq(len_v + 4), sh_load.eq(1),
+                         ti.eq(0), tcrc.eq(0xFFFF), t_stage.eq(0)]
+            m.d.sync += [sel.eq(k == src) for k, sel in sh_sel.items()]
             m.next = "REPLY"
 
         def refuse(err_v):
+            # the error reply itself is loaded in state REFUSE (fewer loads of the wide sh)
             m.d.sync += [error.eq(err_v), err_led.eq(1)]
-            reply(proto.REPLY_ERROR, 2, Cat(Const(err_v, 8), code))
+            m.next = "REFUSE"
 
         w_cur = Signal(aw)           # address of the word on the weight port
         w_idx = Signal.like(w_words)  # words handed over so far (of w_words)
@@ -223,6 +255,7 @@ class LinkTop(wiring.Component):
         w_last = Signal()
 
         receiving = Signal()
+        m.d.sync += timed_out.eq((timer == self.timeout_cycles) & ~got)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(got & (byte == proto.SYNC)):
@@ -242,7 +275,9 @@ class LinkTop(wiring.Component):
                             m.d.sync += length[:8].eq(byte)
                         elif state == "LEN1":
                             m.d.sync += [length[8:].eq(byte), count.eq(0), step_byte.eq(0),
-                                         steps.eq(0), w_byte.eq(0), w_words.eq(0), w_high.eq(0)]
+                                         steps.eq(0), steps_m1.eq(-1), w_byte.eq(0),
+                                         w_words.eq(0), w_high.eq(0),
+                                         length_m1.eq(Cat(length[:8], byte) - 1)]
                             with m.If(Cat(length[:8], byte) == 0):
                                 m.next = "CRC0"
                             with m.Else():
@@ -267,10 +302,11 @@ class LinkTop(wiring.Component):
                                         with m.Else():
                                             m.d.sync += w_byte.eq(w_byte + 1)
                             with m.If(step_byte == step_bytes - 1):
-                                m.d.sync += [step_byte.eq(0), steps.eq(steps + 1)]
+                                m.d.sync += [step_byte.eq(0), steps.eq(steps + 1),
+                                             steps_m1.eq(steps)]
                             with m.Else():
                                 m.d.sync += step_byte.eq(step_byte + 1)
-                            with m.If(count == length - 1):
+                            with m.If(count == length_m1):
                                 m.next = "CRC0"
                         elif state == "CRC0":
                             m.d.sync += rcrc[8:].eq(byte)
@@ -278,7 +314,7 @@ class LinkTop(wiring.Component):
                             m.d.sync += rcrc[:8].eq(byte)
                         if nxt is not None:
                             m.next = nxt
-                    with m.Elif(timer == self.timeout_cycles):
+                    with m.Elif(timed_out):
                         refuse(proto.ERR_TIMEOUT)
                     with m.Else():
                         m.d.sync += timer.eq(timer + 1)
@@ -315,36 +351,46 @@ class LinkTop(wiring.Component):
                     is_read.eq(code == proto.CMD_READ),
                 ]
                 m.next = "CHECK"
+            # CHECK resolves the checks' priority into one-hot actions (registered); ACT does one
+            acts = ("crc", "unknown", "length", "no_result", "addr", "weights", "identify",
+                    "reset", "read", "run")
+            act = {a: Signal(name=f"act_{a}") for a in acts}
             with m.State("CHECK"):
-                with m.If(crc_bad):
+                conds = [crc_bad, cmd_unknown, len_bad, is_read & ~has_result,
+                         is_weights & addr_bad, is_weights, is_identify, is_reset, is_read,
+                         Const(1)]
+                taken = Const(0)
+                for a, cond in zip(acts, conds):
+                    m.d.sync += act[a].eq(cond & ~taken)
+                    taken = taken | cond
+                m.next = "ACT"
+            with m.State("ACT"):
+                with m.If(act["crc"]):
                     refuse(proto.ERR_CRC)
-                with m.Elif(cmd_unknown):
+                with m.Elif(act["unknown"]):
                     refuse(proto.ERR_UNKNOWN_COMMAND)
-                with m.Elif(len_bad):
+                with m.Elif(act["length"]):
                     refuse(proto.ERR_LENGTH)
-                with m.Elif(is_read & ~has_result):
+                with m.Elif(act["no_result"]):
                     refuse(proto.ERR_NO_RESULT)
-                with m.Elif(is_weights & addr_bad):
+                with m.Elif(act["addr"]):
                     refuse(proto.ERR_ADDRESS)
-                with m.Elif(is_weights):
+                with m.Elif(act["weights"]):
                     m.d.sync += [err_led.eq(0), rd_addr.eq(4), issued.eq(0), got_bytes.eq(0),
                                  pending.eq(0), w_cur.eq(w_start), w_idx.eq(0)]
                     with m.If(w_start == 0):
                         m.d.sync += wcrc.eq(0xFFFF)
                     m.next = "W_FEED"
-                with m.Elif(is_identify):
+                with m.Elif(act["identify"]):
                     m.d.sync += err_led.eq(0)
-                    # the descriptor is constant but for the weights checksum, its last field
-                    head = desc_bytes[:proto.WEIGHTS_CRC_OFFSET]
-                    reply(proto.CMD_IDENTIFY | proto.REPLY_OK, len(desc_bytes),
-                          Cat(Const(int.from_bytes(head, "little"), 8 * len(head)), wcrc))
-                with m.Elif(is_reset):
-                    m.d.comb += core_rst.eq(1)
+                    reply(proto.CMD_IDENTIFY | proto.REPLY_OK, len(desc_bytes), "desc")
+                with m.Elif(act["reset"]):
+                    m.d.sync += core_rst.eq(1)
                     m.d.sync += [err_led.eq(0), fresh.eq(1)]
-                    reply(proto.CMD_RESET_STATE | proto.REPLY_OK, 0, 0)
-                with m.Elif(is_read):
+                    reply(proto.CMD_RESET_STATE | proto.REPLY_OK, 0, "zero")
+                with m.Elif(act["read"]):
                     m.d.sync += err_led.eq(0)
-                    reply(proto.CMD_READ | proto.REPLY_OK, d.result_bytes, result_flat)
+                    reply(proto.CMD_READ | proto.REPLY_OK, d.result_bytes, "result")
                 with m.Else():
                     m.d.sync += [err_led.eq(0), first_flag.eq((code == proto.CMD_RUN) | fresh),
                                  fresh.eq(0),
@@ -357,12 +403,17 @@ class LinkTop(wiring.Component):
                     m.d.sync += [rd_addr.eq(rd_addr + 1), issued.eq(issued + 1), pending.eq(1)]
                 with m.If(pending):
                     m.d.sync += [asm.eq(Cat(asm[8:], rd.data)), got_bytes.eq(got_bytes + 1)]
+                # step_idx == steps - 1, registered (step_idx changes at most every
+                # 2 * step_bytes cycles, and not in the first cycle of RUN_FEED)
+                is_last = Signal()
+                m.d.sync += is_last.eq(step_idx == steps_m1)
                 with m.If((got_bytes == step_bytes) & ~xvalid):
                     m.d.sync += [xreg.eq(asm), xvalid.eq(1),
                                  xfirst.eq(first_flag & (step_idx == 0)),
-                                 xlast.eq(step_idx == steps - 1), step_idx.eq(step_idx + 1),
+                                 xlast.eq(is_last), step_idx.eq(step_idx + 1),
                                  issued.eq(0), got_bytes.eq(0)]
-                    with m.If(step_idx == steps - 1):
+                    with m.If(is_last):
+                        m.d.sync += o_ready.eq(1)
                         m.next = "RUN_WAIT"
             with m.State("W_FEED"):
                 # read the words from the buffer, a byte per cycle, into the core's weight port
@@ -388,39 +439,55 @@ class LinkTop(wiring.Component):
                         with m.If(w_last):
                             m.next = "W_REPLY"
             with m.State("W_REPLY"):
-                reply(proto.CMD_WEIGHTS | proto.REPLY_OK, 2, wcrc)
+                reply(proto.CMD_WEIGHTS | proto.REPLY_OK, 2, "wcrc")
             with m.State("RUN_WAIT"):
-                m.d.comb += core.o_stream.ready.eq(1)
-                with m.If(core.o_stream.valid):
+                # o_ready is a register (set on entering RUN_WAIT): the core's output-ready
+                # feeds its controller's start conditions
+                with m.If(core.o_stream.valid & o_ready):
                     m.d.sync += [res_y.eq(core.o_stream.payload.y.as_value()),
-                                 res_cycles.eq(cycles), counting.eq(0), has_result.eq(1)]
+                                 res_cycles.eq(cycles), counting.eq(0), has_result.eq(1),
+                                 o_ready.eq(0)]
                     m.next = "RUN_REPLY"
+            with m.State("REFUSE"):
+                reply(proto.REPLY_ERROR, 2, "error")
             with m.State("RUN_REPLY"):
-                reply(code | proto.REPLY_OK, d.result_bytes, result_flat)
+                reply(code | proto.REPLY_OK, d.result_bytes, "result")
             with m.State("REPLY"):
-                tbyte = Signal(8)
-                with m.If(ti == 0):
-                    m.d.comb += tbyte.eq(proto.SYNC)
-                with m.Elif(ti == 1):
-                    m.d.comb += tbyte.eq(rcode)
-                with m.Elif(ti == 2):
-                    m.d.comb += tbyte.eq(rlen[:8])
-                with m.Elif(ti == 3):
-                    m.d.comb += tbyte.eq(rlen[8:])
-                with m.Elif(ti < rlen + 4):
-                    m.d.comb += tbyte.eq(sh[:8])
-                with m.Elif(ti == rlen + 4):
-                    m.d.comb += tbyte.eq(tcrc[8:])
-                with m.Else():
-                    m.d.comb += tbyte.eq(tcrc[:8])
-                m.d.comb += [utx.i_stream.valid.eq(1), utx.i_stream.payload.eq(tbyte)]
-                with m.If(utx.i_stream.ready):
-                    m.d.sync += ti.eq(ti + 1)
-                    with m.If((ti >= 1) & (ti < rlen + 4)):
-                        m.d.sync += tcrc.eq(crc16_update(tcrc, tbyte))
-                    with m.If((ti >= 4) & (ti < rlen + 4)):
+                m.d.comb += [utx.i_stream.valid.eq(t_stage == 2), utx.i_stream.payload.eq(tb)]
+                with m.If(sh_load):
+                    m.d.sync += sh_load.eq(0)
+                    for k, src in sh_srcs.items():
+                        with m.If(sh_sel[k]):
+                            m.d.sync += sh.eq(src)
+                with m.If(t_stage == 0):
+                    m.d.sync += [t_hdr.eq(ti < 4), t_data.eq((ti >= 4) & (ti < rend)),
+                                 t_chi.eq(ti == rend), t_crc.eq((ti >= 1) & (ti < rend)),
+                                 t_end.eq(ti == rend + 1), t_stage.eq(1)]
+                with m.Elif(t_stage == 1):
+                    with m.If(t_hdr):
+                        with m.Switch(ti[:2]):
+                            with m.Case(0):
+                                m.d.sync += tb.eq(proto.SYNC)
+                            with m.Case(1):
+                                m.d.sync += tb.eq(rcode)
+                            with m.Case(2):
+                                m.d.sync += tb.eq(rlen[:8])
+                            with m.Case(3):
+                                m.d.sync += tb.eq(rlen[8:])
+                    with m.Elif(t_data):
+                        m.d.sync += tb.eq(sh[:8])
+                    with m.Elif(t_chi):
+                        m.d.sync += tb.eq(tcrc[8:])
+                    with m.Else():
+                        m.d.sync += tb.eq(tcrc[:8])
+                    m.d.sync += t_stage.eq(2)
+                with m.Elif(utx.i_stream.ready):
+                    m.d.sync += [ti.eq(ti + 1), t_stage.eq(0)]
+                    with m.If(t_crc):
+                        m.d.sync += tcrc.eq(crc16_update(tcrc, tb))
+                    with m.If(t_data):
                         m.d.sync += sh.eq(sh >> 8)
-                    with m.If(ti == rlen + 5):
+                    with m.If(t_end):
                         m.next = "IDLE"
 
         # ---- LEDs ----

@@ -6,12 +6,12 @@ Every block here computes exactly what :mod:`gru_hw.fixed` computes in NumPy. Si
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import Overflow, QFormat, Rounding
-from ..schedule import MUL_LATENCY, RQ_LATENCY
+from ..schedule import MUL_LATENCY, RQ_LATENCY, SEQ_STEPS
 
 __all__ = ["shift_round", "overflow", "rq_pipe", "mul_pipe", "delay", "delay_ram", "Requantizer",
            "TailMultiplier"]
@@ -35,7 +35,15 @@ def shift_round(v: Value, shift: int, rounding: Rounding) -> Value:
 def overflow(q: Value, fmt: QFormat, mode: Overflow) -> Value:
     """Return ``q`` brought into ``fmt`` (saturated or wrapped), as ``signed(fmt.width)``."""
     if mode is Overflow.SATURATE:
-        q = Mux(q > fmt.max_int, fmt.max_int, Mux(q < fmt.min_int, fmt.min_int, q))
+        q = q if q.shape().signed else Cat(q, Const(0, 1)).as_signed()
+        w = q.shape().width
+        if w > fmt.width:
+            # out of range <=> the bits from fmt.width - 1 up are not all copies of the sign
+            # (bit tests, not two magnitude comparisons: no carry chains)
+            hi = q.as_unsigned()[fmt.width - 1:]
+            over = ~q[-1] & (hi != 0)
+            under = q[-1] & (hi != (1 << (w - fmt.width + 1)) - 1)
+            q = Mux(over, fmt.max_int, Mux(under, fmt.min_int, q[: fmt.width].as_signed()))
     return q.as_signed()[: fmt.width].as_signed()
 
 
@@ -74,45 +82,72 @@ def _tree_sum(terms: list[Value]) -> Value:
 def mul_pipe(m: Module, a: Value, b: Value, kind: str, name: str, start=None) -> Signal:
     """Return the registered product a*b after MUL_LATENCY[kind] cycles.
 
-    ``kind="dsp"``: one ``*`` and a register (synthesis maps it to a DSP block).
+    ``kind="dsp"``: ``*`` in two register stages (synthesis maps it to DSP blocks).
     ``kind="lut"``: shift-and-add partial products over the bits of ``b`` (pass the narrower
     operand as ``b``), summed in two register stages, so that synthesis keeps it in logic.
     ``kind="seq"``: sequential: ``start`` marks the cycle the operands are valid; ``b`` is cut
-    into SEQ_STEPS chunks, most significant (signed) first, and acc = (acc << k) + a * chunk
-    once per cycle; the product is valid SEQ_STEPS cycles after ``start`` and held until the
-    next start, which must come at least SEQ_STEPS cycles later.
+    into SEQ_STEPS chunks, most significant (signed) first; a * chunk is registered, then
+    acc = (acc << k) + a * chunk once per cycle; the product is valid SEQ_STEPS + 1 cycles after
+    ``start`` and held until the cycle after the next start, which must come at least SEQ_STEPS
+    cycles later.
     """
     sa, sb = a.shape(), b.shape()
     width = sa.width + sb.width + 1
     out = Signal(signed(width), name=f"{name}_p")
     if kind == "seq":
-        steps = MUL_LATENCY["seq"]
+        steps = SEQ_STEPS
+        assert MUL_LATENCY["seq"] == steps + 1
         bw = sb.width + (0 if sb.signed else 1)
         k = -(-bw // steps)
         bs = Signal(signed(k * steps), name=f"{name}_bs")
         m.d.comb += bs.eq(b)
-        a_r = Signal(signed(sa.width + (0 if sa.signed else 1)), name=f"{name}_a")
-        b_r = Signal(signed(k * steps), name=f"{name}_b")
-        i = Signal(range(steps + 1), name=f"{name}_i", init=steps)
+        aw = sa.width + (0 if sa.signed else 1)
+        av = Signal(signed(aw), name=f"{name}_av")
+        m.d.comb += av.eq(a)
+        a_r = Signal(signed(aw), name=f"{name}_a", reset_less=True)
+        # the chunks still to multiply, next one in the top k bits (a shift register, no mux)
+        rest = Signal(unsigned(max(k * (steps - 1), 1)), name=f"{name}_b", reset_less=True)
+        pp = Signal(signed(aw + k + 1), name=f"{name}_pp", reset_less=True)  # a * chunk
+        fix = Signal(name=f"{name}_fix", reset_less=True)
+        i = Signal(range(steps + 2), name=f"{name}_i", init=steps + 1)
+        first = Signal(name=f"{name}_first")
 
-        def chunk_prod(av, chunk):
-            return _tree_sum([Mux(chunk[j], av << j, 0) for j in range(k)])
+        # The top chunk is signed: its sign bit weighs -2**(k-1). a * -bit is taken as
+        # bit * ~a + bit (no negation in front of the adders); the + bit (``fix``, at weight
+        # 2**(k-1)) goes into the low bits of the first accumulation, which are free.
+        top_chunk = bs[k * (steps - 1):]
+        terms0 = [Mux(top_chunk[j], av << j, 0) for j in range(k - 1)]
+        terms0.append(Mux(top_chunk[k - 1], ~av << (k - 1), 0))
+        chunk = rest[-k:]
+        terms = [Mux(chunk[j], a_r << j, 0) for j in range(k)]
 
-        top_chunk = bs[k * (steps - 1):].as_signed()
-        top = _tree_sum([Mux(top_chunk[j], a.as_signed() << j, 0) for j in range(k - 1)]
-                        + [Mux(top_chunk[k - 1], -(a.as_signed() << (k - 1)), 0)])
+        # cycle 0 (start): pp = a * top chunk; cycles 1..steps-1: pp = a * next chunk;
+        # cycles 1..steps: out = pp (first), then (out << k) + pp. Valid steps + 1 cycles after
+        # start and held until the cycle after the next start.
+        m.d.sync += first.eq(start)
         with m.If(start):
-            m.d.sync += [out.eq(top), a_r.eq(a), b_r.eq(bs), i.eq(1)]
-        with m.Elif(i != steps):
-            sel = Signal(unsigned(k), name=f"{name}_c")
-            with m.Switch(i):
-                for t in range(1, steps):
-                    with m.Case(t):
-                        m.d.comb += sel.eq(b_r[k * (steps - 1 - t):k * (steps - t)])
-            m.d.sync += [out.eq((out << k) + chunk_prod(a_r, sel)), i.eq(i + 1)]
+            m.d.sync += [pp.eq(_tree_sum(terms0)), fix.eq(top_chunk[k - 1]),
+                         a_r.eq(av), rest.eq(bs[:k * (steps - 1)]), i.eq(1)]
+        with m.Elif(i != steps + 1):
+            m.d.sync += [pp.eq(_tree_sum(terms)), rest.eq(rest << k), i.eq(i + 1)]
+        with m.If(i != steps + 1):
+            m.d.sync += out.eq(Mux(first, fix << (k - 1), out << k) + pp)
         return out
     if kind == "dsp":
-        m.d.sync += out.eq(a * b)
+        assert MUL_LATENCY["dsp"] == 2
+        # Two registered stages: partial products, then their sum. A product wider than one
+        # hard multiplier (18 x 18) is split at b's bit 17 so that the adder joining the two
+        # hard multipliers' halves gets a stage of its own (on ECP5 it followed the multipliers).
+        if sb.width > 18 and sa.width <= 18:
+            lo_w = 17
+            p_lo = Signal(signed(sa.width + lo_w + 1), name=f"{name}_plo", reset_less=True)
+            p_hi = Signal(signed(sa.width + sb.width - lo_w + 1), name=f"{name}_phi",
+                          reset_less=True)
+            m.d.sync += [p_lo.eq(a * b.as_unsigned()[:lo_w]), p_hi.eq(a * (b >> lo_w))]
+            m.d.sync += out.eq((p_hi << lo_w) + p_lo)
+        else:
+            p1 = Signal(signed(width), name=f"{name}_p1", reset_less=True)
+            m.d.sync += [p1.eq(a * b), out.eq(p1)]
         return out
     assert kind == "lut" and MUL_LATENCY["lut"] == 2
     terms = _lut_product_terms(a, b)

@@ -389,13 +389,22 @@ class GRUCore(wiring.Component):
         o_free = ~o_valid | self.o_stream.ready
         writes_out = (Const(1) if self.sequence else (cur_last & Const(int(not has_head))))
 
-        at_phase_start = (c == 0) & (g == 0)
+        # c == 0, g == 0, ph == 0 kept as registered flags (updated with c, g, ph), and the
+        # phase's last column / group as constants of the phase table: the controller's go
+        # decision fans out to the whole issue pipeline.
+        c_zero = Signal(init=1, name="c_zero")
+        g_zero = Signal(init=1, name="g_zero")
+        ph_zero = Signal(init=1, name="ph_zero")
+        k_lastc = Signal(range(max_cols + 1), name="k_lastc")
+        k_lastg = Signal(range(max_groups + 1), name="k_lastg")
+        at_phase_start = c_zero & g_zero
         w_block = Signal(name="w_block")  # a weight packet is offered, under way or being written
         with m.Switch(ph):
             for i, p_ in enumerate(phases):
                 with m.Case(i):
                     m.d.comb += [
                         k_cols.eq(p_.cols), k_groups.eq(p_.groups),
+                        k_lastc.eq(p_.cols - 1), k_lastg.eq(p_.groups - 1),
                         k_last_rows.eq(p_.rows - (p_.groups - 1) * P),
                         k_emit.eq(p_.emit), k_xlike.eq(p_.x_like), k_src.eq(SRC_CODE[p_.source]),
                         k_rowset.eq(ROWSET_CODE[p_.rowset]), k_layer.eq(max(p_.layer, 0)),
@@ -426,7 +435,7 @@ class GRUCore(wiring.Component):
 
         group_ok = ser_hold <= k_cols
         go = Signal(name="go")
-        m.d.comb += go.eq(Mux(c != 0, 1, group_ok & Mux(g == 0, k_ok, 1)))
+        m.d.comb += go.eq(Mux(~c_zero, 1, group_ok & Mux(g_zero, k_ok, 1)))
         # ---- weight port (run-time weights) ------------------------------------------------------
         # A load is a packet of weight beats ending with ``last``. A sequence is in flight from its
         # first beat accepted until its last output beat is taken; weight beats wait meanwhile
@@ -448,18 +457,21 @@ class GRUCore(wiring.Component):
             with m.If(w_v):
                 m.d.sync += loading.eq(~ws.payload.last)
             m.d.comb += w_block.eq((ws.valid & ~seq_open) | loading)
-        m.d.comb += i_ready.eq((ph == 0) & at_phase_start & group_ok & ~w_block)
-        accept = go & (ph == 0) & at_phase_start
+        m.d.comb += i_ready.eq(ph_zero & at_phase_start & group_ok & ~w_block)
+        accept = go & ph_zero & at_phase_start
         if self.runtime_weights:
             o_done = self.o_stream.valid & self.o_stream.ready & self.o_stream.payload.last
             with m.If(accept):
                 m.d.sync += seq_open.eq(~self.i_stream.payload.last)
             m.d.sync += in_flight.eq(in_flight + (accept & self.i_stream.payload.last) - o_done)
-        last_col = c == k_cols - 1
-        last_group = g == k_groups - 1
+        last_col = c == k_lastc
+        last_group = g == k_lastg
         n_rows = Mux(last_group, k_last_rows, P)
 
         with m.If(go):
+            m.d.sync += c_zero.eq(last_col)
+            with m.If(last_col):
+                m.d.sync += g_zero.eq(last_group)
             with m.If(~last_col):
                 m.d.sync += c.eq(c + 1)
             with m.Else():
@@ -471,7 +483,7 @@ class GRUCore(wiring.Component):
             step_end = last_col & last_group & (
                 (ph == nph - 1) | ((ph == sch.step_phases - 1) & ~(cur_last & Const(int(has_head)))))
             with m.If(last_col & last_group):
-                m.d.sync += ph.eq(Mux(step_end, 0, ph + 1))
+                m.d.sync += [ph.eq(Mux(step_end, 0, ph + 1)), ph_zero.eq(step_end)]
             m.d.sync += waddr.eq(Mux(step_end, 0, waddr + 1))
 
         # serializer hold counter
@@ -487,7 +499,8 @@ class GRUCore(wiring.Component):
             m.d.sync += [x_regs[i].eq(payload.x[i]) for i in range(self.input_size)]
             m.d.sync += cur_last.eq(payload.last)
 
-        # ---- issue pipeline: cycle i (issue) -> i+1 (operands) -> i+2 (product, accumulate) --
+        # ---- issue pipeline: cycle i (issue) -> i+1 (operands) -> i+2 (operands registered)
+        # -> i+3 (product, accumulate) --
         m.d.comb += [st_vec.addr.eq(vec_addr)]
         if not reset_after:
             m.d.comb += rh_vec.addr.eq(rh_addr)
@@ -505,20 +518,28 @@ class GRUCore(wiring.Component):
         nrows1 = Signal(range(P + 1), name="nrows1")
         fgroup1 = Signal(name="fgroup1")
         m.d.sync += [
-            v1.eq(go), first1.eq(c == 0), last1.eq(last_col), emit1.eq(k_emit),
+            v1.eq(go), first1.eq(c_zero), last1.eq(last_col), emit1.eq(k_emit),
             xlike1.eq(k_xlike), zero1.eq(vec_zero & (k_src == SRC_CODE["h_own"])), src1.eq(k_src),
             ph1.eq(ph), layer1.eq(k_layer), rowset1.eq(k_rowset),
-            nrows1.eq(n_rows), fgroup1.eq(g == 0),
+            nrows1.eq(n_rows), fgroup1.eq(g_zero),
         ]
-        vec = Signal(signed(vw), name="vec")
+        vec_c = Signal(signed(vw), name="vec_c")
         with m.Switch(src1):
             with m.Case(SRC_CODE["x"]):
-                m.d.comb += vec.eq(vx)
+                m.d.comb += vec_c.eq(vx)
             with m.Case(SRC_CODE["rh"]):
                 if not reset_after:
-                    m.d.comb += vec.eq(rh_vec.data)
+                    m.d.comb += vec_c.eq(rh_vec.data)
             with m.Default():
-                m.d.comb += vec.eq(Mux(zero1, 0, st_vec.data))
+                m.d.comb += vec_c.eq(Mux(zero1, 0, st_vec.data))
+        # The weight word and the vector element are registered once more before the
+        # multipliers (block RAM output -> hard multiplier was the ECP5 critical path): the
+        # issue pipeline gets one more stage (MAC_LATENCY).
+        vec = Signal(signed(vw), name="vec", reset_less=True)
+        m.d.sync += vec.eq(vec_c)
+        v1, first1, last1, emit1, xlike1, ph1, layer1, rowset1, nrows1, fgroup1 = (
+            delay(m, sig, 1, f"{sig.name}_q") for sig in
+            (v1, first1, last1, emit1, xlike1, ph1, layer1, rowset1, nrows1, fgroup1))
 
         v2 = Signal(name="issue2")
         first2, last2, emit2, xlike2 = (Signal(name=n) for n in ("first2", "last2", "emit2", "xlike2"))
@@ -544,8 +565,10 @@ class GRUCore(wiring.Component):
                 m.d.comb += [ww.addr.eq(w_off), ww.data.eq(w_dat),
                              ww.en.eq(w_v & (w_sel == lane))]
             m.d.comb += wr.addr.eq(waddr)
+            w_q = Signal(signed(self.weight_width), name=f"wq{lane}", reset_less=True)
+            m.d.sync += w_q.eq(wr.data)
             prod = Signal(signed(self.weight_width + vw), name=f"prod{lane}")
-            m.d.sync += prod.eq(wr.data * vec)
+            m.d.sync += prod.eq(w_q * vec)
             acc = Signal(signed(aw), name=f"acc{lane}")
             acc_next = Signal(signed(aw), name=f"accn{lane}")
             m.d.comb += acc_next.eq(Mux(first2, 0, acc) + prod)
@@ -650,7 +673,7 @@ class GRUCore(wiring.Component):
         t_ah_s = Signal(signed(aw), name="t_ah")
         m.d.comb += [t_ax_s.eq(Mux(x2_xlike, x2_val, u_r.data)),
                      t_ah_s.eq(Mux(x2_xlike, u_r.data, x2_val))]
-        assert MAC_LATENCY == 5
+        assert MAC_LATENCY == 6
 
         # ---- the tail ------------------------------------------------------------------------
         t_v = Signal(name="t_v")
