@@ -332,8 +332,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not result["match"]:
         raise CheckFailed(result["mismatch"])
     if not args.json:
+        loaded = " (weights loaded through the weight port)" if args.runtime_weights else ""
         print(f"{args.simulator}: {result['sequences']} sequence(s), all outputs equal golden "
-              f"(bit-exact); {result['cycles_mean']:.1f} cycles/sequence mean -> {args.output}")
+              f"(bit-exact){loaded}; {result['cycles_mean']:.1f} cycles/sequence mean "
+              f"-> {args.output}")
     return 0
 
 

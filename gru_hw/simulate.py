@@ -281,6 +281,7 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
         "cycles_mean": float(np.mean(cycles)) if cycles.size else 0.0,
         "cycles": [int(c) for c in cycles],
         "simulator": simulator,
+        "runtime_weights": bool(runtime_weights),
         "waves": res.get("waves"),
         "build_dir": None if temp and not keep else str(root),
     }
