@@ -90,7 +90,8 @@ def _cycles_per_step(core, qm, lanes: int) -> int:
 def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
           progress: Callable[[str], None] | None = print, clock_mhz: float | None = None,
           baud: int = DEFAULT_BAUD, max_steps: int | None = None,
-          runtime_weights: bool = False, core=None, suggest: bool = True) -> dict:
+          runtime_weights: bool = False, core=None, suggest: bool = True,
+          seeds: int = 1) -> dict:
     """Build a bitstream for ``board`` into ``out_dir``; write and return report.json's dict.
 
     ``clock_mhz`` is the core clock asked of the PLL (default: the board's); when left to the
@@ -99,12 +100,16 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     the resource, how far over, and the largest ``lanes`` estimated to fit. ``runtime_weights``
     builds the weight port and the UART WEIGHTS command in (the bitstream starts with ``qm``'s
     weights; any model of the same shape and QuantSpec can then be loaded: ``gru-hw run
-    --load-weights``).
+    --load-weights``). ``seeds`` > 1: when place and route misses the clock, it is run again with
+    nextpnr seeds 2, 3, ... (up to ``seeds`` runs, stopping at the first that meets the clock) and
+    the best routing is kept (report.json's ``pnr_seeds``: seed -> Fmax).
     """
     say = progress or (lambda _msg: None)
     b = get_board(board)
     if not isinstance(lanes, int) or lanes < 1:
         raise GruHwError(f"--lanes: must be a positive integer, got {lanes!r}")
+    if not isinstance(seeds, int) or not 1 <= seeds <= 100:
+        raise GruHwError(f"--seeds: must be an integer within 1..100, got {seeds!r}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise GruHwError(f"-o {out}: exists and is not a directory")
@@ -113,7 +118,7 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     t0 = time.monotonic()
     report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=clock_mhz, baud=baud,
                          max_steps=max_steps, core=core, suggest=suggest,
-                         runtime_weights=runtime_weights)
+                         runtime_weights=runtime_weights, seeds=seeds)
     if auto_clock and not report["timing_met"]:
         # Routing varies from run to run: leave a 10 % margin so the retry itself meets timing.
         retry = math.floor(report["fmax_mhz"] * 0.90 * 4) / 4
@@ -121,7 +126,7 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
             f"rebuilding at {retry:g} MHz")
         report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=retry, baud=baud,
                              max_steps=max_steps, core=core, suggest=suggest, not_above=True,
-                             runtime_weights=runtime_weights)
+                             runtime_weights=runtime_weights, seeds=seeds)
     report["build_seconds"] = round(time.monotonic() - t0, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     say(format_report(report))
@@ -135,7 +140,8 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
 
 
 def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_steps, core,
-                suggest, not_above: bool = False, runtime_weights: bool = False) -> dict:
+                suggest, not_above: bool = False, runtime_weights: bool = False,
+                seeds: int = 1) -> dict:
     from .boards.top import BoardTop
     from .link import model_hash
 
@@ -155,6 +161,7 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
     commands = json.loads(plan.files["build_top.json"])["commands"]
     env = dict(os.environ)
     notes = []
+    pnr_seeds: dict[int, float] = {}
     for argv in commands:
         tool = argv[0]
         cmd = tool_command(tool)
@@ -177,6 +184,8 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
             _tool_failed(qm, b, out, tool, log, lanes, suggest=suggest,
                          real_core=link.core_kind != "custom")
         say(f"{b.name}: {stage} done in {time.monotonic() - t:.1f} s")
+        if tool.startswith("nextpnr"):
+            pnr_seeds = _seed_sweep(cmd, argv, out, env, seeds, top.clock_mhz, say, b.name)
 
     rep = json.loads((out / "nextpnr-report.json").read_text())
     clock = top.clock_mhz
@@ -216,8 +225,63 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
         "link": d.to_json(),
         "bitstream": bitfile.name,
         "notes": notes,
+        **({"pnr_seeds": {str(k): v for k, v in pnr_seeds.items()}} if len(pnr_seeds) > 1 else {}),
         "quant": qm.spec.to_json(),
     }
+
+
+#: nextpnr's output files (renamed per seed during a sweep).
+_PNR_OUTPUTS = ("top.tim", "nextpnr-report.json", "top.asc", "top.config")
+
+
+def _seed_sweep(cmd: str, argv: list, out: Path, env: dict, seeds: int, clock: float, say,
+                name: str) -> dict[int, float]:
+    """After nextpnr's first run (its default seed, 1): while the clock is missed, run it again
+    with ``--seed 2, 3, ...`` (``seeds`` runs in all); leave the best run's files in place.
+
+    Return seed -> routed Fmax for the runs made.
+    """
+    def fmax_of(rep: Path) -> float:
+        try:
+            return _pick_fmax(json.loads(rep.read_text()).get("fmax", {}), clock)
+        except (OSError, ValueError):
+            return 0.0
+
+    tried = {1: round(fmax_of(out / "nextpnr-report.json"), 2)}
+    if seeds <= 1 or tried[1] >= clock:
+        return tried
+    best = 1
+    keep = out / "seed-best"
+    keep.mkdir(exist_ok=True)
+
+    def stash():
+        for f in _PNR_OUTPUTS:
+            if (out / f).exists():
+                shutil.copy2(out / f, keep / f)
+
+    stash()
+    for seed in range(2, seeds + 1):
+        say(f"{name}: place and route: {tried[best]:.2f} MHz < {clock:.2f} MHz; "
+            f"trying nextpnr seed {seed} (of up to {seeds})")
+        t = time.monotonic()
+        with open(out / f"{argv[0]}.seed{seed}.log", "w") as lf:
+            proc = subprocess.Popen([cmd, *argv[1:], "--seed", str(seed)], cwd=out, env=env,
+                                    stdout=lf, stderr=subprocess.STDOUT)
+            _watch(proc, None, say, name)
+        f = round(fmax_of(out / "nextpnr-report.json"), 2) if proc.returncode == 0 else 0.0
+        tried[seed] = f
+        say(f"{name}: seed {seed}: {f:.2f} MHz ({time.monotonic() - t:.1f} s)")
+        if f > tried[best]:
+            best = seed
+            stash()
+        if f >= clock:
+            break
+    for f in _PNR_OUTPUTS:  # the best run's files
+        if (keep / f).exists():
+            shutil.copy2(keep / f, out / f)
+    shutil.rmtree(keep, ignore_errors=True)
+    say(f"{name}: place and route: keeping seed {best} ({tried[best]:.2f} MHz)")
+    return tried
 
 
 def _watch(proc: subprocess.Popen, tim: Path | None, say, name: str) -> None:

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=_positive_int("--baud"), default=None, help="UART baud rate")
     p.add_argument("--runtime-weights", action="store_true",
                    help="weights loadable over the UART (gru-hw run --load-weights)")
+    p.add_argument("--seeds", type=_positive_int("--seeds"), default=None, metavar="N",
+                   help="if routing misses the clock, place and route again with nextpnr seeds "
+                        "2..N (stopping when met) and keep the best (default: per board)")
     p.add_argument("--json", action="store_true")
     _add_quant_flags(p)
 
@@ -354,6 +357,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         kwargs["baud"] = args.baud
     if args.runtime_weights:
         kwargs["runtime_weights"] = True
+    if args.seeds is not None:
+        kwargs["seeds"] = args.seeds
     try:
         report = build(qm, args.board, args.output, **kwargs)
     except (DoesNotFit, TimingNotMet) as exc:  # a failed check, not a usage mistake

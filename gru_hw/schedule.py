@@ -27,8 +27,9 @@ from .errors import GruHwError
 
 #: Cycles from issuing a group's last column to its first row entering the tail
 #: (weight/vector read, weight/vector registered, product register, accumulate-and-load of the
-#: shift chain, chain exit: bias/buffer addresses, bias added, parked sum read).
-MAC_LATENCY = 6
+#: shift chain, chain exit: bias/buffer addresses, bias added, parked sum read, parked/new sums
+#: registered for the tail).
+MAC_LATENCY = 7
 #: Pipeline stages of a requantizer (round, then overflow).
 RQ_LATENCY = 2
 #: Multiplier stages by kind of tail multiplier.

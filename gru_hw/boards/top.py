@@ -213,13 +213,17 @@ class LinkTop(wiring.Component):
 
         m.d.comb += [wr.addr.eq(count), wr.data.eq(byte), rd.addr.eq(rd_addr)]
 
-        # Reply bytes are prepared in two registered steps before one is offered (t_stage 0:
-        # decode ti against rlen + 4 into flags; 1: pick the byte into tb; 2: offer it), so that
-        # the comparisons and the byte choice are not in front of the CRC update. The
-        # transmitter takes a byte every 10 bit times, so this costs 2 cycles per reply.
+        # The reply sender runs beside the FSM (which only waits in REPLY for r_done), driven
+        # by one-hot registered stages, so that its wide registers' enables (sh, tcrc, ti) are
+        # one or two registered bits, not the FSM's state decode. r_start (set with the reply's
+        # code, length and source) -> r_init (load sh, reset ti / tcrc) -> per byte: t_st0
+        # (decode ti against rlen + 4 into flags), t_st1 (pick the byte into tb; shift sh),
+        # t_st2 (offer it; the CRC update). The transmitter takes a byte every 10 bit times, so
+        # the stages cost 2 cycles per byte, hidden.
         tb = Signal(8)
-        t_stage = Signal(2)
         rend = Signal(17)  # rlen + 4
+        r_start, r_init, r_done = (Signal(name=n) for n in ("r_start", "r_init", "r_done"))
+        t_st0, t_st1, t_st2 = (Signal(name=n) for n in ("t_st0", "t_st1", "t_st2"))
         t_hdr, t_data, t_chi, t_crc, t_end = (Signal(name=n) for n in
                                               ("t_hdr", "t_data", "t_chi", "t_crc", "t_end"))
 
@@ -232,11 +236,10 @@ class LinkTop(wiring.Component):
                                wcrc),
                    "zero": Const(0, 1), "result": result_flat, "wcrc": wcrc}
         sh_sel = {k: Signal(name=f"sh_sel_{k}") for k in sh_srcs}
-        sh_load = Signal()
+        m.d.sync += [r_start.eq(0), r_init.eq(r_start), r_done.eq(0)]  # pulses (the FSM sets)
 
         def reply(code_v, len_v, src):
-            m.d.sync += [rcode.eq(code_v), rlen.eq(len_v), rend.eq(len_v + 4), sh_load.eq(1),
-                         ti.eq(0), tcrc.eq(0xFFFF), t_stage.eq(0)]
+            m.d.sync += [rcode.eq(code_v), rlen.eq(len_v), r_start.eq(1)]
             m.d.sync += [sel.eq(k == src) for k, sel in sh_sel.items()]
             m.next = "REPLY"
 
@@ -453,42 +456,46 @@ class LinkTop(wiring.Component):
             with m.State("RUN_REPLY"):
                 reply(code | proto.REPLY_OK, d.result_bytes, "result")
             with m.State("REPLY"):
-                m.d.comb += [utx.i_stream.valid.eq(t_stage == 2), utx.i_stream.payload.eq(tb)]
-                with m.If(sh_load):
-                    m.d.sync += sh_load.eq(0)
-                    for k, src in sh_srcs.items():
-                        with m.If(sh_sel[k]):
-                            m.d.sync += sh.eq(src)
-                with m.If(t_stage == 0):
-                    m.d.sync += [t_hdr.eq(ti < 4), t_data.eq((ti >= 4) & (ti < rend)),
-                                 t_chi.eq(ti == rend), t_crc.eq((ti >= 1) & (ti < rend)),
-                                 t_end.eq(ti == rend + 1), t_stage.eq(1)]
-                with m.Elif(t_stage == 1):
-                    with m.If(t_hdr):
-                        with m.Switch(ti[:2]):
-                            with m.Case(0):
-                                m.d.sync += tb.eq(proto.SYNC)
-                            with m.Case(1):
-                                m.d.sync += tb.eq(rcode)
-                            with m.Case(2):
-                                m.d.sync += tb.eq(rlen[:8])
-                            with m.Case(3):
-                                m.d.sync += tb.eq(rlen[8:])
-                    with m.Elif(t_data):
-                        m.d.sync += tb.eq(sh[:8])
-                    with m.Elif(t_chi):
-                        m.d.sync += tb.eq(tcrc[8:])
-                    with m.Else():
-                        m.d.sync += tb.eq(tcrc[:8])
-                    m.d.sync += t_stage.eq(2)
-                with m.Elif(utx.i_stream.ready):
-                    m.d.sync += [ti.eq(ti + 1), t_stage.eq(0)]
-                    with m.If(t_crc):
-                        m.d.sync += tcrc.eq(crc16_update(tcrc, tb))
-                    with m.If(t_data):
-                        m.d.sync += sh.eq(sh >> 8)
-                    with m.If(t_end):
-                        m.next = "IDLE"
+                with m.If(r_done):
+                    m.next = "IDLE"
+
+        # ---- the reply sender (see above) ----
+        m.d.comb += [utx.i_stream.valid.eq(t_st2), utx.i_stream.payload.eq(tb)]
+        with m.If(r_init):
+            for k, src in sh_srcs.items():
+                with m.If(sh_sel[k]):
+                    m.d.sync += sh.eq(src)
+            m.d.sync += [rend.eq(rlen + 4), ti.eq(0), tcrc.eq(0xFFFF), t_st0.eq(1)]
+        with m.If(t_st0):
+            m.d.sync += [t_hdr.eq(ti < 4), t_data.eq((ti >= 4) & (ti < rend)),
+                         t_chi.eq(ti == rend), t_crc.eq((ti >= 1) & (ti < rend)),
+                         t_end.eq(ti == rend + 1), t_st0.eq(0), t_st1.eq(1)]
+        with m.If(t_st1):
+            with m.If(t_hdr):
+                with m.Switch(ti[:2]):
+                    with m.Case(0):
+                        m.d.sync += tb.eq(proto.SYNC)
+                    with m.Case(1):
+                        m.d.sync += tb.eq(rcode)
+                    with m.Case(2):
+                        m.d.sync += tb.eq(rlen[:8])
+                    with m.Case(3):
+                        m.d.sync += tb.eq(rlen[8:])
+            with m.Elif(t_data):
+                m.d.sync += [tb.eq(sh[:8]), sh.eq(sh >> 8)]
+            with m.Elif(t_chi):
+                m.d.sync += tb.eq(tcrc[8:])
+            with m.Else():
+                m.d.sync += tb.eq(tcrc[:8])
+            m.d.sync += [t_st1.eq(0), t_st2.eq(1)]
+        with m.If(t_st2 & utx.i_stream.ready):
+            m.d.sync += [ti.eq(ti + 1), t_st2.eq(0)]
+            with m.If(t_crc):
+                m.d.sync += tcrc.eq(crc16_update(tcrc, tb))
+            with m.If(t_end):
+                m.d.sync += r_done.eq(1)
+            with m.Else():
+                m.d.sync += t_st0.eq(1)
 
         # ---- LEDs ----
         beat = Signal(self.heartbeat_log2)

@@ -628,7 +628,7 @@ class GRUCore(wiring.Component):
         # 0): one shared ROM of one word per row of the program replaces P per-lane bias memories.
         # Parked sums (the first of a gate row's two passes) go to ONE shared buffer of one word
         # per gate row (the chain serializes them), instead of P per-lane buffers.
-        # e: addresses; e+1: bias word, sum registered; e+2: tail input (buffer word read).
+        # e: addresses; e+1: bias word, sum registered; e+2: buffer word read; e+3: tail input.
         e_xlike = Signal(name="e_xlike")
         e_bbase = Signal(range(max(sch.bias_rows, 2)), name="e_bbase")
         e_ubase = Signal(range(max(sch.buffer_rows, 2)), name="e_ubase")
@@ -669,16 +669,26 @@ class GRUCore(wiring.Component):
                      x2_xlike.eq(x1_xlike), x2_u.eq(x1_u), x2_layer.eq(x1_layer),
                      x2_kind.eq(x1_kind), x2_j.eq(x1_j)]
         m.d.comb += [u_w.addr.eq(x2_u), u_w.data.eq(x2_val), u_w.en.eq(x2_v & ~x2_emit)]
+        # e+3: the parked word (block RAM output) and the new sum are registered, paired, before
+        # the tail's first adder (the RAM read straight into the rounding adder was the ECP5
+        # critical path). Writes stay at e+2, so the transparent read still sees a park made
+        # one cycle before its emit.
         t_ax_s = Signal(signed(aw), name="t_ax")
         t_ah_s = Signal(signed(aw), name="t_ah")
-        m.d.comb += [t_ax_s.eq(Mux(x2_xlike, x2_val, u_r.data)),
+        m.d.sync += [t_ax_s.eq(Mux(x2_xlike, x2_val, u_r.data)),
                      t_ah_s.eq(Mux(x2_xlike, u_r.data, x2_val))]
-        assert MAC_LATENCY == 6
+        x3_v, x3_emit = (Signal(name=n) for n in ("x3_v", "x3_emit"))
+        x3_layer = Signal.like(s_layer, name="x3_layer")
+        x3_kind = Signal.like(kind, name="x3_kind")
+        x3_j = Signal.like(tj, name="x3_j")
+        m.d.sync += [x3_v.eq(x2_v), x3_emit.eq(x2_emit), x3_layer.eq(x2_layer),
+                     x3_kind.eq(x2_kind), x3_j.eq(x2_j)]
+        assert MAC_LATENCY == 7
 
         # ---- the tail ------------------------------------------------------------------------
         t_v = Signal(name="t_v")
-        m.d.comb += t_v.eq(x2_v & x2_emit)
-        t_ax, t_ah, t_layer, t_kind, t_j = t_ax_s, t_ah_s, x2_layer, x2_kind, x2_j
+        m.d.comb += t_v.eq(x3_v & x3_emit)
+        t_ax, t_ah, t_layer, t_kind, t_j = t_ax_s, t_ah_s, x3_layer, x3_kind, x3_j
 
         def at(sig, n, name):
             return delay(m, sig, n, name)
