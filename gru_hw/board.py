@@ -151,7 +151,14 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
     platform = b.platform_class()()
     overrides = {"nextpnr_opts": "--report nextpnr-report.json --timing-allow-fail"}
     if b.family == "ice40":
-        overrides["synth_opts"] = "-dsp"
+        # -device u: ABC9 maps with the UP5K's (slower) LUT/carry delays instead of the default
+        # HX ones. iCEBreaker 12-32-9, 8 lanes 8/8, same netlist input, nextpnr default seed:
+        # 4713 -> 4705 LC, routed Fmax 34.20 -> 40.10 MHz. (-dff: YoWASP Yosys runs out of
+        # wasm stack on this design; -abc9 is already the default of synth_ice40.)
+        # Not with --runtime-weights: there it costs LCs (8 lanes 8/8: 5253 LC, 30.05 MHz
+        # without; 5289/5280 LC, does not fit, with).
+        up = b.device.startswith("iCE40UP") and not runtime_weights
+        overrides["synth_opts"] = "-dsp -device u" if up else "-dsp"
     say(f"{b.name}: elaborating {link.core_kind} (lanes={lanes}) at {top.clock_mhz:.2f} MHz, "
         f"UART {baud} baud")
     for stale in ("nextpnr-report.json", "top.bin", "top.bit"):

@@ -28,7 +28,8 @@ from .errors import GruHwError
 #: Cycles from issuing a group's last column to its first row entering the tail
 #: (weight/vector read, weight/vector registered, product register, accumulate-and-load of the
 #: shift chain, chain exit: bias/buffer addresses, bias added, parked sum read, parked/new sums
-#: registered for the tail).
+#: registered for the tail). The "seq" core (iCE40) leaves out the last register (see
+#: :attr:`Schedule.mac_latency`).
 MAC_LATENCY = 7
 #: Pipeline stages of a requantizer (round, then overflow).
 RQ_LATENCY = 2
@@ -219,6 +220,21 @@ class Schedule:
         return MUL_LATENCY[self.tail_mul]
 
     @property
+    def park_read_reg(self) -> bool:
+        """Whether the park buffer's read (and the paired new sum) is registered before the tail.
+
+        It shortens the ECP5 critical path (block RAM read into the first rounding adder); on
+        iCE40 (tail_mul="seq") that path is not critical and the register only costs logic cells,
+        so the "seq" core leaves it out.
+        """
+        return self.tail_mul != "seq"
+
+    @property
+    def mac_latency(self) -> int:
+        """Cycles from issuing a group's last column to its first row entering the tail."""
+        return MAC_LATENCY if self.park_read_reg else MAC_LATENCY - 1
+
+    @property
     def tail_interval(self) -> int:
         """Cycles between two emitted rows entering the tail (1, or SEQ_STEPS with "seq")."""
         return SEQ_STEPS if self.tail_mul == "seq" else 1
@@ -391,7 +407,7 @@ class Schedule:
                         n = ph.group_rows(g, p)
                         ser_il, ser_n = i_last, n * (ti if ph.emit else 1)
                         if ph.emit:
-                            last_entry = i_last + MAC_LATENCY + (n - 1) * ti
+                            last_entry = i_last + self.mac_latency + (n - 1) * ti
                     if ph.rz_final:
                         rz_clear[ph.layer] = last_entry + self.tail_rz_latency + 1
                     if ph.final and ph.layer >= 0:
