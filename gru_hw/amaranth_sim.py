@@ -123,7 +123,6 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
                 bi += 1
             if ready and ctx.get(o_s.valid):
                 pl = ctx.get(o_s.payload)
-                vals = [int(v) for v in pl.y] if hasattr(pl, "y") else None
                 vals = [int(pl.y[i]) for i in range(len(pl.y))]
                 last = int(pl.last)
                 if sequence:

@@ -265,8 +265,9 @@ class BoardDescriptor:
                   runtime_weights: bool = False) -> "BoardDescriptor":
         """Return the descriptor a board built for ``qm`` answers with (at power-up)."""
         mode = qm.spec.mode("x")
-        image = weight_words_of(qm, lanes)
-        wb = byte_width(weight_map(qm, lanes).w_data_width)
+        wmap = weight_map(qm, lanes)
+        image = [w for _, w in wmap.weight_image()]
+        wb = byte_width(wmap.w_data_width)
         return cls(model_hash(qm, weights=not runtime_weights), qm.input_size,
                    qm.hidden_sizes[-1], qm.output_size,
                    len(qm.layers), qm.spec.x_fmt, qm.spec.out_fmt, mode.rounding, mode.overflow,
@@ -394,7 +395,7 @@ class BoardClient:
 
     def identify(self) -> BoardDescriptor:
         """Ask the board what it holds; check it against ``expect`` when given."""
-        desc = BoardDescriptor.from_bytes(self.request(CMD_IDENTIFY))
+        desc = self.identify_raw()
         if self.expect is not None:
             want = model_hash(self.expect, weights=not desc.runtime_weights)
             if desc.model_hash != want:

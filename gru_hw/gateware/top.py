@@ -279,9 +279,11 @@ class GRUCore(wiring.Component):
         must have the core's shape and QuantSpec (formats and modes): the hardware was sized for
         those, and the golden model of ``qm`` is then what the core computes once loaded.
         """
-        qm = self.qm if qm is None else qm
-        self.check_compatible(qm)
-        wdata, brows, _, _ = self._tables(qm)
+        if qm is None or qm is self.qm:
+            wdata, brows = self._wdata, self._brows  # built with the core
+        else:
+            self.check_compatible(qm)
+            wdata, brows, _, _ = self._tables(qm)
         step = 1 << self.w_offset_bits
         return [(lane * step, list(words)) for lane, words in enumerate(wdata)] + \
             [(self.lanes * step, list(brows))]
@@ -295,8 +297,8 @@ class GRUCore(wiring.Component):
         """Raise GruHwError unless ``qm`` has this core's shape, variant and QuantSpec."""
         from ..schedule import Shapes
 
-        if Shapes.of(qm) != Shapes.of(self.qm):
-            a, b = Shapes.of(qm), Shapes.of(self.qm)
+        a, b = Shapes.of(qm), Shapes.of(self.qm)
+        if a != b:
             raise GruHwError(
                 f"the model ({a.input_size} inputs, hidden {list(a.hidden_sizes)}, head "
                 f"{a.head_size}, {'reset_after' if a.reset_after else 'reset_before'}) does not "
