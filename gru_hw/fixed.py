@@ -161,9 +161,17 @@ def _overflow(v: np.ndarray, fmt: QFormat, overflow: Overflow) -> tuple[np.ndarr
 
 
 def shift_round(v: np.ndarray, shift: int, rounding: Rounding) -> np.ndarray:
-    """Divide integers by 2**shift (shift >= 0) with the given rounding, as the hardware does."""
+    """Divide integers by 2**shift with the given rounding, as the hardware does.
+
+    A negative ``shift`` multiplies by 2**-shift; the result must fit int64 (an exact left shift
+    that does not is a bug in the caller and raises :class:`OverflowError`, never wraps).
+    """
     v = np.asarray(v, dtype=np.int64)
     if shift <= 0:
+        limit = np.int64(np.iinfo(np.int64).max >> -shift)
+        if np.any((v > limit) | (v < -limit - 1)):
+            raise OverflowError(f"left shift by {-shift} of values up to {int(np.abs(v).max())} "
+                                "exceeds int64")
         return v << (-shift)
     if rounding is Rounding.TRUNCATE:
         return v >> shift
@@ -181,10 +189,28 @@ def requantize(v: np.ndarray, from_frac: int, fmt: QFormat, rounding: Rounding =
                overflow: Overflow = Overflow.SATURATE) -> tuple[np.ndarray, int]:
     """Requantize integers with ``from_frac`` fraction bits to ``fmt``.
 
-    Returns (int64 array in ``fmt``, number of elements that overflowed).
+    Returns (int64 array in ``fmt``, number of elements that overflowed). Gaining fraction bits
+    (a left shift) is exact in the hardware, whose shifter widens; here the overflow is decided
+    on the unshifted value, so no intermediate ever leaves int64.
     """
-    q = shift_round(v, from_frac - fmt.frac_bits, rounding)
-    return _overflow(q, fmt, overflow)
+    shift = from_frac - fmt.frac_bits
+    if shift >= 0:
+        return _overflow(shift_round(v, shift, rounding), fmt, overflow)
+    v = np.asarray(v, dtype=np.int64)
+    up = -shift
+    # v << up fits fmt exactly when v lies in [ceil(min_int / 2**up), floor(max_int / 2**up)].
+    lo, hi = -((-fmt.min_int) >> up), fmt.max_int >> up
+    over = (v < lo) | (v > hi)
+    count = int(np.count_nonzero(over))
+    mask = (1 << fmt.width) - 1
+    if overflow is Overflow.SATURATE:
+        q = np.clip(v, lo, hi) << up
+        q = np.where(v > hi, fmt.max_int, np.where(v < lo, fmt.min_int, q))
+    else:
+        # Only the low ``up`` .. ``width`` bits of v matter; keep them before shifting.
+        low = v & ((1 << max(fmt.width - up, 0)) - 1)
+        q = (((low << up) - fmt.min_int) & mask) + fmt.min_int
+    return q.astype(np.int64), count
 
 
 def to_float(v: np.ndarray, fmt_or_frac: QFormat | int) -> np.ndarray:

@@ -7,8 +7,18 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from gru_hw.model import DenseHead, GRULayer, GRUModel
+
+
+# Property tests: deterministic in CI (a fixed seed per test, no example database), random
+# elsewhere. `HYPOTHESIS_PROFILE=thorough` raises the example count to 10,000 for the tests that
+# ask for at least the profile's count (the fixed-point properties).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("random", print_blob=True)
+settings.register_profile("thorough", print_blob=True, max_examples=10_000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "random"))
 
 
 def require(module: str):

@@ -26,7 +26,7 @@ formats = st.tuples(st.integers(-4, 12), st.integers(-4, 20)).filter(
     lambda t: 1 <= t[0] + t[1] <= 40).map(lambda t: QFormat(*t))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=max(400, settings.default.max_examples), deadline=None)
 @given(
     v=st.lists(st.integers(-(2**44), 2**44), min_size=1, max_size=20),
     from_frac=st.integers(-4, 30),
@@ -42,7 +42,26 @@ def test_requantize_matches_exact_reference(v, from_frac, fmt, rounding, overflo
     assert nsat == sum(1 for r in rounded if not fmt.min_int <= r <= fmt.max_int)
 
 
-@settings(max_examples=300, deadline=None)
+def test_requantize_left_shift_does_not_wrap():
+    """Gaining 24 fraction bits from ~2^43 used to wrap int64 and saturate to the wrong end."""
+    v = np.array([8_796_093_022_078, -8_796_093_022_078, 0, 1, -1], dtype=np.int64)
+    fmt = QFormat(2, 20)
+    ends = {Overflow.SATURATE: [fmt.max_int, fmt.min_int],
+            Overflow.WRAP: [0, 0]}  # wrap keeps the (zero) low 22 bits of v * 2**24
+    for overflow, first_two in ends.items():
+        got, n = requantize(v, -4, fmt, Rounding.HALF_UP, overflow)
+        want = [slow_requantize(int(x), -4, fmt, Rounding.HALF_UP, overflow) for x in v]
+        assert got.tolist() == want and n == 4  # 0 is the only value that fits
+        assert want[:2] == first_two
+
+
+def test_shift_round_left_shift_refuses_int64_overflow():
+    with pytest.raises(OverflowError, match="exceeds int64"):
+        shift_round(np.array([1 << 40]), -24, Rounding.HALF_UP)
+    assert shift_round(np.array([-(1 << 39)]), -24, Rounding.HALF_UP).tolist() == [-(1 << 63)]
+
+
+@settings(max_examples=max(300, settings.default.max_examples), deadline=None)
 @given(v=st.integers(-(2**50), 2**50), shift=st.integers(0, 12), rounding=st.sampled_from(Rounding))
 def test_shift_round_ties(v, shift, rounding):
     assert int(shift_round(np.array([v]), shift, rounding)[0]) == slow_round(Fraction(v, 2**shift), rounding)
