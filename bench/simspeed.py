@@ -41,8 +41,8 @@ def _inputs(spec, n: int):
 
 def run_rtl(simulator: str, qm, n: int, root: Path) -> dict:
     """Generate, build and run n sequences; return the timings."""
-    from sim.job import Options, PortLayout, make_job
-    from sim.runner import build, run_built
+    from gru_hw.sim.job import Options, PortLayout, make_job
+    from gru_hw.sim.runner import build, run_built
 
     xq, lengths = _inputs(qm.spec, n)
     golden = int_forward_q(qm, xq, lengths)
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     p.add_argument("--cold", action="store_true",
                    help="compile Verilator's runtime too (empty per-user cache)")
     args = p.parse_args(argv)
-    from sim.runner import ToolMissing, check_tool
+    from gru_hw.sim.runner import ToolMissing, check_tool
 
     model = load_model(ROOT / "gru_hw" / "data" / "japanese_vowels_gru.pt")
     qm = quantize_model(model, choose_spec(model))

@@ -1,7 +1,8 @@
 """Run the generated hardware on inputs and compare every output with the bit-exact golden model.
 
 ``run_simulation`` is what ``gru-hw simulate`` calls. The RTL simulators (Verilator, Icarus) run
-the generated Verilog under the cocotb bench in the top-level ``sim/`` folder; ``amaranth`` runs
+the generated Verilog under the cocotb bench (:mod:`gru_hw.sim`, source in the top-level
+``sim/`` folder); ``amaranth`` runs
 the same core in Amaranth's own simulator (no Verilog). Every output beat is compared, as
 integers, with :func:`gru_hw.golden.int_forward_q`.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -19,22 +19,6 @@ import numpy as np
 from .errors import GruHwError
 
 SIMULATORS = ("verilator", "icarus", "amaranth")
-
-
-def _sim_package():
-    """Import the ``sim`` package (the cocotb bench), from the source tree if not installed."""
-    try:
-        import sim.runner  # noqa: F401
-    except ImportError:
-        root = Path(__file__).resolve().parent.parent
-        if not (root / "sim" / "gru_tb.py").exists():
-            raise GruHwError("the cocotb bench (sim/) is not installed: run from a source "
-                             "checkout of gru-hw") from None
-        sys.path.insert(0, str(root))
-        import sim.runner  # noqa: F401
-    import sim
-
-    return sim
 
 
 # The sources a generated core depends on (a change in any of them means a new core).
@@ -141,13 +125,12 @@ def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: i
 
     Returns the bench's result dict (``match``, ``mismatch``, ``cycles`` (N,), ``waves``, ...)
     plus ``y`` (N, O) and, with ``sequence``, ``h`` (N, T, H): the hardware's integer outputs.
-    ``options`` are :class:`sim.job.Options` fields (idle, backpressure, reset_after_beats, ...).
+    ``options`` are :class:`gru_hw.sim.job.Options` fields (idle, backpressure, reset_after_beats, ...).
     """
     from .golden import int_forward_q
 
-    _sim_package()
-    from sim.job import Options, PortLayout, make_job
-    from sim.runner import ToolMissing, run_job
+    from .sim.job import Options, PortLayout, make_job
+    from .sim.runner import ToolMissing, run_job
 
     lengths = np.asarray(lengths, dtype=np.int64)
     if golden is None:
@@ -194,8 +177,7 @@ def _check_simulator(simulator: str) -> None:
         raise GruHwError(f"--simulator must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
     if simulator == "amaranth":
         return
-    _sim_package()
-    from sim.runner import ToolMissing, check_tool
+    from .sim.runner import ToolMissing, check_tool
 
     try:
         check_tool(simulator)

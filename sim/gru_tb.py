@@ -1,7 +1,7 @@
 """cocotb testbench for a generated ``gru_core``: driver, monitor, scoreboard, reset, cycle counts.
 
 The job comes from the folder named by the environment variable ``GRU_TB_JOB`` (see
-:mod:`sim.job`); results go back into the same folder. The bench:
+:mod:`gru_hw.sim.job`); results go back into the same folder. The bench:
 
 - drives ``i_stream`` beat by beat, with idle cycles from a pause generator between beats;
 - takes ``o_stream`` beats with ``ready`` from another pause generator (random backpressure),
@@ -31,7 +31,7 @@ from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, Event, ReadOnly, RisingEdge, Timer, ValueChange, select
 
-from sim.job import RESULTS_JSON, RESULTS_NPZ, Job, pause_generator
+from .job import RESULTS_JSON, RESULTS_NPZ, Job, pause_generator
 
 JOB_ENV = "GRU_TB_JOB"
 

@@ -1,7 +1,7 @@
 """A simulation job: the beats to send, the beats to expect and how to stress the handshakes.
 
 The runner writes a job into the test's folder (``job.json`` + ``job.npz``); the cocotb testbench
-(:mod:`sim.gru_tb`) reads it, runs it and writes ``results.json`` + ``results.npz`` beside it.
+(:mod:`gru_hw.sim.gru_tb`) reads it, runs it and writes ``results.json`` + ``results.npz`` beside it.
 Everything is integers: payloads are packed and unpacked here, with the core's port contract:
 
     i_stream.payload = {x: I x signed(x_width), first: 1, last: 1}   x[0] in the lowest bits

@@ -1,4 +1,4 @@
-"""Build a generated core with Verilator or Icarus Verilog and run a job through sim.gru_tb.
+"""Build a generated core with Verilator or Icarus Verilog and run a job through gru_hw.sim.gru_tb.
 
 One build folder per configuration (simulator, Verilog text, waves), reused when it exists: a
 Verilator build takes tens of seconds, a run of a cached build a fraction of a second plus the
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.job import RESULTS_JSON, RESULTS_NPZ, Job
+from .job import RESULTS_JSON, RESULTS_NPZ, Job
 
 SIMULATORS = ("verilator", "icarus")
 TOPLEVEL = "gru_core"
-TB_MODULE = "sim.gru_tb"
+TB_MODULE = "gru_hw.sim.gru_tb"
 TIMESCALE = ("1ns", "1ps")
 BUILD_VERSION = "5"  # bump when the way builds are made changes (flags are hashed anyway)
 

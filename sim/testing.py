@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sim.runner import ToolMissing, check_tool
+from .runner import ToolMissing, check_tool
 
 
 def require_tool(simulator: str) -> None:

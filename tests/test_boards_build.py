@@ -157,7 +157,7 @@ def test_build_ulx3s_small_runtime_weights(tiny_qm, tmp_path):
 
 def test_does_not_fit_names_resource_and_lanes(tmp_path):
     """Too many multipliers for the UP5K: a clear error with the largest lane count that fits."""
-    from gru_hw.boards.standin import StandInCore
+    from standin_board import StandInCore
 
     model = random_model(np.random.default_rng(4), 4, 8, head=12)
     qm = quantize_model(model, choose_spec(model, 16, 16))

@@ -16,8 +16,8 @@ import pytest
 from conftest import random_model
 from gru_hw.quant import choose_spec, quantize_model
 from gru_hw.simulate import generate_cached
-from sim.runner import LINT_WALL_WAIVERS, VERILATOR_WAIVERS, verilator_bin_dir
-from sim.testing import build_root, require_tool
+from gru_hw.sim.runner import LINT_WALL_WAIVERS, VERILATOR_WAIVERS, verilator_bin_dir
+from gru_hw.sim.testing import build_root, require_tool
 
 DATA = Path(__file__).resolve().parent.parent / "gru_hw" / "data"
 WAIVED = {flag.removeprefix("-Wno-") for flag in (*VERILATOR_WAIVERS, *LINT_WALL_WAIVERS)}

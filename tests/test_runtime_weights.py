@@ -20,8 +20,8 @@ from gru_hw.golden import int_forward_q
 from gru_hw.link import byte_width, weights_checksum
 from gru_hw.quant import QuantLayer, QuantModel, choose_spec, quantize_model
 from gru_hw.simulate import rtl_run
-from sim.runner import SIMULATORS
-from sim.testing import build_root, require_tool
+from gru_hw.sim.runner import SIMULATORS
+from gru_hw.sim.testing import build_root, require_tool
 
 
 def _pair(seed: int, inputs: int, hidden: list[int], *, reset_after: bool, head: int | None,

@@ -21,8 +21,8 @@ from gru_hw.errors import GruHwError
 from gru_hw.golden import check_inputs, int_forward_q, quantize_inputs
 from gru_hw.quant import choose_spec, quantize_model
 from gru_hw.simulate import rtl_run, run_simulation
-from sim.runner import SIMULATORS
-from sim.testing import build_root, require_tool
+from gru_hw.sim.runner import SIMULATORS
+from gru_hw.sim.testing import build_root, require_tool
 
 DATA = Path(__file__).resolve().parent.parent / "gru_hw" / "data"
 STRESS = {"idle": [0, 0, 1, 0, 1], "backpressure": {"random": 0.4, "seed": 11}}

@@ -1,4 +1,4 @@
-"""The cocotb bench itself, on a stand-in core with the same ports (sim/standin.py).
+"""The cocotb bench itself, on a stand-in core with the same ports (tests/standin_core.py).
 
 The stand-in's model is one line (running sums), so these tests check the bench: handshakes under
 idle and backpressure, first/last and keep-state, the mid-stream reset, per-sequence cycle counts,
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.job import Options, PortLayout, make_job, pause_generator
-from sim.runner import SIMULATORS, run_job
-from sim.standin import running_sum_model, write_standin
-from sim.testing import build_root, require_tool
+from gru_hw.sim.job import Options, PortLayout, make_job, pause_generator
+from gru_hw.sim.runner import SIMULATORS, run_job
+from standin_core import running_sum_model, write_standin
+from gru_hw.sim.testing import build_root, require_tool
 
 I, O, XW, OW, LATENCY = 3, 4, 8, 12, 2
 
@@ -190,7 +190,7 @@ def test_standin_waves_on_request(simulator, sim_root, tmp_path):
 
 
 def test_icarus_compat_moves_the_time0_trigger():
-    from sim.runner import icarus_compat
+    from gru_hw.sim.runner import icarus_compat
 
     text = (b"module m(a, y);\n  reg \\$auto$verilog_backend.cc:2355:dump_module$1  = 0;\n"
             b"  always @* begin\n    if (\\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end\n"
