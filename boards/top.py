@@ -8,6 +8,7 @@ from amaranth.lib import io, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .. import link as proto
+from ..config import CoreConfig
 from ..errors import GruHwError
 from . import Board
 from .pll import PLLClockDomain
@@ -48,22 +49,22 @@ def crc16_update(crc, byte):
 def make_core(qm, lanes: int, dsp_budget: int | None = None, runtime_weights: bool = False):
     """Return the GRUCore for a board (and its name, for the report).
 
-    With ``dsp_budget`` (the device's hard multipliers), the GRU tail's four products are built as
-    small sequential logic multipliers (``tail_mul="seq"``) when the lanes plus the tail would need
-    more multipliers than the device has, so every hard multiplier serves a MAC lane.
-    ``runtime_weights`` adds the weight port (the memories start with ``qm``'s weights).
+    With ``dsp_budget`` (the device's hard multipliers), the core takes the "seq" profile (the
+    GRU tail's four products as small sequential logic multipliers) when the lanes plus the
+    tail would need more multipliers than the device has, so every hard multiplier serves a MAC
+    lane. ``runtime_weights`` adds the weight port (the memories start with ``qm``'s weights).
     """
     from ..gateware import GRUCore
-    from ..schedule import Schedule
 
-    rw = {"runtime_weights": True} if runtime_weights else {}
-    suffix = ", runtime weights" if runtime_weights else ""
+    profile = "dsp"
     if dsp_budget is not None:
-        tail = Schedule(qm, lanes, tail_mul="dsp").dsp_multipliers - lanes
         # A tail product is wider than 16 x 16 (e.g. r * hn): count two hard blocks for each.
+        tail = CoreConfig(qm, lanes, "dsp").schedule.tail_multipliers
         if lanes + 2 * tail > dsp_budget:
-            return GRUCore(qm, lanes, tail_mul="seq", **rw), f"GRUCore (tail_mul=seq{suffix})"
-    return GRUCore(qm, lanes, **rw), f"GRUCore{' (runtime weights)' if runtime_weights else ''}"
+            profile = "seq"
+    core = GRUCore(qm, lanes, profile=profile, runtime_weights=runtime_weights)
+    extra = ", runtime weights" if runtime_weights else ""
+    return core, f"GRUCore (profile {profile}{extra})"
 
 
 class LinkTop(wiring.Component):

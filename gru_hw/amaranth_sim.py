@@ -26,7 +26,7 @@ def _pattern(p):
 
 
 def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_state: bool = False,
-             valid_pattern=None, ready_pattern=None, tail_mul: str = "dsp",
+             valid_pattern=None, ready_pattern=None, profile=None,
              max_cycles: int | None = None, vcd: str | Path | None = None,
              runtime_weights: bool = False, load=None, init_weights: bool = True,
              load_after: int = 0, weight_pattern=None):
@@ -56,15 +56,15 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
     lengths = np.asarray(lengths, dtype=np.int64)
     if lengths.shape != (n_seq,) or np.any(lengths < 1) or np.any(lengths > t_max):
         raise GruHwError(f"lengths must be {n_seq} integers in 1..{t_max}")
-    dut = GRUCore(qm, lanes, sequence=sequence, tail_mul=tail_mul,
+    dut = GRUCore(qm, lanes, sequence=sequence, profile=profile,
                   runtime_weights=runtime_weights, init_weights=init_weights)
-    wbeats = dut.weight_image(load) if load is not None else []
+    wbeats = dut.memory_map.image(load) if load is not None else []
     if wbeats and not runtime_weights:
         raise GruHwError("load= needs runtime_weights=True")
-    if n_in != dut.input_size:
-        raise GruHwError(f"x has {n_in} features per step, the model takes {dut.input_size}")
+    if n_in != qm.input_size:
+        raise GruHwError(f"x has {n_in} features per step, the model takes {qm.input_size}")
     has_head = dut.has_head
-    hsz = dut.hidden_sizes[-1]
+    hsz = qm.hidden_sizes[-1]
     out_size = qm.output_size
 
     beats = []

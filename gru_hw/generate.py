@@ -57,21 +57,14 @@ def weight_port_info(core) -> dict:
     """Return spec.json's ``weights`` section: the weight port's address map and word format."""
     from .link import byte_width, weights_checksum
 
-    regions = core.weight_regions()
-    names = [f"lane{i}" for i in range(core.lanes)] + ["bias"]
-    widths = [core.weight_width] * core.lanes + [core.bias_width]
-    image = [w for _, words in regions for w in words]
+    mm = core.memory_map
+    image = [w for _, w in mm.image()]
     return {
         "port": "w_stream",
-        "addr_width": core.w_addr_width,
-        "data_width": core.w_data_width,
-        "offset_bits": core.w_offset_bits,
-        "regions": [{"name": n, "base": base, "words": len(words), "width": w}
-                    for n, (base, words), w in zip(names, regions, widths)],
+        **mm.to_json(),
         "words": len(image),
-        "word_bytes": byte_width(core.w_data_width),
-        "checksum_crc16": weights_checksum(image, byte_width(core.w_data_width)),
-        "initialised": core.init_weights,
+        "checksum_crc16": weights_checksum(image, mm.word_bytes),
+        "initialised": core.config.init_weights,
         "file": WEIGHTS_FILE,
         "rules": "a load is a packet of beats {addr, data, last} ending with last=1; beats wait "
                  "(ready low) while a sequence is in flight (first input beat accepted .. last "
@@ -85,7 +78,7 @@ WEIGHTS_FILE = "weights.npz"
 
 
 def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gru_core",
-             tail_mul: str = "dsp", runtime_weights: bool = False,
+             profile=None, runtime_weights: bool = False,
              init_weights: bool = True) -> dict:
     """Write ``out_dir/<name>.v`` and ``out_dir/spec.json``; return the spec dict.
 
@@ -104,7 +97,7 @@ def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gr
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GruHwError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
-    core = GRUCore(qm, lanes, sequence=sequence, tail_mul=tail_mul,
+    core = GRUCore(qm, lanes, sequence=sequence, profile=profile,
                    runtime_weights=runtime_weights, init_weights=init_weights)
     text = verilog.convert(core, name=name, emit_src=False)
     vfile = out / f"{name}.v"
@@ -119,7 +112,7 @@ def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gr
         "variant": "reset_after" if qm.reset_after else "reset_before",
         "sequence": bool(sequence),
         "lanes": lanes,
-        "tail_mul": tail_mul,
+        "profile": core.profile.to_json(),
         "model": {
             "input_size": qm.input_size,
             "hidden_sizes": list(qm.hidden_sizes),
@@ -128,7 +121,7 @@ def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gr
             "output_size": qm.output_size,
         },
         "interface": {
-            "x_width": core.x_width,
+            "x_width": spec.x_fmt.width,
             "x_fmt": spec.x_fmt.to_json(),
             "out_width": core.out_width,
             "y_fmt": (spec.h_fmt if sequence else spec.out_fmt).to_json(),
@@ -143,9 +136,10 @@ def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gr
             "mac_units": sch.mac_units,
             "multipliers": sch.multipliers,
             "dsp_multipliers": sch.dsp_multipliers,
-            "memory_bits": sch.memory_bits_for(core.weight_width, core.acc_width, spec.act_bits),
-            "accumulator_width": core.acc_width,
-            "weight_width": core.weight_width,
+            "memory_bits": core.memory_map.memory_bits["total"],
+            "memory_bits_by_memory": core.memory_map.memory_bits,
+            "accumulator_width": core.memory_map.acc_width,
+            "weight_width": core.memory_map.weight_width,
         },
         "quant": spec.to_json(),
     }
@@ -154,7 +148,7 @@ def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gr
 
         info["runtime_weights"] = True
         info["weights"] = weight_port_info(core)
-        image = core.weight_image()
+        image = core.memory_map.image()
         np.savez(out / WEIGHTS_FILE, addr=np.array([a for a, _ in image], dtype=np.int64),
                  data=np.array([w for _, w in image], dtype=np.int64))
     (out / "spec.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -266,8 +266,8 @@ class BoardDescriptor:
         """Return the descriptor a board built for ``qm`` answers with (at power-up)."""
         mode = qm.spec.mode("x")
         wmap = weight_map(qm, lanes)
-        image = [w for _, w in wmap.weight_image()]
-        wb = byte_width(wmap.w_data_width)
+        image = [w for _, w in wmap.image()]
+        wb = wmap.word_bytes
         return cls(model_hash(qm, weights=not runtime_weights), qm.input_size,
                    qm.hidden_sizes[-1], qm.output_size,
                    len(qm.layers), qm.spec.x_fmt, qm.spec.out_fmt, mode.rounding, mode.overflow,
@@ -321,15 +321,16 @@ class BoardDescriptor:
 
 
 def weight_map(qm, lanes: int):
-    """Return the core (never elaborated) whose weight map a board of ``lanes`` lanes uses."""
-    from .gateware import GRUCore
+    """Return the weight map (:class:`gru_hw.memory_map.MemoryMap`) of a board of ``lanes`` lanes."""
+    from .memory_map import MemoryMap
+    from .schedule import Schedule
 
-    return GRUCore.weight_map(qm, lanes)
+    return MemoryMap(qm, Schedule(qm, lanes), runtime_weights=True)
 
 
 def weight_words_of(qm, lanes: int) -> list[int]:
     """Return ``qm``'s weight image for a board of ``lanes`` lanes, in address order."""
-    return [w for _, w in weight_map(qm, lanes).weight_image(qm)]
+    return [w for _, w in weight_map(qm, lanes).image(qm)]
 
 
 # ---- packing values ------------------------------------------------------------------------------
@@ -430,8 +431,7 @@ class BoardClient:
         if d.model_hash != want:
             raise GruHwError(f"the model's shape or formats (hash {want.hex()}) are not the "
                              f"board's ({d.model_hash.hex()})")
-        core = weight_map(qm, d.lanes)
-        regions = core.weight_regions(qm)
+        regions = [(r.base, r.words) for r in weight_map(qm, d.lanes).regions(qm)]
         wb = d.weight_bytes
         per_frame = max(1, (min(d.buffer_bytes, 0xFFFF) - 4) // wb)
         frames = [(base + i, words[i:i + per_frame]) for base, words in regions

@@ -22,12 +22,18 @@ def pwl_info(spec: QuantSpec) -> dict:
     return out
 
 
-def model_info(model: GRUModel, spec: QuantSpec, *, lanes: int, steps: int | None = None) -> dict:
-    """Return the info dict (JSON keys are part of the interface: keep them)."""
-    from .schedule import Schedule
+def model_info(model: GRUModel, spec: QuantSpec, *, lanes: int, steps: int | None = None,
+               profile=None, runtime_weights: bool = False) -> dict:
+    """Return the info dict (JSON keys are part of the interface: keep them).
+
+    ``profile`` and ``runtime_weights`` describe the core as a build would make it (a board's
+    family chooses the profile), so cycles and memory bits are that core's.
+    """
+    from .config import CoreConfig
 
     qm = quantize_model(model, spec)
-    sched = Schedule(qm, lanes)
+    config = CoreConfig(qm, lanes, profile, runtime_weights=runtime_weights)
+    sched = config.schedule
     info = {
         "model": model.describe(),
         "source": model.source,
@@ -42,10 +48,13 @@ def model_info(model: GRUModel, spec: QuantSpec, *, lanes: int, steps: int | Non
         "formats": _formats(spec),
         "pwl": pwl_info(spec),
         "lanes": lanes,
+        "profile": config.profile.name,
         "cycles_per_step": sched.cycles_per_step,
         "ideal_cycles_per_step": sched.ideal_cycles_per_step,
         "multipliers": sched.multipliers,
-        "memory_bits": sched.memory_bits,
+        "memory_bits": config.memory_map.memory_bits["total"],
+        "memory_bits_by_memory": config.memory_map.memory_bits,
+        "accumulator_width": config.memory_map.acc_width,
         "quant": spec.to_json(),
     }
     if steps is not None:

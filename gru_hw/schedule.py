@@ -6,7 +6,11 @@ an exact event model of the controller. The gateware reads its constants from he
 weight-memory layout, tail latencies), and the tests check that the simulated core takes exactly the
 cycles this model predicts.
 
-Architecture in one paragraph (details in :mod:`gru_hw.gateware.top`): P MAC lanes work row-parallel.
+Every latency here is the sum of the gateware components' own declared latencies (controller
+issue, MAC lanes, chain exit, requantizers, PWL units, tail multipliers): one source of truth,
+checked against simulation component by component in tests/test_gateware_units.py.
+
+Architecture in one paragraph (details in :mod:`gru_hw.gateware.core`): P MAC lanes work row-parallel.
 A *phase* multiplies a set of gate rows (``rows``) by one vector (``source``): the rows are cut
 into ``groups`` of P (lane p takes row g*P + p of the group) and every group walks the ``cols``
 elements of the vector, one per cycle. A gate pre-activation needs two phases (the input part
@@ -23,22 +27,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .config import CoreProfile, get_profile
 from .errors import GruHwError
-
-#: Cycles from issuing a group's last column to its first row entering the tail
-#: (weight/vector read, weight/vector registered, product register, accumulate-and-load of the
-#: shift chain, chain exit: bias/buffer addresses, bias added, parked sum read, parked/new sums
-#: registered for the tail). The "seq" core (iCE40) leaves out the last register (see
-#: :attr:`Schedule.mac_latency`).
-MAC_LATENCY = 7
-#: Pipeline stages of a requantizer (round, then overflow).
-RQ_LATENCY = 2
-#: Multiplier stages by kind of tail multiplier.
-#: "seq": a sequential logic multiplier, one product per SEQ_STEPS cycles (a quarter of the
-#: partial products of "lut" per cycle); the tail then takes one emitted row per SEQ_STEPS cycles.
-SEQ_STEPS = 4
-#: Its latency is one more (the partial product a * chunk is registered before it is accumulated).
-MUL_LATENCY = {"dsp": 2, "lut": 2, "seq": SEQ_STEPS + 1}
 
 SOURCES = ("x", "h_below", "h_own", "rh", "h_top")
 ROWSETS = ("all", "rz", "n", "head")
@@ -117,6 +107,11 @@ class Shapes:
                        bool(model.reset_after), head)
         raise TypeError(f"cannot take shapes from {type(model).__name__}")
 
+    def describe(self) -> str:
+        """Return e.g. ``12 inputs, hidden [32], head 9, reset_after``."""
+        return (f"{self.input_size} inputs, hidden {list(self.hidden_sizes)}, head "
+                f"{self.head_size}, {'reset_after' if self.reset_after else 'reset_before'}")
+
     def layer_input_size(self, k: int) -> int:
         """Inputs of layer k."""
         return self.input_size if k == 0 else self.hidden_sizes[k - 1]
@@ -135,40 +130,36 @@ def _ceil_div(a: int, b: int) -> int:
 class Schedule:
     """The exact cycle model of a GRUCore with ``lanes`` MAC lanes.
 
-    ``model`` is a QuantModel, a GRUModel or :class:`Shapes`. ``tail_mul`` selects how the tail's
-    multipliers are built ("dsp": ``*`` with one register stage; "lut": shift-and-add in logic,
-    two stages; "seq": sequential shift-and-add in logic, SEQ_STEPS cycles per product, so that
-    the tail takes one emitted row every SEQ_STEPS cycles), which changes the tail latencies and,
-    for "seq", the rate at which emitted rows leave the shift chain. "seq" costs about a quarter
-    of the logic of "lut" and no DSP; it loses no cycles while every emitting group has at least
-    SEQ_STEPS * lanes columns (e.g. 8 lanes, H = 32).
+    ``model`` is a QuantModel, a GRUModel or :class:`Shapes`. ``profile`` (a
+    :class:`gru_hw.config.CoreProfile` or its name) says how the core is built: its tail
+    multipliers change the tail latencies and, for "seq", the rate at which emitted rows leave
+    the shift chain (one per SEQ_STEPS cycles: no cycles lost while every emitting group has at
+    least SEQ_STEPS * lanes columns, e.g. 8 lanes, H = 32); its extra registers change the
+    latency from the MAC lanes to the tail.
     """
 
     shapes: Shapes
     lanes: int
-    tail_mul: str = "dsp"
+    profile: CoreProfile
     phases: tuple[Phase, ...] = field(init=False, repr=False)
     step_phases: int = field(init=False, repr=False)
-    _widths: tuple = field(init=False, repr=False, compare=False)
 
-    def __init__(self, model, lanes: int, *, tail_mul: str = "dsp") -> None:
+    def __init__(self, model, lanes: int, *, profile: CoreProfile | str | None = None) -> None:
         shapes = Shapes.of(model)
         object.__setattr__(self, "shapes", shapes)
         limit = 3 * max(shapes.hidden_sizes)
         if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= limit:
             raise GruHwError(f"lanes must be in 1..3H = {limit}, got {lanes!r}")
-        if tail_mul not in MUL_LATENCY:
-            raise GruHwError(f"tail_mul must be one of {sorted(MUL_LATENCY)}, got {tail_mul!r}")
         object.__setattr__(self, "lanes", lanes)
-        object.__setattr__(self, "tail_mul", tail_mul)
+        object.__setattr__(self, "profile", get_profile(profile))
         phases, n_step = self._build_program()
         object.__setattr__(self, "phases", tuple(phases))
         object.__setattr__(self, "step_phases", n_step)
-        spec = getattr(model, "spec", None)
-        wb = getattr(spec, "weight_bits", 16)
-        ab = getattr(spec, "act_bits", 16)
-        fan = max(ph.cols for ph in phases)
-        object.__setattr__(self, "_widths", (wb, wb + ab + math.ceil(math.log2(fan + 1)) + 2, ab))
+
+    @property
+    def tail_mul(self) -> str:
+        """The tail's multiplier kind ("dsp", "lut" or "seq")."""
+        return self.profile.tail_mul
 
     # ---- the program ---------------------------------------------------------------------------
     def _build_program(self) -> tuple[list[Phase], int]:
@@ -213,63 +204,70 @@ class Schedule:
             add(-1, "head", "h_top", True, sh.head_size, 0, final=True)
         return out, n_step
 
-    # ---- pipeline depths -----------------------------------------------------------------------
+    # ---- pipeline depths: sums of the components' declared latencies ---------------------------
     @property
     def mul_latency(self) -> int:
         """Register stages of one tail multiplier."""
+        from .gateware.arith import MUL_LATENCY
+
         return MUL_LATENCY[self.tail_mul]
 
     @property
     def park_read_reg(self) -> bool:
-        """Whether the park buffer's read (and the paired new sum) is registered before the tail.
-
-        It shortens the ECP5 critical path (block RAM read into the first rounding adder); on
-        iCE40 (tail_mul="seq") that path is not critical and the register only costs logic cells,
-        so the "seq" core leaves it out.
-        """
-        return self.tail_mul != "seq"
+        """Whether the park buffer's read (and the paired new sum) is registered before the tail."""
+        return self.profile.park_read_reg
 
     @property
     def mac_latency(self) -> int:
-        """Cycles from issuing a group's last column to its first row entering the tail."""
-        return MAC_LATENCY if self.park_read_reg else MAC_LATENCY - 1
+        """Cycles from issuing a group's last column to its first row entering the tail.
+
+        Controller issue (memory reads) + MAC lanes (operands to sums) + shift chain and exit
+        (sums loaded to the first row at the tail's input).
+        """
+        from .gateware.chain import ChainExit
+        from .gateware.controller import Controller
+        from .gateware.mac import MACLanes
+
+        return (Controller.ISSUE_LATENCY + MACLanes.LATENCY
+                + ChainExit.latency_of(self.profile))
 
     @property
     def tail_interval(self) -> int:
         """Cycles between two emitted rows entering the tail (1, or SEQ_STEPS with "seq")."""
-        return SEQ_STEPS if self.tail_mul == "seq" else 1
+        from .gateware.tail import Tail
+
+        return Tail.interval_of(self.profile)
+
+    @property
+    def _tail(self):
+        from .gateware.tail import TailLatency
+
+        return TailLatency(self.profile, self.shapes.reset_after)
 
     @property
     def pwl_latency(self) -> int:
         """Cycles from a PWL unit's input to its registered output."""
-        return 4 + self.mul_latency
+        return self._tail.pwl
 
     @property
     def update_latency(self) -> int:
         """Cycles from n to h' = requant(n + z (h - n)): difference, product, sum, requantizer."""
-        return 2 + self.mul_latency + RQ_LATENCY
+        return self._tail.update
 
     @property
     def tail_rz_latency(self) -> int:
         """Cycles from an r/z row entering the tail to its result being written."""
-        base = 1 + RQ_LATENCY + self.pwl_latency
-        if self.shapes.reset_after:
-            return base
-        return base + self.mul_latency + RQ_LATENCY  # r*h, requantized to h_fmt
+        return self._tail.rz
 
     @property
     def tail_n_latency(self) -> int:
         """Cycles from an n row entering the tail to the new h being written."""
-        if self.shapes.reset_after:
-            # wait for r (read back from the gate memory), r*hn, align+sum, requant, tanh, update
-            return (self.tail_rz_latency + self.mul_latency + 1 + RQ_LATENCY + self.pwl_latency
-                    + self.update_latency)
-        return 1 + RQ_LATENCY + self.pwl_latency + self.update_latency
+        return self._tail.n
 
     @property
     def tail_head_latency(self) -> int:
         """Cycles from a head row entering the tail to its output being written."""
-        return RQ_LATENCY
+        return self._tail.head
 
     # ---- sizes ---------------------------------------------------------------------------------
     @property
@@ -332,28 +330,6 @@ class Schedule:
     def issue_cycles_per_step(self) -> int:
         """Issue cycles of one step's program without stalls (>= ideal: partial groups)."""
         return sum(ph.cycles for ph in self.phases[: self.step_phases])
-
-    @property
-    def memory_bits(self) -> int:
-        """Memory bits: weights, bias ROM, park buffer, state banks, gate/rh memories.
-
-        Widths come from the QuantSpec when the schedule was built from a QuantModel (weights
-        ``weight_bits``, activations ``act_bits``, accumulators weight + act bits + log2 of the
-        longest dot product + 2), else 16-bit weights and activations.
-        """
-        return self.memory_bits_for(*self._widths)
-
-    def memory_bits_for(self, weight_bits: int, acc_bits: int, act_bits: int) -> int:
-        """Return the memory bits for given weight, accumulator and activation widths."""
-        sh = self.shapes
-        p = self.lanes
-        bits = p * self.weight_depth * weight_bits
-        bits += (self.bias_rows + self.buffer_rows) * acc_bits  # shared bias ROM, park buffer
-        hs = sum(sh.hidden_sizes)
-        bits += 2 * hs * act_bits  # two state banks per layer
-        bits += hs * act_bits * (1 if sh.reset_after else 2)  # r (or rh) and z memories
-        bits += hs * act_bits
-        return bits
 
     # ---- the event model -----------------------------------------------------------------------
     def run(self, lengths, *, trace: bool = False):
@@ -455,7 +431,7 @@ class Schedule:
         """Return the schedule's figures as a JSON-ready dict."""
         return {
             "lanes": self.lanes,
-            "tail_mul": self.tail_mul,
+            "profile": self.profile.to_json(),
             "ideal_cycles_per_step": self.ideal_cycles_per_step,
             "issue_cycles_per_step": self.issue_cycles_per_step,
             "cycles_per_step": self.cycles_per_step,
@@ -467,7 +443,6 @@ class Schedule:
             "cycles_per_sequence_values": {str(t): self.cycles_per_sequence(t)
                                            for t in (1, 2, 3, 4, 8, 29)},
             "mac_units": self.mac_units,
-            "memory_bits": self.memory_bits,
             "multipliers": self.multipliers,
             "dsp_multipliers": self.dsp_multipliers,
             "tail_latency": {"rz": self.tail_rz_latency, "n": self.tail_n_latency,

@@ -16,14 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import CoreConfig, get_profile
 from .errors import GruHwError
+from .sim.runner import SIMULATORS as RTL_SIMULATORS
 
-SIMULATORS = ("verilator", "icarus", "amaranth")
+#: Every simulator ``simulate`` can run: the cocotb bench's RTL simulators, then Amaranth's own.
+SIMULATORS = RTL_SIMULATORS + ("amaranth",)
 
 
 # The sources a generated core depends on (a change in any of them means a new core).
 _GENERATOR_SOURCES = ("gateware/*.py", "generate.py", "schedule.py", "activations.py", "fixed.py",
-                      "quant.py", "model.py")
+                      "quant.py", "model.py", "config.py", "memory_map.py")
 
 
 def _source_hash() -> str:
@@ -116,7 +119,7 @@ def stall_cycles(info: dict) -> int:
 def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: int,
             sequence: bool = False, keep_state: bool = False, build_root: str | Path,
             test_dir: str | Path, waves: bool = False, options: dict | None = None,
-            golden=None, runtime_weights: bool = False, core_qm=None) -> dict:
+            golden=None, runtime_weights: bool = False, core_qm=None, profile=None) -> dict:
     """Run integer inputs through the generated core in an RTL simulator; compare with golden.
 
     With ``runtime_weights`` the core has the weight port and is generated from ``core_qm``
@@ -136,15 +139,16 @@ def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: i
     if golden is None:
         golden = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state)
     weights = None
+    profile = get_profile(profile)
     if runtime_weights:
-        from .gateware import GRUCore
-
         core_qm = qm if core_qm is None else core_qm
-        weights = GRUCore.weight_map(core_qm, lanes, sequence=sequence).weight_image(qm)
+        config = CoreConfig(core_qm, lanes, profile, sequence=sequence, runtime_weights=True)
+        weights = config.memory_map.image(qm)
         verilog, info = generate_cached(core_qm, build_root, lanes=lanes, sequence=sequence,
-                                        runtime_weights=True, init_weights=False)
+                                        runtime_weights=True, init_weights=False, profile=profile)
     else:
-        verilog, info = generate_cached(qm, build_root, lanes=lanes, sequence=sequence)
+        verilog, info = generate_cached(qm, build_root, lanes=lanes, sequence=sequence,
+                                        profile=profile)
     layout = PortLayout.from_ports(info["ports"])
     opts = Options(**{"stall_cycles": stall_cycles(info), **(options or {})})
     job = make_job(layout, xq, lengths, y=golden.y, h=golden.h, sequence=sequence,
@@ -174,7 +178,7 @@ def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: i
 
 def _check_simulator(simulator: str) -> None:
     if simulator not in SIMULATORS:
-        raise GruHwError(f"--simulator must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
+        raise GruHwError(f"simulator must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
     if simulator == "amaranth":
         return
     from .sim.runner import ToolMissing, check_tool
@@ -188,7 +192,7 @@ def _check_simulator(simulator: str) -> None:
 def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "verilator",
                    lanes: int, sequence: bool = False, keep_state: bool = False,
                    runtime_weights: bool = False, waves: str | Path | None = None,
-                   build_dir: str | Path | None = None) -> dict:
+                   build_dir: str | Path | None = None, profile=None) -> dict:
     """Simulate the generated core on INPUTS, compare with golden, write OUTPUTS; return a summary.
 
     The summary has ``match`` (bool), ``mismatch`` (the first difference: sequence, step, index,
@@ -198,7 +202,8 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
     ``waves`` is a folder for the waveform; a failing run writes one anyway (into the build
     folder, which is then kept: its path is in the mismatch message). ``runtime_weights``
     simulates the core with the weight port and zeroed weight memories, loading the model's
-    weights through the port before the first input.
+    weights through the port before the first input. ``profile`` (a CoreProfile or its name)
+    builds the core the way a board family builds it.
     """
     from .fixed import to_float
     from .golden import check_inputs, int_forward_q, quantize_inputs
@@ -233,12 +238,12 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
         if simulator == "amaranth":
             res = _amaranth_run(qm, xq, lengths, golden, lanes=lanes, sequence=sequence,
                                 keep_state=keep_state, root=root, waves_dir=waves_dir,
-                                runtime_weights=runtime_weights)
+                                runtime_weights=runtime_weights, profile=profile)
         else:
             res = rtl_run(qm, xq, lengths, simulator=simulator, lanes=lanes, sequence=sequence,
                           keep_state=keep_state, build_root=root, test_dir=root / "run",
                           waves=waves_dir is not None, golden=golden,
-                          runtime_weights=runtime_weights)
+                          runtime_weights=runtime_weights, profile=profile)
             if res.get("waves") and waves_dir is not None:
                 target = waves_dir / Path(res["waves"]).name
                 shutil.copyfile(res["waves"], target)
@@ -264,22 +269,24 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
         "cycles": [int(c) for c in cycles],
         "simulator": simulator,
         "runtime_weights": bool(runtime_weights),
+        "profile": get_profile(profile).name,
+        "cycles_per_step_schedule": CoreConfig(qm, lanes, profile).schedule.cycles_per_step,
         "waves": res.get("waves"),
         "build_dir": None if temp and not keep else str(root),
     }
 
 
 def _amaranth_run(qm, xq, lengths, golden, *, lanes, sequence, keep_state, root: Path,
-                  waves_dir: Path | None, runtime_weights: bool = False) -> dict:
+                  waves_dir: Path | None, runtime_weights: bool = False, profile=None) -> dict:
     from .amaranth_sim import simulate
 
     def run(vcd):
         if runtime_weights:  # zero memories, the model's weights loaded through the port
             return simulate(qm, xq, lengths, lanes=lanes, sequence=sequence,
                             keep_state=keep_state, vcd=vcd, runtime_weights=True,
-                            init_weights=False, load=qm)
+                            init_weights=False, load=qm, profile=profile)
         return simulate(qm, xq, lengths, lanes=lanes, sequence=sequence, keep_state=keep_state,
-                        vcd=vcd)
+                        vcd=vcd, profile=profile)
 
     vcd = waves_dir / "waves.vcd" if waves_dir is not None else None
     y, h, cycles = run(vcd)

@@ -214,7 +214,7 @@ def test_board_loads_weights_over_the_uart(qm):
 
         # corrupt frames carrying C's first words: refused, nothing written
         core = link.weight_map(qc, 3)
-        words = core.weight_regions(qc)[0][1][:6]
+        words = list(core.regions(qc)[0].words[:6])
         assert d.weight_bytes > 1  # so that one byte more is not a whole word
         good = link.encode_frame(link.CMD_WEIGHTS, struct.pack("<I", 0) +
                                  link.pack_ints(words, d.weight_bytes))
@@ -226,7 +226,7 @@ def test_board_loads_weights_over_the_uart(qm):
                         link.ERR_LENGTH)  # not a whole number of words
         _expect_refusal(port, link.encode_frame(link.CMD_WEIGHTS, b"\x00\x00\x00\x00"),
                         link.ERR_LENGTH)  # no words
-        past = (core.lanes << core.w_offset_bits) + core.schedule.bias_rows - 2
+        past = (core.lanes << core.offset_bits) + core.schedule.bias_rows - 2
         _expect_refusal(port, link.encode_frame(link.CMD_WEIGHTS, struct.pack("<I", past) +
                                                 link.pack_ints(words[:3], d.weight_bytes)),
                         link.ERR_ADDRESS)  # runs past the bias region

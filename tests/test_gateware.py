@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from gru_hw.amaranth_sim import simulate
 from gru_hw.errors import GruHwError
 from gru_hw.fixed import Overflow, Rounding
+from gru_hw.config import CoreConfig
 from gru_hw.gateware import GRUCore
 from gru_hw.golden import int_forward_q, quantize_inputs
 from gru_hw.model import DenseHead, GRULayer, GRUModel
@@ -39,7 +40,7 @@ def random_case(seed, inputs, hidden, reset_after, head, weight_bits, act_bits, 
     return rng, quantize_model(model, spec)
 
 
-def check(qm, rng, n_seq, t_max, lanes, sequence, keep_state, backpressure, tail_mul="dsp"):
+def check(qm, rng, n_seq, t_max, lanes, sequence, keep_state, backpressure, profile="dsp"):
     x = rng.normal(0, 2.5, (n_seq, t_max, qm.input_size))
     xq, _ = quantize_inputs(qm.spec, x)
     lengths = rng.integers(1, t_max + 1, n_seq)
@@ -49,13 +50,13 @@ def check(qm, rng, n_seq, t_max, lanes, sequence, keep_state, backpressure, tail
         rp = list(rng.random(int(rng.integers(5, 60))) < rng.uniform(0.2, 0.9))
         vp[0] = rp[0] = True
     y, h, cycles = simulate(qm, xq, lengths, lanes=lanes, sequence=sequence, keep_state=keep_state,
-                            valid_pattern=vp, ready_pattern=rp, tail_mul=tail_mul)
+                            valid_pattern=vp, ready_pattern=rp, profile=profile)
     gold = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state)
     np.testing.assert_array_equal(y, gold.y)
     if sequence:
         np.testing.assert_array_equal(h, gold.h)
     if not backpressure:
-        sch = Schedule(qm, lanes, tail_mul=tail_mul)
+        sch = Schedule(qm, lanes, profile=profile)
         assert list(cycles) == sch.run(lengths)
         assert cycles[0] == sch.cycles_per_sequence(int(lengths[0]))
 
@@ -79,7 +80,7 @@ def cases(draw, max_in, max_hidden, max_layers, max_steps):
         backpressure=draw(st.booleans()),
         n_seq=draw(st.integers(1, 3)),
         t_max=draw(st.integers(1, max_steps)),
-        tail_mul=draw(st.sampled_from(["dsp", "lut", "seq"])),
+        profile=draw(st.sampled_from(["dsp", "lut", "seq"])),
     )
 
 
@@ -87,7 +88,7 @@ def run_case(case):
     rng, qm = random_case(case["seed"], case["inputs"], case["hidden"], case["reset_after"],
                           case["head"], case["weight_bits"], case["act_bits"], case["random_modes"])
     check(qm, rng, case["n_seq"], case["t_max"], case["lanes"], case["sequence"],
-          case["keep_state"], case["backpressure"], case["tail_mul"])
+          case["keep_state"], case["backpressure"], case["profile"])
 
 
 @settings(max_examples=12, deadline=None, derandomize=True,
@@ -135,28 +136,27 @@ def test_core_backpressure_keep_state(reset_after):
 
 def test_core_lut_tail():
     rng, qm = random_case(5, 3, [4], False, 2, 12, 12, random_modes=True)
-    check(qm, rng, 2, 3, 4, sequence=True, keep_state=False, backpressure=False, tail_mul="lut")
+    check(qm, rng, 2, 3, 4, sequence=True, keep_state=False, backpressure=False, profile="lut")
     rng, qm = random_case(6, 3, [3], True, None, 12, 12, random_modes=True)
-    check(qm, rng, 2, 3, 4, sequence=False, keep_state=True, backpressure=True, tail_mul="lut")
+    check(qm, rng, 2, 3, 4, sequence=False, keep_state=True, backpressure=True, profile="lut")
 
 
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_core_seq_tail(reset_after):
-    """tail_mul="seq": one sequential logic multiplier per product, one emitted row per 4 cycles."""
+    """profile="seq": one sequential logic multiplier per product, one emitted row per 4 cycles."""
     rng, qm = random_case(8, 3, [4, 3], reset_after, 2, 12, 12, random_modes=True)
     for lanes in (1, 5, 12):
         check(qm, rng, 2, 3, lanes, sequence=True, keep_state=False, backpressure=False,
-              tail_mul="seq")
-    check(qm, rng, 3, 3, 3, sequence=False, keep_state=True, backpressure=True, tail_mul="seq")
+              profile="seq")
+    check(qm, rng, 3, 3, 3, sequence=False, keep_state=True, backpressure=True, profile="seq")
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_core_ports_and_properties():
     rng, qm = random_case(1, 3, [4], True, 2, 8, 10, random_modes=False)
     core = GRUCore(qm, 4)
-    assert core.x_width == qm.spec.x_fmt.width
     assert core.out_width == qm.spec.out_fmt.width
-    assert core.i_layout.size == 3 * core.x_width + 2
+    assert core.i_layout.size == 3 * qm.spec.x_fmt.width + 2
     assert core.o_layout.size == 2 * core.out_width + 1
     assert core.cycles_per_step == core.schedule.cycles_per_step
     seq = GRUCore(qm, 4, sequence=True)
@@ -170,5 +170,7 @@ def test_core_argument_errors():
         GRUCore(qm, 0)
     with pytest.raises(GruHwError, match=r"^lanes must be in 1\.\.3H = 96, got 97$"):
         GRUCore(qm, 97)
-    with pytest.raises(GruHwError, match=r"^tail_mul must be one of \['dsp', 'lut', 'seq'\], got 'x'$"):
-        GRUCore(qm, 4, tail_mul="x")
+    with pytest.raises(GruHwError, match=r"^core profile must be one of \['dsp', 'lut', 'seq'\], got 'x'$"):
+        GRUCore(qm, 4, profile="x")
+    with pytest.raises(TypeError, match="either a CoreConfig"):
+        GRUCore(CoreConfig(qm, 4), 4)

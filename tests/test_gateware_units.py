@@ -81,7 +81,7 @@ def test_tail_multiplier_seq():
     """The sequential multiplier: operands on ``start``, product MUL_LATENCY cycles later, held."""
     from amaranth.hdl import signed, unsigned
 
-    from gru_hw.schedule import MUL_LATENCY
+    from gru_hw.gateware.arith import MUL_LATENCY
 
     lat = MUL_LATENCY["seq"]
     for a_shape, b_shape in [(signed(9), signed(7)), (signed(16), signed(17)), (signed(12), unsigned(3)),

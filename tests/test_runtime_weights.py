@@ -15,6 +15,7 @@ from conftest import random_model
 from gru_hw.amaranth_sim import simulate
 from gru_hw.cli import main
 from gru_hw.errors import GruHwError
+from gru_hw.config import CoreConfig
 from gru_hw.gateware import GRUCore
 from gru_hw.golden import int_forward_q
 from gru_hw.link import byte_width, weights_checksum
@@ -120,27 +121,41 @@ def test_accumulators_hold_any_weights_of_the_formats(value):
 
 def test_weight_map_regions_and_refusals():
     _, qa, qb = _pair(7, 3, [5], reset_after=True, head=2)
-    core = GRUCore.weight_map(qa, 4)
-    regions = core.weight_regions(qb)
-    assert [b for b, _ in regions] == [i << core.w_offset_bits for i in range(5)]
-    assert all(len(w) == core.w_depth for _, w in regions[:4])
-    assert len(regions[4][1]) == core.schedule.bias_rows
+    mm = CoreConfig(qa, 4, runtime_weights=True).memory_map
+    regions = mm.regions(qb)
+    assert [r.name for r in regions] == ["lane0", "lane1", "lane2", "lane3", "bias"]
+    assert [r.base for r in regions] == [i << mm.offset_bits for i in range(5)]
+    assert all(len(r.words) == mm.weight_depth for r in regions[:4])
+    assert len(regions[4].words) == mm.schedule.bias_rows
     # every weight and bias of B appears once (the padding of partial groups is zero)
     n_w = sum(q.w_ih.size + q.w_hh.size for q in qb.layers) + qb.head_w.size
-    nonzero = sum(int(np.count_nonzero(w)) for _, w in regions[:4])
+    nonzero = sum(int(np.count_nonzero(r.words)) for r in regions[:4])
     all_w = np.concatenate([q.w_ih.ravel() for q in qb.layers] + [q.w_hh.ravel() for q in qb.layers]
                            + [qb.head_w.ravel()])
     assert nonzero == int(np.count_nonzero(all_w)) and n_w == all_w.size
-    image = core.weight_image(qb)
-    assert max(a for a, _ in image) < 1 << core.w_addr_width
+    image = mm.image(qb)
+    assert max(a for a, _ in image) < 1 << mm.addr_width
+    assert mm.region_of(regions[4].base + 3) == (4, 3)
     # another shape, or other formats, are refused by name
     _, qc, _ = _pair(7, 3, [6], reset_after=True, head=2)
     with pytest.raises(GruHwError, match=r"does not have the core's shape"):
-        core.weight_image(qc)
+        mm.image(qc)
     other = quantize_model(random_model(np.random.default_rng(1), 3, [5], head=2),
                            choose_spec(random_model(np.random.default_rng(2), 3, [5], head=2), 8, 8))
     with pytest.raises(GruHwError, match=r"other formats than the core's"):
-        core.weight_image(other)
+        mm.image(other)
+
+
+def test_host_weight_map_is_the_cores():
+    """The host learns the map without gateware; it is the one the core is built with."""
+    from gru_hw import link
+
+    _, qa, qb = _pair(5, 3, [4, 3], reset_after=False, head=2)
+    core = GRUCore(qa, 3, runtime_weights=True)
+    host = link.weight_map(qa, 3)
+    assert host.to_json() == core.memory_map.to_json()
+    assert host.image(qb) == core.memory_map.image(qb)
+    core._MustUse__silence = True
 
 
 # ---- the generated Verilog in Verilator --------------------------------------------------------
@@ -166,7 +181,7 @@ def test_rtl_two_layer_reset_before_loaded_at_run_time(simulator, sim_root, tmp_
                   options={"idle": [0, 0, 1, 0, 1], "backpressure": {"random": 0.4, "seed": 3},
                            "reset_after_beats": beats // 2})
     assert res["match"], res["mismatch"]
-    image = GRUCore.weight_map(qa, 3, sequence=True).weight_image(qb)
+    image = CoreConfig(qa, 3, sequence=True, runtime_weights=True).memory_map.image(qb)
     assert res["weights_loaded"] == len(image)
     g = int_forward_q(qb, xq, lengths, sequence=True)
     np.testing.assert_array_equal(res["h"], g.h)

@@ -59,11 +59,11 @@ def test_ideal_and_near_ideal_for_the_example():
         assert s.mac_units == p
         assert s.multipliers == p + 4
     assert Schedule(sh, 8).cycles_per_step == 528  # the target: <= 1.10 x 528
-    assert Schedule(sh, 8, tail_mul="lut").dsp_multipliers == 8
+    assert Schedule(sh, 8, profile="lut").dsp_multipliers == 8
     # the iCE40 choice: sequential logic tail multipliers
     # (the first park group of a step waits for the last emitted rows: 548 = 1.038 x ideal)
-    assert Schedule(sh, 8, tail_mul="seq").cycles_per_step == 548
-    assert Schedule(sh, 8, tail_mul="seq").dsp_multipliers == 8
+    assert Schedule(sh, 8, profile="seq").cycles_per_step == 548
+    assert Schedule(sh, 8, profile="seq").dsp_multipliers == 8
 
 
 def test_back_to_back_sequences():
@@ -79,8 +79,8 @@ def test_argument_errors():
         Schedule(sh, 0)
     with pytest.raises(GruHwError, match=r"^lanes must be in 1\.\.3H = 96, got 97$"):
         Schedule(sh, 97)
-    with pytest.raises(GruHwError, match=r"^tail_mul must be one of"):
-        Schedule(sh, 4, tail_mul="dsps")
+    with pytest.raises(GruHwError, match=r"^core profile must be one of"):
+        Schedule(sh, 4, profile="dsps")
     with pytest.raises(GruHwError, match=r"^steps must be a positive integer, got 0$"):
         Schedule(sh, 4).cycles_per_sequence(0)
 

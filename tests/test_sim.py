@@ -179,7 +179,7 @@ def test_run_simulation_user_errors(jv, tmp_path, monkeypatch):
     model, spec, _, x, lengths = jv
     np.savez(tmp_path / "in.npz", x=x[:1], lengths=lengths[:1])
     args = (model, spec, tmp_path / "in.npz", tmp_path / "out.npz")
-    with pytest.raises(GruHwError, match=r"^--simulator must be one of verilator, icarus, "):
+    with pytest.raises(GruHwError, match=r"^simulator must be one of verilator, icarus, "):
         run_simulation(*args, lanes=8, simulator="modelsim")
     with pytest.raises(GruHwError, match=r"out\.txt: output file must end in \.npz"):
         run_simulation(model, spec, tmp_path / "in.npz", tmp_path / "out.txt", lanes=8)

@@ -9,8 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..activations import PWLTable
 from ..fixed import bits_for_int_range
-from ..schedule import MUL_LATENCY
-from .arith import delay, mul_pipe
+from .arith import MUL_LATENCY, delay, mul_pipe
 
 __all__ = ["PWLUnit"]
 
@@ -41,10 +40,15 @@ class PWLUnit(wiring.Component):
         super().__init__({"i": In(signed(spec.in_fmt.width)), "v": In(1),
                           "o": Out(signed(spec.out_fmt.width))})
 
+    @staticmethod
+    def latency_of(mul: str) -> int:
+        """Cycles from ``i`` to ``o`` of a unit whose slope multiplier is of kind ``mul``."""
+        return 4 + MUL_LATENCY[mul]
+
     @property
     def latency(self) -> int:
         """Cycles from ``i`` to ``o``."""
-        return 4 + MUL_LATENCY[self.mul]
+        return self.latency_of(self.mul)
 
     def elaborate(self, platform):
         m = Module()

@@ -11,10 +11,18 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import Overflow, QFormat, Rounding
-from ..schedule import MUL_LATENCY, RQ_LATENCY, SEQ_STEPS
 
 __all__ = ["shift_round", "overflow", "rq_pipe", "mul_pipe", "delay", "delay_ram", "Requantizer",
-           "TailMultiplier"]
+           "TailMultiplier", "RQ_LATENCY", "MUL_LATENCY", "SEQ_STEPS"]
+
+#: Register stages of a requantizer (round, then overflow): :attr:`Requantizer.latency`.
+RQ_LATENCY = 2
+#: Cycles per product of the sequential ("seq") multiplier: a quarter of the partial products of
+#: "lut" per cycle, so the tail that uses it takes one emitted row per SEQ_STEPS cycles.
+SEQ_STEPS = 4
+#: Register stages of a tail multiplier by kind (:attr:`TailMultiplier.latency`). "seq" takes one
+#: more than SEQ_STEPS: the partial product a * chunk is registered before it is accumulated.
+MUL_LATENCY = {"dsp": 2, "lut": 2, "seq": SEQ_STEPS + 1}
 
 
 def shift_round(v: Value, shift: int, rounding: Rounding) -> Value:

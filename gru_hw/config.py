@@ -1,0 +1,134 @@
+"""The core's configuration, made once at the edge (CLI, board family or API) and passed down.
+
+:class:`CoreProfile` says *how* the datapath is built for a kind of part (multiplier kind of the
+nonlinear tail, where long delay lines live, which extra registers are inserted);
+:class:`CoreConfig` adds *what* is built (the quantized model, lanes, output mode, weight port).
+Nothing below the edge re-derives a default: the schedule, the memory map and every gateware
+component read their choices from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from .errors import GruHwError
+
+__all__ = ["CoreProfile", "PROFILES", "DEFAULT_PROFILE", "CoreConfig", "get_profile"]
+
+TAIL_MULTIPLIERS = ("dsp", "lut", "seq")
+
+
+@dataclass(frozen=True)
+class CoreProfile:
+    """How a core is built.
+
+    * ``tail_mul``: the tail's four multipliers. ``"dsp"``: ``*`` with registered output (hard
+      multipliers); ``"lut"``: shift-and-add in logic, one product per cycle; ``"seq"``:
+      sequential shift-and-add, one product per :data:`SEQ_STEPS` cycles (the smallest; the tail
+      then takes one emitted row per SEQ_STEPS cycles).
+    * ``park_read_reg``: register the park buffer's read (and the paired new sum) before the
+      tail (the ECP5 critical path was the block-RAM read into the first rounding adder).
+    * ``product_reset_less``: the MAC product register has no reset, so iCE40 synthesis packs
+      weight/vector/product registers and the accumulator adder into the SB_MAC16.
+    * ``ram_delays``: the tail's long, wide delay lines are memories, not register chains
+      (a register costs a logic cell per bit and stage on iCE40).
+    """
+
+    name: str
+    tail_mul: str = "dsp"
+    park_read_reg: bool = True
+    product_reset_less: bool = False
+    ram_delays: bool = False
+
+    def __post_init__(self) -> None:
+        if self.tail_mul not in TAIL_MULTIPLIERS:
+            raise GruHwError(f"tail multiplier must be one of {list(TAIL_MULTIPLIERS)}, "
+                             f"got {self.tail_mul!r}")
+
+    def to_json(self) -> dict:
+        """Return the profile as a JSON-ready dict."""
+        return {"name": self.name, "tail_mul": self.tail_mul, "park_read_reg": self.park_read_reg,
+                "product_reset_less": self.product_reset_less, "ram_delays": self.ram_delays}
+
+
+#: The profiles a build can ask for by name. "dsp" is the ECP5 (and generic) core; "seq" the
+#: iCE40 UP5K core, whose eight SB_MAC16 all serve MAC lanes; "lut" a core without hard
+#: multipliers in the tail that keeps one row per cycle.
+PROFILES: dict[str, CoreProfile] = {
+    "dsp": CoreProfile("dsp", "dsp", park_read_reg=True),
+    "lut": CoreProfile("lut", "lut", park_read_reg=True),
+    "seq": CoreProfile("seq", "seq", park_read_reg=False, product_reset_less=True,
+                       ram_delays=True),
+}
+DEFAULT_PROFILE = PROFILES["dsp"]
+
+
+def get_profile(profile: "CoreProfile | str | None") -> CoreProfile:
+    """Return a profile given itself, its name, or None (the default)."""
+    if profile is None:
+        return DEFAULT_PROFILE
+    if isinstance(profile, CoreProfile):
+        return profile
+    if profile not in PROFILES:
+        raise GruHwError(f"core profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    return PROFILES[profile]
+
+
+@dataclass(frozen=True, eq=False)
+class CoreConfig:
+    """Everything a :class:`gru_hw.gateware.GRUCore` is built from.
+
+    ``qm`` (QuantModel: shapes, QuantSpec, weights), ``lanes`` (MAC lanes P, 1..3H),
+    ``profile`` (a :class:`CoreProfile` or its name), ``sequence`` (emit the top layer's h every
+    step), ``runtime_weights`` (add the weight port; memories and accumulators are then sized
+    for any weights the formats can hold) and ``init_weights`` (with runtime_weights: start with
+    ``qm``'s weights, else zeros). The schedule and the memory map are derived here, once.
+    """
+
+    qm: object
+    lanes: int
+    profile: CoreProfile = field(default=DEFAULT_PROFILE)
+    sequence: bool = False
+    runtime_weights: bool = False
+    init_weights: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "profile", get_profile(self.profile))
+        object.__setattr__(self, "sequence", bool(self.sequence))
+        object.__setattr__(self, "runtime_weights", bool(self.runtime_weights))
+        object.__setattr__(self, "init_weights",
+                           bool(self.init_weights) or not self.runtime_weights)
+        self.schedule  # noqa: B018 (validates lanes now, at the edge)
+
+    @property
+    def spec(self):
+        """The QuantSpec."""
+        return self.qm.spec
+
+    @cached_property
+    def schedule(self):
+        """The exact cycle model (:class:`gru_hw.schedule.Schedule`)."""
+        from .schedule import Schedule
+
+        return Schedule(self.qm, self.lanes, profile=self.profile)
+
+    @cached_property
+    def memory_map(self):
+        """Memory layout, widths and weight-port address map (:class:`gru_hw.memory_map.MemoryMap`)."""
+        from .memory_map import MemoryMap
+
+        return MemoryMap(self.qm, self.schedule, runtime_weights=self.runtime_weights)
+
+    def with_(self, **changes) -> "CoreConfig":
+        """Return a copy with some fields changed."""
+        fields = {"qm": self.qm, "lanes": self.lanes, "profile": self.profile,
+                  "sequence": self.sequence, "runtime_weights": self.runtime_weights,
+                  "init_weights": self.init_weights}
+        fields.update(changes)
+        return CoreConfig(**fields)
+
+    def to_json(self) -> dict:
+        """Return the configuration's choices (not the weights) as a JSON-ready dict."""
+        return {"lanes": self.lanes, "profile": self.profile.to_json(), "sequence": self.sequence,
+                "runtime_weights": self.runtime_weights}

@@ -1,0 +1,109 @@
+"""The MAC lanes: P weight memories, multipliers and accumulators working row-parallel."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["MACLanes"]
+
+
+class MACLanes(wiring.Component):
+    """P multiply-accumulate lanes, each with its own weight memory.
+
+    Lane p holds the weights of row ``g*P + p`` of every group g of the program
+    (:class:`gru_hw.memory_map.MemoryMap`), so one address ``waddr`` serves all lanes.
+
+    Ports:
+      * ``waddr`` (in): weight address, in the issue cycle i (the memories read synchronously).
+      * ``valid``, ``first``, ``vec``, ``tag`` (in): in cycle i + 1, the column's vector element
+        (``signed(vector_width)``), whether the column is the first of its group (the
+        accumulators restart from 0) and a tag carried alongside (``tag_layout``).
+      * ``sums`` (out): every lane's running sum including this column's product, with
+        ``o_valid``, ``o_tag``, ``o_first`` — combinational, in cycle i + 1 + :attr:`LATENCY`.
+        At a group's last column these are the group's P dot products.
+      * ``w_en`` (in, P bits), ``w_addr``, ``w_data`` (in; only with run-time weights): write
+        ``w_data`` at ``w_addr`` into the weight memory of every lane whose ``w_en`` bit is set.
+
+    Latency :attr:`LATENCY` = 2 cycles from operands to sums (operands registered before the
+    multipliers, product register); throughput one column per cycle, no stall.
+    """
+
+    #: Cycles from ``vec`` (operand stage) to ``sums``.
+    LATENCY = 2
+
+    def __init__(self, config, tag_layout: data.Layout) -> None:
+        self.config = config
+        mm = config.memory_map
+        self.lanes = config.lanes
+        self.depth = mm.weight_depth
+        self.weight_width = mm.weight_width
+        self.vector_width = mm.vector_width
+        self.acc_width = mm.acc_width
+        members = {
+            "waddr": In(range(max(self.depth, 2))),
+            "valid": In(1), "first": In(1), "vec": In(signed(self.vector_width)),
+            "tag": In(tag_layout),
+            "o_valid": Out(1), "o_first": Out(1), "o_tag": Out(tag_layout),
+            "sums": Out(data.ArrayLayout(signed(self.acc_width), self.lanes)),
+        }
+        if config.runtime_weights:
+            members.update(w_en=In(self.lanes), w_addr=In(range(max(self.depth, 2))),
+                           w_data=In(signed(mm.data_width)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        mm = cfg.memory_map
+        vec = Signal(signed(self.vector_width), name="vec", reset_less=True)
+        m.d.sync += vec.eq(self.vec)
+        # pipeline control: the operand stage registered once with the operands, then with
+        # the product
+        v1, f1 = Signal(name="v1"), Signal(name="f1")
+        t1 = Signal(self.tag.shape(), name="t1")
+        m.d.sync += [v1.eq(self.valid), f1.eq(self.first), t1.eq(self.tag)]
+        v2, f2 = Signal(name="v2"), Signal(name="f2")
+        t2 = Signal(self.tag.shape(), name="t2")
+        m.d.sync += [v2.eq(v1), f2.eq(f1), t2.eq(t1)]
+        m.d.comb += [self.o_valid.eq(v2), self.o_first.eq(f2), self.o_tag.eq(t2)]
+        for lane in range(self.lanes):
+            wmem = Memory(shape=signed(self.weight_width), depth=max(self.depth, 1),
+                          init=mm.lane_words[lane] if cfg.init_weights else [])
+            m.submodules[f"wmem{lane}"] = wmem
+            wr = wmem.read_port()
+            if cfg.runtime_weights:
+                ww = wmem.write_port()
+                m.d.comb += [ww.addr.eq(self.w_addr), ww.data.eq(self.w_data),
+                             ww.en.eq(self.w_en[lane])]
+            m.d.comb += wr.addr.eq(self.waddr)
+            # the weight word is registered before the multiplier (block RAM output -> hard
+            # multiplier was the ECP5 critical path)
+            w_q = Signal(signed(self.weight_width), name=f"wq{lane}", reset_less=True)
+            m.d.sync += w_q.eq(wr.data)
+            # iCE40 profile: a product register without reset lets Yosys (ice40_dsp) put it,
+            # w_q and vec into the SB_MAC16's own registers and the accumulator's adder into its
+            # adder. Safe: the product is only used under v2.
+            prod = Signal(signed(self.weight_width + self.vector_width), name=f"prod{lane}",
+                          reset_less=cfg.profile.product_reset_less)
+            m.d.sync += prod.eq(w_q * vec)
+            acc = Signal(signed(self.acc_width), name=f"acc{lane}")
+            acc_next = Signal(signed(self.acc_width), name=f"accn{lane}")
+            m.d.comb += acc_next.eq(Mux(f2, 0, acc) + prod)
+            with m.If(v2):
+                m.d.sync += acc.eq(acc_next)
+            m.d.comb += self.sums[lane].eq(acc_next)
+        return m
+
+
+def tag_layout(config) -> data.StructLayout:
+    """Return the layout of the issue tag carried through the MAC lanes to the shift chain."""
+    sch = config.schedule
+    nl = len(config.qm.hidden_sizes)
+    return data.StructLayout({
+        "last": unsigned(1), "fgroup": unsigned(1),
+        "ph": range(max(len(sch.phases), 2)), "layer": range(max(nl, 2)),
+        "rowset": unsigned(2), "nrows": range(config.lanes + 1),
+    })
