@@ -205,156 +205,188 @@ def _first_difference(got: list[int], exp: np.ndarray, where: str, k: int) -> st
 @cocotb.test()
 async def run_job(dut) -> None:
     """Run the job in $GRU_TB_JOB against the core and write the results beside it."""
-    folder = Path(os.environ[JOB_ENV])
-    job = Job.load(folder)
-    opt = job.options
-    wall0 = time.perf_counter()
-    clk_ns = opt.clock_ns
-    payloads = [job.layout.pack_input(job.x[b], job.first[b], job.last[b])
-                for b in range(len(job.x))]
-    seq_first_beat = {}
-    for b in range(len(job.x)):
-        seq_first_beat.setdefault(int(job.beat_seq[b]), b)
-    first_beat_seq = {b: s for s, b in seq_first_beat.items()}
-    seq_last_out = {int(job.exp_seq[k]): k for k in range(len(job.exp_seq))}
-    last_out_seq = {k: s for s, k in seq_last_out.items()}
+    run = _Run(dut, Path(os.environ[JOB_ENV]))
+    await run.start()
+    try:
+        await run.load_weights()
+        if run.opt.reset_after_beats is not None:
+            await run.reset_mid_stream()
+        await run.whole_job()
+    except _Stop as stop:
+        run.result["error"] = str(stop)
+        if run.errors.message and run.errors.message not in run.result["error"]:
+            run.result["error"] += f"; first protocol error: {run.errors.message}"
+    except Exception as exc:  # a bench bug: report it like a failure, with its traceback in the log
+        dut._log.exception("the testbench failed")
+        run.result["error"] = f"testbench error: {exc!r}"
+    finally:
+        run.write_results()
+    assert run.result["match"], run.result["mismatch"]
 
-    result: dict = {"match": False, "mismatch": None, "error": None}
-    progress = Progress()
-    errors = ProtocolError()
-    t_in = np.full(job.sequences, np.nan)
-    t_out = np.full(job.sequences, np.nan)
-    board = Scoreboard(job)
 
-    n_w = int(job.w_addr.size)
-    w_payloads = [job.layout.pack_weight(job.w_addr[i], job.w_data[i], i == n_w - 1)
-                  for i in range(n_w)]
-    dut.i_stream__valid.value = 0
-    dut.i_stream__payload.value = 0
-    dut.o_stream__ready.value = 0
-    if job.layout.w_addr_width:
-        dut.w_stream__valid.value = 0
-        dut.w_stream__payload.value = 0
-    dut.rst.value = 1
-    Clock(dut.clk, clk_ns, unit="ns").start()
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
-    t_start = get_sim_time("ns")
+class _Run:
+    """One job against the core: its beats, scoreboard, timings and results."""
 
-    async def watchdog() -> str:
+    def __init__(self, dut, folder: Path) -> None:
+        self.dut = dut
+        self.folder = folder
+        self.job = job = Job.load(folder)
+        self.opt = job.options
+        self.wall0 = time.perf_counter()
+        self.clk_ns = self.opt.clock_ns
+        self.payloads = [job.layout.pack_input(job.x[b], job.first[b], job.last[b])
+                         for b in range(len(job.x))]
+        seq_first_beat: dict[int, int] = {}
+        for b in range(len(job.x)):
+            seq_first_beat.setdefault(int(job.beat_seq[b]), b)
+        self.first_beat_seq = {b: s for s, b in seq_first_beat.items()}
+        seq_last_out = {int(job.exp_seq[k]): k for k in range(len(job.exp_seq))}
+        self.last_out_seq = {k: s for s, k in seq_last_out.items()}
+        self.result: dict = {"match": False, "mismatch": None, "error": None}
+        self.progress = Progress()
+        self.errors = ProtocolError()
+        self.t_in = np.full(job.sequences, np.nan)
+        self.t_out = np.full(job.sequences, np.nan)
+        self.board = Scoreboard(job)
+        self.t_start = 0.0
+
+    async def start(self) -> None:
+        """Idle every port, reset the core, start the clock."""
+        dut = self.dut
+        dut.i_stream__valid.value = 0
+        dut.i_stream__payload.value = 0
+        dut.o_stream__ready.value = 0
+        if self.job.layout.w_addr_width:
+            dut.w_stream__valid.value = 0
+            dut.w_stream__payload.value = 0
+        dut.rst.value = 1
+        Clock(dut.clk, self.clk_ns, unit="ns").start()
+        await ClockCycles(dut.clk, 4)
+        dut.rst.value = 0
+        await RisingEdge(dut.clk)
+        self.t_start = get_sim_time("ns")
+
+    async def watchdog(self) -> str:
+        """Return a message once no handshake happened for ``stall_cycles`` cycles."""
+        progress = self.progress
         while True:
             before = progress.total
-            await Timer(opt.stall_cycles * clk_ns, unit="ns")
+            await Timer(self.opt.stall_cycles * self.clk_ns, unit="ns")
             if progress.total == before:
-                return (f"timeout: no handshake for {opt.stall_cycles} cycles after "
-                        f"{progress.sent} of {len(payloads)} input beats and "
-                        f"{progress.received} of {len(job.exp_y)} output beats")
+                return (f"timeout: no handshake for {self.opt.stall_cycles} cycles after "
+                        f"{progress.sent} of {len(self.payloads)} input beats and "
+                        f"{progress.received} of {len(self.job.exp_y)} output beats")
 
-    try:
-        if w_payloads:
-            # The weights first, as one packet through the weight port (with the input idles).
-            w_sent = [0]
+    async def load_weights(self) -> None:
+        """Send the job's weights, if any, as one packet through the weight port."""
+        job = self.job
+        n_w = int(job.w_addr.size)
+        if not n_w:
+            return
+        w_payloads = [job.layout.pack_weight(job.w_addr[i], job.w_data[i], i == n_w - 1)
+                      for i in range(n_w)]
+        w_sent = [0]
 
-            def w_accept(k: int, ns: float) -> None:
-                w_sent[0] += 1
-                progress.sent += 1
+        def w_accept(k: int, ns: float) -> None:
+            w_sent[0] += 1
+            self.progress.sent += 1
 
-            wdrv = StreamDriver(dut, pause_generator(opt.idle), w_accept, errors, "w_stream")
-            idx, msg = await select(wdrv.send(w_payloads), watchdog())
-            if idx == 1:
-                raise _Stop(f"{msg} (loading weights: {w_sent[0]} of {n_w} words taken)")
-            if errors.message:
-                raise _Stop(f"{errors.message} (loading weights)")
-            result["weights_loaded"] = w_sent[0]
-            progress.sent = 0
-        t_start = get_sim_time("ns")
-        if opt.reset_after_beats is not None:
-            # Phase 1: part of the stream, then a reset in the middle of it.
-            pre = Scoreboard(job, note=" (before the mid-stream reset)")
-            reached = Event()
+        wdrv = StreamDriver(self.dut, pause_generator(self.opt.idle), w_accept, self.errors,
+                            "w_stream")
+        idx, msg = await select(wdrv.send(w_payloads), self.watchdog())
+        if idx == 1:
+            raise _Stop(f"{msg} (loading weights: {w_sent[0]} of {n_w} words taken)")
+        if self.errors.message:
+            raise _Stop(f"{self.errors.message} (loading weights)")
+        self.result["weights_loaded"] = w_sent[0]
+        self.progress.sent = 0
+        self.t_start = get_sim_time("ns")
 
-            def pre_accept(k: int, ns: float) -> None:
-                progress.sent += 1
-                if k + 1 >= opt.reset_after_beats:
-                    reached.set()
+    async def reset_mid_stream(self) -> None:
+        """Send part of the stream, then reset the core in the middle of it."""
+        dut, opt, progress = self.dut, self.opt, self.progress
+        pre = Scoreboard(self.job, note=" (before the mid-stream reset)")
+        reached = Event()
 
-            def pre_beat(k: int, payload: int, ns: float) -> None:
-                progress.received += 1
-                pre.check(k, payload)
+        def pre_accept(k: int, ns: float) -> None:
+            progress.sent += 1
+            if k + 1 >= opt.reset_after_beats:
+                reached.set()
 
-            drv = StreamDriver(dut, pause_generator(opt.idle), pre_accept, errors)
-            mon = StreamMonitor(dut, pause_generator(opt.backpressure), pre_beat, errors)
-            tasks = [cocotb.start_soon(drv.send(payloads)),
-                     cocotb.start_soon(mon.receive(len(job.exp_y)))]
-            idx, msg = await select(reached.wait(), watchdog())
-            if idx == 1:
-                raise _Stop(f"{msg} (before the mid-stream reset)")
-            await ClockCycles(dut.clk, opt.reset_delay)
-            for t in tasks:
-                t.cancel()
-            dut.i_stream__valid.value = 0
-            dut.o_stream__ready.value = 0
-            dut.rst.value = 1
-            await ClockCycles(dut.clk, opt.reset_cycles)
-            dut.rst.value = 0
-            await RisingEdge(dut.clk)
-            result["reset"] = {"after_beats": progress.sent, "outputs_before": pre.count}
-            if pre.first_mismatch:
-                board.first_mismatch = pre.first_mismatch
-                board.mismatches += pre.mismatches
-            if errors.message:
-                raise _Stop(f"{errors.message} (before the mid-stream reset)")
-            progress.sent = progress.received = 0
-            t_start = get_sim_time("ns")
+        def pre_beat(k: int, payload: int, ns: float) -> None:
+            progress.received += 1
+            pre.check(k, payload)
 
-        # Phase 2: the whole job from a fresh (reset) core.
+        drv = StreamDriver(dut, pause_generator(opt.idle), pre_accept, self.errors)
+        mon = StreamMonitor(dut, pause_generator(opt.backpressure), pre_beat, self.errors)
+        tasks = [cocotb.start_soon(drv.send(self.payloads)),
+                 cocotb.start_soon(mon.receive(len(self.job.exp_y)))]
+        idx, msg = await select(reached.wait(), self.watchdog())
+        if idx == 1:
+            raise _Stop(f"{msg} (before the mid-stream reset)")
+        await ClockCycles(dut.clk, opt.reset_delay)
+        for t in tasks:
+            t.cancel()
+        dut.i_stream__valid.value = 0
+        dut.o_stream__ready.value = 0
+        dut.rst.value = 1
+        await ClockCycles(dut.clk, opt.reset_cycles)
+        dut.rst.value = 0
+        await RisingEdge(dut.clk)
+        self.result["reset"] = {"after_beats": progress.sent, "outputs_before": pre.count}
+        if pre.first_mismatch:
+            self.board.first_mismatch = pre.first_mismatch
+            self.board.mismatches += pre.mismatches
+        if self.errors.message:
+            raise _Stop(f"{self.errors.message} (before the mid-stream reset)")
+        progress.sent = progress.received = 0
+        self.t_start = get_sim_time("ns")
+
+    async def whole_job(self) -> None:
+        """The whole job from a fresh (reset) core, timing each sequence."""
+        opt, progress = self.opt, self.progress
+
         def accept(k: int, ns: float) -> None:
             progress.sent += 1
-            s = first_beat_seq.get(k)
+            s = self.first_beat_seq.get(k)
             if s is not None:
-                t_in[s] = ns
+                self.t_in[s] = ns
 
         def beat(k: int, payload: int, ns: float) -> None:
             progress.received += 1
-            board.check(k, payload)
-            s = last_out_seq.get(k)
+            self.board.check(k, payload)
+            s = self.last_out_seq.get(k)
             if s is not None:
-                t_out[s] = ns
+                self.t_out[s] = ns
 
-        drv = StreamDriver(dut, pause_generator(opt.idle), accept, errors)
-        mon = StreamMonitor(dut, pause_generator(opt.backpressure), beat, errors)
-        cocotb.start_soon(drv.send(payloads))
-        idx, msg = await select(mon.receive(len(job.exp_y)), watchdog())
+        drv = StreamDriver(self.dut, pause_generator(opt.idle), accept, self.errors)
+        mon = StreamMonitor(self.dut, pause_generator(opt.backpressure), beat, self.errors)
+        cocotb.start_soon(drv.send(self.payloads))
+        idx, msg = await select(mon.receive(len(self.job.exp_y)), self.watchdog())
         if idx == 1:
             raise _Stop(msg)
-        if errors.message:
-            raise _Stop(errors.message)
-        extra = await mon.expect_quiet(max(16, opt.stall_cycles // 100), clk_ns)
+        if self.errors.message:
+            raise _Stop(self.errors.message)
+        extra = await mon.expect_quiet(max(16, opt.stall_cycles // 100), self.clk_ns)
         if extra:
             raise _Stop(extra)
-    except _Stop as stop:
-        result["error"] = str(stop)
-        if errors.message and errors.message not in result["error"]:
-            result["error"] += f"; first protocol error: {errors.message}"
-    except Exception as exc:  # a bench bug: report it like a failure, with its traceback in the log
-        dut._log.exception("the testbench failed")
-        result["error"] = f"testbench error: {exc!r}"
-    finally:
-        sim_ns = get_sim_time("ns") - t_start
-        cycles = np.rint((t_out - t_in) / clk_ns)
+
+    def write_results(self) -> None:
+        """Decide match/mismatch and write results.json + results.npz beside the job."""
+        result, board, job = self.result, self.board, self.job
+        sim_ns = get_sim_time("ns") - self.t_start
+        cycles = np.rint((self.t_out - self.t_in) / self.clk_ns)
         result["mismatch"] = board.first_mismatch or result["error"]
         if result["mismatch"] is None and board.count != len(job.exp_y):
             result["mismatch"] = f"only {board.count} of {len(job.exp_y)} output beats arrived"
         result["match"] = result["mismatch"] is None
-        result.update(mismatches=board.mismatches, beats_sent=progress.sent,
+        result.update(mismatches=board.mismatches, beats_sent=self.progress.sent,
                       beats_received=board.count, beats_expected=int(len(job.exp_y)),
-                      sim_cycles=int(round(sim_ns / clk_ns)),
-                      wall_seconds=time.perf_counter() - wall0)
-        np.savez(folder / RESULTS_NPZ, y=board.got, y_head=board.got_head, last=board.got_last,
-                 cycles=np.nan_to_num(cycles, nan=-1).astype(np.int64))
-        (folder / RESULTS_JSON).write_text(json.dumps(result, indent=1))
-    assert result["match"], result["mismatch"]
+                      sim_cycles=int(round(sim_ns / self.clk_ns)),
+                      wall_seconds=time.perf_counter() - self.wall0)
+        np.savez(self.folder / RESULTS_NPZ, y=board.got, y_head=board.got_head,
+                 last=board.got_last, cycles=np.nan_to_num(cycles, nan=-1).astype(np.int64))
+        (self.folder / RESULTS_JSON).write_text(json.dumps(result, indent=1))
 
 
 class _Stop(Exception):
