@@ -24,7 +24,6 @@ h_{t-1}) and their input part (which needs h of the layer below, step t) second.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from .config import CoreProfile, get_profile

@@ -11,8 +11,10 @@ import math
 
 import numpy as np
 from amaranth import Array, Module, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from gru_hw.gateware.streams import input_layout, output_layout
 
 
 def standin_weights(qm) -> np.ndarray:
@@ -55,10 +57,8 @@ class StandInCore(wiring.Component):
         self.y_width = qm.spec.out_fmt.width
         self.groups = math.ceil(self.n_out / self.lanes)
         super().__init__({
-            "i_stream": In(stream.Signature(data.StructLayout({
-                "x": data.ArrayLayout(signed(self.x_width), self.n_in), "first": 1, "last": 1}))),
-            "o_stream": Out(stream.Signature(data.StructLayout({
-                "y": data.ArrayLayout(signed(self.y_width), self.n_out), "last": 1}))),
+            "i_stream": In(stream.Signature(input_layout(self.n_in, self.x_width))),
+            "o_stream": Out(stream.Signature(output_layout(self.n_out, self.y_width))),
         })
 
     @property

@@ -13,19 +13,12 @@ from pathlib import Path
 
 import numpy as np
 from amaranth import Module, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 
-def in_layout(inputs: int, x_width: int) -> data.StructLayout:
-    """Return the i_stream payload layout of the core contract."""
-    return data.StructLayout({"x": data.ArrayLayout(signed(x_width), inputs),
-                              "first": 1, "last": 1})
-
-
-def out_layout(outputs: int, out_width: int) -> data.StructLayout:
-    """Return the o_stream payload layout of the core contract."""
-    return data.StructLayout({"y": data.ArrayLayout(signed(out_width), outputs), "last": 1})
+from gru_hw.gateware.streams import input_layout as in_layout
+from gru_hw.gateware.streams import output_layout as out_layout
 
 
 class RunningSumCore(wiring.Component):

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
 from .chain import ROWSET_CODE
 from .mac import tag_layout
+from .streams import input_layout
 
-__all__ = ["Controller", "input_layout"]
+__all__ = ["Controller"]
 
 SRC_CODE = {"x": 0, "h_below": 1, "h_own": 2, "rh": 3, "h_top": 4}
-
-
-def input_layout(config) -> data.StructLayout:
-    """The input stream's payload: one time step."""
-    return data.StructLayout({
-        "x": data.ArrayLayout(signed(config.spec.x_fmt.width), config.qm.input_size),
-        "first": 1, "last": 1})
 
 
 class Controller(wiring.Component):
@@ -30,7 +24,8 @@ class Controller(wiring.Component):
     register, room in the shift chain (it counts the chain's occupancy).
 
     Ports:
-      * ``i_stream`` (in): the input beats (:func:`input_layout`); taken at the start of a step.
+      * ``i_stream`` (in): the input beats (:func:`gru_hw.gateware.streams.input_layout`);
+        taken at the start of a step.
       * ``w_block`` (in): a weight packet is offered or being written: take no input beat.
         ``accept`` (out): a beat is taken this cycle.
       * ``waddr`` (out): the weight address of the column issued this cycle (cycle i).
@@ -58,7 +53,8 @@ class Controller(wiring.Component):
         ga = max(1, (max(sum(hs), 2) - 1).bit_length())
         h_w = config.spec.h_fmt.width
         members = {
-            "i_stream": In(stream.Signature(input_layout(config))),
+            "i_stream": In(stream.Signature(input_layout(config.qm.input_size,
+                                                         config.spec.x_fmt.width))),
             "w_block": In(1), "accept": Out(1),
             "waddr": Out(range(max(sch.weight_depth, 2))),
             "vec_rd": In(ReadPort.Signature(addr_width=sa, shape=signed(h_w))),

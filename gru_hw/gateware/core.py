@@ -17,16 +17,17 @@ Every requantization point uses its own rounding and overflow mode from the Quan
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
 from ..config import CoreConfig
 from ..errors import GruHwError
 from .chain import ChainExit
-from .controller import Controller, input_layout
+from .controller import Controller
 from .mac import MACLanes, tag_layout
 from .state import StateMemories
+from .streams import input_layout, output_layout, weight_layout
 from .tail import Tail
 
 __all__ = ["GRUCore"]
@@ -83,18 +84,16 @@ class GRUCore(wiring.Component):
             self.out_width, self.y_size = spec.h_fmt.width, qm.hidden_sizes[-1]
         else:
             self.out_width, self.y_size = spec.out_fmt.width, qm.output_size
-        fields = {"y": data.ArrayLayout(signed(self.out_width), self.y_size)}
-        if self.sequence and self.has_head:
-            fields["y_head"] = data.ArrayLayout(signed(spec.out_fmt.width), qm.output_size)
-        fields["last"] = unsigned(1)
-        self.i_layout = input_layout(config)
-        self.o_layout = data.StructLayout(fields)
+        both = self.sequence and self.has_head
+        self.i_layout = input_layout(qm.input_size, spec.x_fmt.width)
+        self.o_layout = output_layout(self.y_size, self.out_width,
+                                      head_outputs=qm.output_size if both else None,
+                                      head_width=spec.out_fmt.width)
         ports = {"i_stream": In(stream.Signature(self.i_layout)),
                  "o_stream": Out(stream.Signature(self.o_layout))}
         if self.runtime_weights:
             mm = self.memory_map
-            self.w_layout = data.StructLayout({
-                "addr": unsigned(mm.addr_width), "data": signed(mm.data_width), "last": 1})
+            self.w_layout = weight_layout(mm.addr_width, mm.data_width)
             ports["w_stream"] = In(stream.Signature(self.w_layout))
         super().__init__(ports)
 
