@@ -42,9 +42,9 @@ class Phase:
     new h of layer-1, "h_own" the layer's own h_{t-1}, "rh" the reset_before r*h vector, "h_top"
     the top layer's h for the head), ``emit`` (False: park the accumulators in the buffer; True:
     send the rows to the tail), ``rows``, ``cols``, ``groups``, the first weight address
-    ``waddr`` and group index ``gbase`` (bias address) in the per-lane memories, the buffer index
-    ``bufbase`` of group 0 (in groups), the first row ``brow`` of its biases in the shared bias
-    ROM, the first row ``urow`` of its rows in the shared park buffer, and the controller flags ``accept`` (takes the input beat),
+    ``waddr`` in the lane memories, the first row ``brow`` of its biases in the shared bias
+    memory, the first row ``urow`` of its rows in the shared park buffer, and the controller
+    flags ``accept`` (takes the input beat),
     ``first_h_read`` (the layer's first pass over its own h this step: latches the zero state and
     marks the layer busy), ``final`` (the pass whose rows complete the layer's step, or the
     head), ``rz_final`` (reset_before: the pass whose rows produce r*h and z).
@@ -58,8 +58,6 @@ class Phase:
     cols: int
     groups: int
     waddr: int
-    gbase: int
-    bufbase: int
     brow: int = 0
     urow: int = 0
     accept: bool = False
@@ -165,42 +163,40 @@ class Schedule:
         sh = self.shapes
         p = self.lanes
         out: list[Phase] = []
-        waddr = gbase = brow = 0
+        waddr = brow = 0
 
-        def add(layer, rowset, source, emit, rows, bufbase, **flags):
-            nonlocal waddr, gbase, brow
+        def add(layer, rowset, source, emit, rows, **flags):
+            nonlocal waddr, brow
             cols = (sh.layer_input_size(layer) if source in ("x", "h_below")
                     else sh.hidden_sizes[layer] if layer >= 0 else sh.hidden_sizes[-1])
             groups = _ceil_div(rows, p)
             urow = 2 * sh.hidden_sizes[layer] if rowset == "n" and not sh.reset_after else 0
-            out.append(Phase(layer, rowset, source, emit, rows, cols, groups, waddr, gbase,
-                             bufbase, brow, urow, **flags))
+            out.append(Phase(layer, rowset, source, emit, rows, cols, groups, waddr, brow, urow,
+                             **flags))
             waddr += groups * cols
-            gbase += groups
             brow += rows
 
         for k, hk in enumerate(sh.hidden_sizes):
             xs = "x" if k == 0 else "h_below"
             if sh.reset_after:
                 if k == 0:
-                    add(k, "all", xs, False, 3 * hk, 0, accept=True)
-                    add(k, "all", "h_own", True, 3 * hk, 0, first_h_read=True, final=True)
+                    add(k, "all", xs, False, 3 * hk, accept=True)
+                    add(k, "all", "h_own", True, 3 * hk, first_h_read=True, final=True)
                 else:
-                    add(k, "all", "h_own", False, 3 * hk, 0, first_h_read=True)
-                    add(k, "all", xs, True, 3 * hk, 0, final=True)
+                    add(k, "all", "h_own", False, 3 * hk, first_h_read=True)
+                    add(k, "all", xs, True, 3 * hk, final=True)
             else:
-                g_rz = _ceil_div(2 * hk, p)
                 if k == 0:
-                    add(k, "rz", xs, False, 2 * hk, 0, accept=True)
-                    add(k, "rz", "h_own", True, 2 * hk, 0, first_h_read=True, rz_final=True)
+                    add(k, "rz", xs, False, 2 * hk, accept=True)
+                    add(k, "rz", "h_own", True, 2 * hk, first_h_read=True, rz_final=True)
                 else:
-                    add(k, "rz", "h_own", False, 2 * hk, 0, first_h_read=True)
-                    add(k, "rz", xs, True, 2 * hk, 0, rz_final=True)
-                add(k, "n", xs, False, hk, g_rz)
-                add(k, "n", "rh", True, hk, g_rz, final=True)
+                    add(k, "rz", "h_own", False, 2 * hk, first_h_read=True)
+                    add(k, "rz", xs, True, 2 * hk, rz_final=True)
+                add(k, "n", xs, False, hk)
+                add(k, "n", "rh", True, hk, final=True)
         n_step = len(out)
         if sh.head_size is not None:
-            add(-1, "head", "h_top", True, sh.head_size, 0, final=True)
+            add(-1, "head", "h_top", True, sh.head_size, final=True)
         return out, n_step
 
     # ---- pipeline depths: sums of the components' declared latencies ---------------------------
@@ -295,11 +291,6 @@ class Schedule:
         return sum(ph.groups * ph.cols for ph in self.phases)
 
     @property
-    def bias_depth(self) -> int:
-        """Words per lane bias memory (one per group of the program)."""
-        return sum(ph.groups for ph in self.phases)
-
-    @property
     def bias_rows(self) -> int:
         """Words of the shared bias ROM (one per row of every phase)."""
         return sum(ph.rows for ph in self.phases)
@@ -308,11 +299,6 @@ class Schedule:
     def buffer_rows(self) -> int:
         """Words of the shared park buffer (one per gate row of the largest layer)."""
         return 3 * max(self.shapes.hidden_sizes)
-
-    @property
-    def buffer_depth(self) -> int:
-        """Words per lane accumulator buffer (groups of one layer's gate rows)."""
-        return max(max(ph.bufbase + ph.groups for ph in self.phases), 1)
 
     @property
     def macs_per_step(self) -> int:
