@@ -116,8 +116,48 @@ def ecp5_pll(fin_mhz: float, fout_mhz: float, *, not_above: bool = False) -> ECP
     return best[1]
 
 
+def ice40_pll_instance(cfg: ICE40PLLConfig, pad, clk, locked) -> Instance:
+    """Return the SB_PLL40_PAD for ``cfg``: ``pad`` is the PLL's package pin (a ``dir="-"``
+    port), ``clk`` the global output, ``locked`` the lock flag."""
+    return Instance(
+        "SB_PLL40_PAD",
+        p_FEEDBACK_PATH="SIMPLE",
+        p_DIVR=Const(cfg.divr, 4), p_DIVF=Const(cfg.divf, 7), p_DIVQ=Const(cfg.divq, 3),
+        p_FILTER_RANGE=Const(cfg.filter_range, 3),
+        i_PACKAGEPIN=pad.io,
+        i_RESETB=Const(1), i_BYPASS=Const(0),
+        o_PLLOUTGLOBAL=clk, o_LOCK=locked,
+    )
+
+
+def ecp5_pll_instance(cfg: ECP5PLLConfig, clk_in, clk, locked) -> Instance:
+    """Return the EHXPLLL for ``cfg``: ``clk_in`` is the buffered board clock, ``clk`` the
+    output (CLKOP, also the feedback), ``locked`` the lock flag."""
+    return Instance(
+        "EHXPLLL",
+        a_FREQUENCY_PIN_CLKI=f"{cfg.fin_mhz:g}",
+        a_FREQUENCY_PIN_CLKOP=f"{cfg.fout_mhz:g}",
+        a_ICP_CURRENT="12", a_LPF_RESISTOR="8",
+        a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
+        p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+        p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
+        p_OUTDIVIDER_MUXB="DIVB", p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
+        p_CLKI_DIV=cfg.clki_div, p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=cfg.clkop_div,
+        p_CLKOP_CPHASE=cfg.clkop_div - 1, p_CLKOP_FPHASE=0,
+        p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=cfg.clkfb_div,
+        i_RST=Const(0), i_STDBY=Const(0), i_CLKI=clk_in, o_CLKOP=clk, i_CLKFB=clk,
+        i_PHASESEL0=Const(0), i_PHASESEL1=Const(0), i_PHASEDIR=Const(1),
+        i_PHASESTEP=Const(1), i_PHASELOADREG=Const(1), i_PLLWAKESYNC=Const(0),
+        i_ENCLKOP=Const(0), o_LOCK=locked,
+    )
+
+
 class PLLClockDomain(Elaboratable):
     """Create the ``sync`` domain from a board clock through the family's PLL.
+
+    ``family`` is a :class:`gru_hw.boards.family.Family` (or its name, ``"ice40"`` / ``"ecp5"``):
+    it computes the divider settings and adds the PLL primitive. Usually made by
+    ``Family.pll_domain``.
 
     The parent defines ``sync`` (``ClockDomain("sync")``); this drives its clock and reset.
     ``clk_port`` is the board clock resource requested with ``dir="-"`` (iCE40: fed straight to
@@ -126,55 +166,22 @@ class PLLClockDomain(Elaboratable):
     ``locked`` is high once the PLL is locked.
     """
 
-    def __init__(self, family: str, clk_port, fin_mhz: float, fout_mhz: float, *,
+    def __init__(self, family, clk_port, fin_mhz: float, fout_mhz: float, *,
                  por_cycles: int = 1024, not_above: bool = False) -> None:
-        self.family = family
+        from .family import get_family
+
+        self.family = get_family(family)
         self.clk_port = clk_port
         self.por_cycles = por_cycles
-        if family == "ice40":
-            self.config = ice40_pll(fin_mhz, fout_mhz, not_above=not_above)
-        elif family == "ecp5":
-            self.config = ecp5_pll(fin_mhz, fout_mhz, not_above=not_above)
-        else:
-            raise ValueError(f"no PLL for family {family!r}")
+        self.config = self.family.pll_config(fin_mhz, fout_mhz, not_above=not_above)
         self.fout_mhz = self.config.fout_mhz
         self.locked = Signal()
         self.clk = Signal()
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        cfg = self.config
         clk = self.clk
-        if self.family == "ice40":
-            m.submodules.pll = Instance(
-                "SB_PLL40_PAD",
-                p_FEEDBACK_PATH="SIMPLE",
-                p_DIVR=Const(cfg.divr, 4), p_DIVF=Const(cfg.divf, 7), p_DIVQ=Const(cfg.divq, 3),
-                p_FILTER_RANGE=Const(cfg.filter_range, 3),
-                i_PACKAGEPIN=self.clk_port.io,
-                i_RESETB=Const(1), i_BYPASS=Const(0),
-                o_PLLOUTGLOBAL=clk, o_LOCK=self.locked,
-            )
-        else:
-            from amaranth.lib import io
-            m.submodules.clk_buf = buf = io.Buffer("i", self.clk_port)
-            m.submodules.pll = Instance(
-                "EHXPLLL",
-                a_FREQUENCY_PIN_CLKI=f"{cfg.fin_mhz:g}",
-                a_FREQUENCY_PIN_CLKOP=f"{cfg.fout_mhz:g}",
-                a_ICP_CURRENT="12", a_LPF_RESISTOR="8",
-                a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
-                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
-                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
-                p_OUTDIVIDER_MUXB="DIVB", p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
-                p_CLKI_DIV=cfg.clki_div, p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=cfg.clkop_div,
-                p_CLKOP_CPHASE=cfg.clkop_div - 1, p_CLKOP_FPHASE=0,
-                p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=cfg.clkfb_div,
-                i_RST=Const(0), i_STDBY=Const(0), i_CLKI=buf.i, o_CLKOP=clk, i_CLKFB=clk,
-                i_PHASESEL0=Const(0), i_PHASESEL1=Const(0), i_PHASEDIR=Const(1),
-                i_PHASESTEP=Const(1), i_PHASELOADREG=Const(1), i_PLLWAKESYNC=Const(0),
-                i_ENCLKOP=Const(0), o_LOCK=self.locked,
-            )
+        self.family.add_pll(m, self.config, self.clk_port, clk, self.locked)
         # nextpnr derives the output clock's constraint from the PLL settings and the board
         # clock's constraint, so none is added here.
 

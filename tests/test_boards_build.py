@@ -40,7 +40,7 @@ def test_boards_match_amaranth_boards():
     for b in BOARDS.values():
         plat = b.platform_class()
         assert plat.device == b.device, b.name
-        assert b.family == ("ice40" if plat.device.startswith("iCE40") else "ecp5")
+        assert b.family.name == ("ice40" if plat.device.startswith("iCE40") else "ecp5")
         assert b.dsp > 0 and b.bram > 0
 
 

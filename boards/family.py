@@ -1,0 +1,283 @@
+"""FPGA families as objects: what differs between an iCE40 and an ECP5 build, in one place.
+
+A :class:`Family` owns the PLL (divider search and primitive), the synthesis options, the
+place-and-route and pack tools, the bitstream file name, how boards of the family are flashed
+by default, the nextpnr resource (bel) names, and the core profile a device of the family gets.
+A board (:class:`gru_hw.boards.Board`) is a table entry that names its family; nothing else
+branches on the family's name.
+
+:func:`core_config_for` is the one place the core configuration of a board build is made:
+``gru-hw build`` builds it, and ``info --board`` / ``simulate --board`` describe and run it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from amaranth import Module
+
+from ..config import PROFILES, CoreConfig, CoreProfile
+from .pll import (ECP5PLLConfig, ICE40PLLConfig, PLLClockDomain, ecp5_pll, ecp5_pll_instance,
+                  ice40_pll, ice40_pll_instance)
+
+if TYPE_CHECKING:
+    from . import Board
+
+__all__ = ["FlashTool", "Family", "ICE40Family", "ECP5Family", "ICE40", "ECP5", "FAMILIES",
+           "FLASH_METHODS", "get_family", "core_config_for"]
+
+
+@dataclass(frozen=True)
+class FlashTool:
+    """A programming tool: its command, the variable that overrides it, how to install it."""
+
+    command: str
+    env_var: str
+    install: str
+
+    def resolve(self, env: Mapping[str, str] | None = None) -> str:
+        """Return the command to run: ``$ENV_VAR`` when set, else :attr:`command`."""
+        env = os.environ if env is None else env
+        return env.get(self.env_var) or self.command
+
+
+ICEPROG = FlashTool("iceprog", "ICEPROG", "apt-get install fpga-icestorm")
+OPENFPGALOADER = FlashTool("openFPGALoader", "OPENFPGALOADER", "apt-get install openfpgaloader")
+
+#: Flash method -> (tool, needs an openFPGALoader board name).
+#: ``iceprog``: SPI flash through the board's FTDI (``-S``: SRAM only, when not persisting);
+#: ``jtag``: ``openFPGALoader -b NAME`` over the board's JTAG (``-f``: into its SPI flash);
+#: ``dfu``: ``openFPGALoader -b NAME`` through a DFU bootloader (always the flash; the board's
+#: ``dfu_id`` VID:PID is written into the bitstream's DFU suffix first, when dfu-suffix exists).
+FLASH_METHODS: dict[str, tuple[FlashTool, bool]] = {
+    "iceprog": (ICEPROG, False),
+    "jtag": (OPENFPGALOADER, True),
+    "dfu": (OPENFPGALOADER, True),
+}
+
+
+class Family:
+    """An FPGA family: the knowledge a board build needs beyond the board's own table entry.
+
+    Subclasses set the class attributes and implement :meth:`pll_config` and :meth:`add_pll`.
+    """
+
+    #: Short name, as boards and report.json spell it.
+    name: str = ""
+    #: Place-and-route and pack tools, as the amaranth platform's command list names them.
+    pnr_tool: str = ""
+    pack_tool: str = ""
+    #: Bitstream file suffix (the build's file is ``top`` + this).
+    bitstream_suffix: str = ""
+    #: How boards of the family are flashed unless their entry says otherwise (FLASH_METHODS).
+    default_flash_method: str = ""
+    #: Normalised resource name -> nextpnr bel types (report.json utilization).
+    resources: Mapping[str, tuple[str, ...]] = {}
+    #: Regular expression of the flip-flop cell types in Yosys' statistics.
+    ff_cells: str = ""
+    #: Extra nextpnr options (after the flow's own --report and --timing-allow-fail).
+    nextpnr_extra: str = ""
+
+    #: The synthesis tool (common to both families).
+    synth_tool = "yosys"
+    #: Options every build passes to nextpnr.
+    NEXTPNR_OPTS = "--report nextpnr-report.json --timing-allow-fail"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+    # ---- tools ----
+    @property
+    def tools(self) -> dict[str, str]:
+        """Tool -> build stage it runs (synthesis, place and route, pack)."""
+        return {self.synth_tool: "synthesis", self.pnr_tool: "place and route",
+                self.pack_tool: "pack"}
+
+    @property
+    def yowasp_tools(self) -> dict[str, str]:
+        """Tool -> the YoWASP command that provides it."""
+        return {t: f"yowasp-{t}" for t in self.tools}
+
+    def synth_opts(self, board: "Board", *, runtime_weights: bool = False) -> str | None:
+        """Return the Yosys ``synth_*`` options for a build (None: the platform's default)."""
+        return None
+
+    def nextpnr_opts(self, board: "Board") -> str:
+        """Return the nextpnr options for a build."""
+        return f"{self.NEXTPNR_OPTS} {self.nextpnr_extra}".strip()
+
+    def build_overrides(self, board: "Board", *, runtime_weights: bool = False) -> dict:
+        """Return the keyword overrides for the amaranth platform's ``prepare``."""
+        overrides = {"nextpnr_opts": self.nextpnr_opts(board)}
+        synth = self.synth_opts(board, runtime_weights=runtime_weights)
+        if synth is not None:
+            overrides["synth_opts"] = synth
+        return overrides
+
+    def bitstream_name(self, top: str = "top") -> str:
+        """Return the bitstream file name of the design ``top``."""
+        return top + self.bitstream_suffix
+
+    def is_dsp(self, resource: str) -> bool:
+        """Tell whether ``resource`` (normalised or a nextpnr bel) is a hard multiplier."""
+        return resource == "dsp" or resource in self.resources.get("dsp", ())
+
+    # ---- PLL ----
+    def pll_config(self, fin_mhz: float, fout_mhz: float, *, not_above: bool = False):
+        """Return the PLL settings closest to ``fout_mhz`` (their ``fout_mhz``: what it makes)."""
+        raise NotImplementedError
+
+    def add_pll(self, m: Module, config, clk_port, clk, locked) -> None:
+        """Add the PLL primitive for ``config`` to ``m`` (``clk_port``: the board clock resource
+        requested with ``dir="-"``; ``clk``: the output clock signal; ``locked``: lock flag)."""
+        raise NotImplementedError
+
+    def pll_domain(self, clk_port, fin_mhz: float, fout_mhz: float, *, not_above: bool = False,
+                   por_cycles: int = 1024) -> PLLClockDomain:
+        """Return the elaboratable that drives ``sync`` from the board clock through the PLL."""
+        return PLLClockDomain(self, clk_port, fin_mhz, fout_mhz, not_above=not_above,
+                              por_cycles=por_cycles)
+
+    # ---- core ----
+    def core_profile(self, model, lanes: int, dsp_budget: int | None) -> CoreProfile:
+        """Return the core profile for ``lanes`` on a device with ``dsp_budget`` hard multipliers.
+
+        ``model``: a QuantModel, GRUModel or Shapes. The "seq" profile (the tail's four products
+        as small sequential logic multipliers) when the lanes plus the tail would need more hard
+        multipliers than the device has, so every hard multiplier serves a MAC lane; else "dsp".
+        A tail product is wider than 16 x 16 (e.g. r * hn): it counts as two hard blocks.
+        Without a budget: "dsp".
+        """
+        from ..schedule import Schedule
+
+        if dsp_budget is None:
+            return PROFILES["dsp"]
+        tail = Schedule(model, lanes, profile=PROFILES["dsp"]).tail_multipliers
+        return PROFILES["seq"] if lanes + 2 * tail > dsp_budget else PROFILES["dsp"]
+
+    # ---- flashing ----
+    def flash_tool(self, board: "Board") -> FlashTool:
+        """Return the tool that programs ``board``."""
+        return FLASH_METHODS[board.flash_method][0]
+
+    def flash_command(self, board: "Board", bitstream: str | os.PathLike, *,
+                      persist: bool = True, env: Mapping[str, str] | None = None) -> list[str]:
+        """Return the command that programs ``bitstream`` into ``board``.
+
+        ``persist``: into the configuration flash (survives power-off) where the method has a
+        choice. ``env`` (default: the process environment) may override the tool's command.
+        """
+        tool = self.flash_tool(board).resolve(env)
+        bit = str(bitstream)
+        method = board.flash_method
+        if method == "iceprog":
+            return [tool, bit] if persist else [tool, "-S", bit]
+        if method == "jtag":
+            return [tool, "-b", board.loader_board] + (["-f"] if persist else []) + [bit]
+        if method == "dfu":
+            return [tool, "-b", board.loader_board, bit]
+        raise ValueError(f"{board.name}: unknown flash method {method!r}")
+
+    def flash_prepare(self, board: "Board", bitstream: str | os.PathLike) -> list[list[str]]:
+        """Return the commands to run on the bitstream before flashing (each optional: skipped
+        when its tool is missing), e.g. the DFU suffix of a DFU-bootloader board."""
+        if board.flash_method == "dfu" and board.dfu_id:
+            vid, pid = board.dfu_id.split(":")
+            return [["dfu-suffix", "-v", vid, "-p", pid, "-a", str(bitstream)]]
+        return []
+
+
+class ICE40Family(Family):
+    """Lattice iCE40 (nextpnr-ice40, icepack, SB_PLL40_PAD, SB_MAC16)."""
+
+    name = "ice40"
+    pnr_tool = "nextpnr-ice40"
+    pack_tool = "icepack"
+    bitstream_suffix = ".bin"
+    default_flash_method = "iceprog"
+    resources = {"lut": ("ICESTORM_LC",), "dsp": ("ICESTORM_DSP",), "bram": ("ICESTORM_RAM",),
+                 "spram": ("ICESTORM_SPRAM",), "pll": ("ICESTORM_PLL",), "io": ("SB_IO",)}
+    ff_cells = r"SB_DFF\w*"
+
+    def synth_opts(self, board: "Board", *, runtime_weights: bool = False) -> str | None:
+        """``-dsp`` (else multipliers become logic: one 16 x 16 is ~1000 LUTs), and on UltraPlus
+        parts ``-device u`` unless the build has run-time weights.
+
+        ``-device u``: ABC9 maps with the UP5K's (slower) LUT/carry delays instead of the
+        default HX ones. iCEBreaker 12-32-9, 8 lanes 8/8, same netlist input, nextpnr default
+        seed: 4713 -> 4705 LC, routed Fmax 34.20 -> 40.10 MHz. (``-dff``: YoWASP Yosys runs out
+        of wasm stack on this design; ``-abc9`` is already the default of synth_ice40.) Not with
+        run-time weights: there it costs LCs (8 lanes 8/8: 5253 LC, 30.05 MHz without;
+        5289/5280 LC, does not fit, with).
+        """
+        up = board.device.startswith("iCE40UP") and not runtime_weights
+        return "-dsp -device u" if up else "-dsp"
+
+    def pll_config(self, fin_mhz: float, fout_mhz: float, *,
+                   not_above: bool = False) -> ICE40PLLConfig:
+        return ice40_pll(fin_mhz, fout_mhz, not_above=not_above)
+
+    def add_pll(self, m: Module, config, clk_port, clk, locked) -> None:
+        # SB_PLL40_PAD takes the package pin itself: the board clock must be the PLL's pad.
+        m.submodules.pll = ice40_pll_instance(config, clk_port, clk, locked)
+
+
+class ECP5Family(Family):
+    """Lattice ECP5 (nextpnr-ecp5, ecppack, EHXPLLL, MULT18X18D)."""
+
+    name = "ecp5"
+    pnr_tool = "nextpnr-ecp5"
+    pack_tool = "ecppack"
+    bitstream_suffix = ".bit"
+    default_flash_method = "jtag"
+    resources = {"lut": ("TRELLIS_COMB",), "ff": ("TRELLIS_FF",), "dsp": ("MULT18X18D",),
+                 "bram": ("DP16KD",), "pll": ("EHXPLLL",), "io": ("TRELLIS_IO",)}
+    ff_cells = r"TRELLIS_FF"
+
+    def pll_config(self, fin_mhz: float, fout_mhz: float, *,
+                   not_above: bool = False) -> ECP5PLLConfig:
+        return ecp5_pll(fin_mhz, fout_mhz, not_above=not_above)
+
+    def add_pll(self, m: Module, config, clk_port, clk, locked) -> None:
+        from amaranth.lib import io
+
+        m.submodules.clk_buf = buf = io.Buffer("i", clk_port)
+        m.submodules.pll = ecp5_pll_instance(config, buf.i, clk, locked)
+
+
+ICE40 = ICE40Family()
+ECP5 = ECP5Family()
+#: Family name -> family object.
+FAMILIES: dict[str, Family] = {f.name: f for f in (ICE40, ECP5)}
+
+
+def get_family(family: Family | str) -> Family:
+    """Return the family object given itself or its name (an unknown name raises ValueError)."""
+    if isinstance(family, Family):
+        return family
+    try:
+        return FAMILIES[family]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown FPGA family {family!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def core_config_for(qm, board: "Board | str", lanes: int, *, runtime_weights: bool = False,
+                    sequence: bool = False) -> CoreConfig:
+    """Return the core configuration a build of ``qm`` for ``board`` at ``lanes`` lanes makes.
+
+    ``board`` is a :class:`gru_hw.boards.Board` or its name. The profile comes from the board's
+    family and hard-multiplier count (:meth:`Family.core_profile`); ``runtime_weights`` adds the
+    weight port (the memories start with ``qm``'s weights); ``sequence`` emits the top layer's
+    h every step (simulation: a board build has ``sequence=False``). Lanes outside 1..3H raise
+    GruHwError.
+    """
+    if isinstance(board, str):
+        from . import get_board
+
+        board = get_board(board)
+    profile = board.core_profile(qm, lanes)
+    return CoreConfig(qm, lanes, profile, sequence=sequence, runtime_weights=runtime_weights)
+
