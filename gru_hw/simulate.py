@@ -41,17 +41,9 @@ def _source_hash() -> str:
 
 
 def _qm_hash(qm) -> str:
-    import json
+    from .protocol import model_hash
 
-    h = hashlib.sha256(json.dumps(qm.spec.to_json(), sort_keys=True).encode())
-    for layer in qm.layers:
-        for a in (layer.w_ih, layer.w_hh, layer.b_ih, layer.b_hh):
-            h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
-    for a in (qm.head_w, qm.head_b):
-        if a is not None:
-            h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
-    h.update(str(qm.reset_after).encode())
-    return h.hexdigest()
+    return model_hash(qm).hex()
 
 
 def generate_cached(qm, root: str | Path, *, lanes: int, sequence: bool = False,
@@ -132,9 +124,6 @@ def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: i
     """
     from .golden import int_forward_q
 
-    from .sim.job import Options, PortLayout, make_job
-    from .sim.runner import ToolMissing, run_job
-
     lengths = np.asarray(lengths, dtype=np.int64)
     if golden is None:
         golden = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state)
@@ -149,13 +138,24 @@ def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: i
     else:
         verilog, info = generate_cached(qm, build_root, lanes=lanes, sequence=sequence,
                                         profile=profile)
+    return _run_on_core(qm, xq, lengths, verilog, info, golden, simulator=simulator,
+                        sequence=sequence, keep_state=keep_state, build_root=build_root,
+                        test_dir=test_dir, waves=waves, options=options, weights=weights)
+
+
+def _run_on_core(qm, xq, lengths, verilog, info, golden, *, simulator, sequence, keep_state,
+                 build_root, test_dir, waves, options, weights=None, library=None) -> dict:
+    """Run a job on a core's Verilog (RTL or netlist) under the cocotb bench; collect y and h."""
+    from .sim.job import Options, PortLayout, make_job
+    from .sim.runner import ToolMissing, run_job
+
     layout = PortLayout.from_ports(info["ports"])
     opts = Options(**{"stall_cycles": stall_cycles(info), **(options or {})})
     job = make_job(layout, xq, lengths, y=golden.y, h=golden.h, sequence=sequence,
                    keep_state=keep_state, options=opts, weights=weights)
     try:
         res = run_job(verilog, job, simulator=simulator, build_root=build_root,
-                      test_dir=test_dir, waves=waves)
+                      test_dir=test_dir, waves=waves, library=library)
     except ToolMissing as exc:
         raise GruHwError(str(exc)) from None
     n, t = xq.shape[0], xq.shape[1]
@@ -176,6 +176,46 @@ def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: i
     return res
 
 
+def netlist_run(qm, xq: np.ndarray, lengths: np.ndarray, *, config, family: str,
+                synth_opts: str | None, build_root: str | Path, test_dir: str | Path,
+                simulator: str = "icarus", waves: bool = False, options: dict | None = None,
+                golden=None, keep_state: bool = False, mutate: str | None = None,
+                progress=None) -> dict:
+    """Run integer inputs through the *synthesized* core (gate-level netlist); compare with golden.
+
+    The core of ``config`` is synthesized with ``family``'s synthesis command and ``synth_opts``
+    (what a board build of that family uses) and simulated with Yosys's primitive models
+    (:mod:`gru_hw.netlist`). ``mutate`` ("dsp-signed" or "lut") alters the netlist on purpose
+    (to show the check catches it). The result adds ``netlist`` (what was synthesized: command,
+    primitive counts, model library version) to :func:`rtl_run`'s.
+    """
+    from .golden import int_forward_q
+    from .netlist import mutate_netlist, primitive_library, synthesize_core
+
+    lengths = np.asarray(lengths, dtype=np.int64)
+    sequence = config.sequence
+    if golden is None:
+        golden = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state)
+    _, info = generate_cached(qm, build_root, lanes=config.lanes, sequence=sequence,
+                              profile=config.profile, runtime_weights=config.runtime_weights)
+    key = hashlib.sha256(f"{_qm_hash(qm)} {config.to_json()} {family} {synth_opts} "
+                         f"{_source_hash()}".encode()).hexdigest()[:16]
+    syn = synthesize_core(config, Path(build_root) / f"netlist-{key}", family=family,
+                          synth_opts=synth_opts, progress=progress)
+    verilog = Path(syn["netlist"])
+    if mutate is not None:
+        Path(test_dir).mkdir(parents=True, exist_ok=True)
+        target = Path(test_dir) / f"netlist-{mutate}.v"
+        syn = {**syn, "mutation": mutate_netlist(verilog, target, mutate)}
+        verilog = target
+    res = _run_on_core(qm, xq, lengths, verilog, info, golden, simulator=simulator,
+                       sequence=sequence, keep_state=keep_state, build_root=build_root,
+                       test_dir=test_dir, waves=waves, options=options,
+                       library=primitive_library(family))
+    res["netlist"] = syn
+    return res
+
+
 def _check_simulator(simulator: str) -> None:
     if simulator not in SIMULATORS:
         raise GruHwError(f"simulator must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
@@ -192,7 +232,7 @@ def _check_simulator(simulator: str) -> None:
 def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "verilator",
                    lanes: int, sequence: bool = False, keep_state: bool = False,
                    runtime_weights: bool = False, waves: str | Path | None = None,
-                   build_dir: str | Path | None = None, profile=None) -> dict:
+                   build_dir: str | Path | None = None, profile=None, progress=None) -> dict:
     """Simulate the generated core on INPUTS, compare with golden, write OUTPUTS; return a summary.
 
     The summary has ``match`` (bool), ``mismatch`` (the first difference: sequence, step, index,
@@ -203,7 +243,8 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
     folder, which is then kept: its path is in the mismatch message). ``runtime_weights``
     simulates the core with the weight port and zeroed weight memories, loading the model's
     weights through the port before the first input. ``profile`` (a CoreProfile or its name)
-    builds the core the way a board family builds it.
+    builds the core the way a board family builds it. ``progress(done, total)``, when given,
+    is told the sequences simulated (before the simulator starts and when it is done).
     """
     from .fixed import to_float
     from .golden import check_inputs, int_forward_q, quantize_inputs
@@ -234,6 +275,8 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
     except OSError as exc:
         raise GruHwError(f"--build-dir {root}: cannot create it ({exc.strerror or exc})") from None
     keep = not temp
+    if progress is not None:
+        progress(0, int(xq.shape[0]))
     try:
         if simulator == "amaranth":
             res = _amaranth_run(qm, xq, lengths, golden, lanes=lanes, sequence=sequence,
@@ -251,6 +294,8 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
                 if res.get("mismatch"):
                     res["mismatch"] = res["mismatch"].split(" (waveform: ")[0] + \
                         f" (waveform: {target})"
+        if progress is not None:
+            progress(int(xq.shape[0]), int(xq.shape[0]))
         if not res["match"]:
             keep = True
         y_int = np.asarray(res["y"], dtype=np.int64)

