@@ -1,8 +1,9 @@
 """Run a board top in Amaranth's simulator behind a fake serial port.
 
-The host code (:class:`gru_hw.link.BoardClient`, or raw frames) runs in a thread and talks to a
-:class:`SimSerial`, which has pyserial's ``read``/``write``; simulation testbenches turn the bytes
-into bits on the top's ``rx`` pin and decode its ``tx`` pin back into bytes. Timeouts count
+The host code (:class:`gru_hw.link.BoardClient`, or raw frames of :mod:`gru_hw.protocol`) runs in
+a thread and talks to a :class:`SimSerial`, which has pyserial's ``read``/``write``; simulation
+testbenches turn the bytes into bits on the top's ``rx`` pin and decode its ``tx`` pin back into
+bytes. Timeouts count
 simulated clock cycles, so a slow simulator never times out the host.
 """
 

@@ -24,7 +24,7 @@ from typing import Callable
 
 from .boards import BOARDS, FAMILIES, Board, core_config_for, get_board
 from .errors import GruHwError
-from .link import DEFAULT_BAUD
+from .protocol import DEFAULT_BAUD
 
 __all__ = ["build", "flash", "run_inputs", "core_config_for", "suggest_lanes", "format_report",
            "tool_command", "DoesNotFit", "TimingNotMet", "BuildFailed", "YOWASP_TOOLS"]
@@ -140,7 +140,7 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
                 suggest, not_above: bool = False, runtime_weights: bool = False,
                 seeds: int = 1) -> dict:
     from .boards.top import BoardTop
-    from .link import model_hash
+    from .protocol import model_hash
 
     top = BoardTop(qm, lanes, b, clock_mhz=clock_mhz, baud=baud, core=core, max_steps=max_steps,
                    clock_not_above=not_above, runtime_weights=runtime_weights)

@@ -55,7 +55,7 @@ def port_layout(core) -> list[dict]:
 
 def weight_port_info(core) -> dict:
     """Return spec.json's ``weights`` section: the weight port's address map and word format."""
-    from .link import byte_width, weights_checksum
+    from .protocol import weights_checksum
 
     mm = core.memory_map
     image = [w for _, w in mm.image()]

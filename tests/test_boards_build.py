@@ -150,7 +150,7 @@ def test_build_ulx3s_small_runtime_weights(tiny_qm, tmp_path):
     assert report["utilization"]["MULT18X18D"]["used"] >= 1
     assert report["runtime_weights"] and report["link"]["runtime_weights"]
     assert "runtime weights" in report["core"]
-    from gru_hw.link import model_hash
+    from gru_hw.protocol import model_hash
 
     assert report["model_hash"] == model_hash(tiny_qm, weights=False).hex()
 

@@ -1,22 +1,32 @@
 """The whole board top (UART + link protocol + GRU core; no PLL) in Amaranth's simulator.
 
-The host's own protocol code (gru_hw.link) drives the RX pin bit by bit through a fake serial port;
-every output must equal the bit-exact golden model, and corrupt requests must be refused without
-changing anything.
+The host's own protocol code (gru_hw.link, gru_hw.protocol) drives the RX pin bit by bit through a
+fake serial port; every output must equal the bit-exact golden model, and corrupt requests must be
+refused without changing anything.
 """
 
 from __future__ import annotations
 
-import struct
+import itertools
 
 import numpy as np
 import pytest
+from amaranth import Module
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.sim import Simulator
 
 from gru_hw import link
+from gru_hw.boards.link import FrameReceiver, ReplySender, RequestExecutor
 from gru_hw.boards.sim import run_board_sim
 from gru_hw.boards.top import BoardTop
 from gru_hw.errors import GruHwError
+from gru_hw.gateware.streams import input_layout, output_layout
 from gru_hw.golden import int_forward_q
+from gru_hw.protocol import (
+    CMD_IDENTIFY, CMD_READ, CMD_RUN, CMD_WEIGHTS, ERROR_NAMES, ERR_ADDRESS, ERR_CRC, ERR_LENGTH,
+    ERR_TIMEOUT, ERR_UNKNOWN_COMMAND, REPLY_ERROR, REPLY_OK, BoardDescriptor, encode_frame,
+    error_payload, model_hash, pack_ints, weights_checksum, weights_payload,
+)
 from gru_hw.quant import choose_spec, quantize_model
 
 from conftest import random_model
@@ -45,10 +55,12 @@ def _inputs(qm, n, t, seed):
 
 
 def _expect_refusal(port, frame: bytes, error: int) -> None:
+    """Send ``frame``; the board must refuse it with ``error`` (and the command it received)."""
     port.write(frame)
     code, payload = link.read_frame(port)
-    assert code == link.REPLY_ERROR, f"expected an error reply, got 0x{code:02x}"
-    assert payload[0] == error, f"expected {link.ERROR_NAMES[error]}, got {payload[0]}"
+    assert code == REPLY_ERROR, f"expected an error reply, got 0x{code:02x}"
+    assert payload[0] == error, f"expected {ERROR_NAMES[error]}, got {payload[0]}"
+    assert payload == error_payload(error, frame[1] if len(frame) > 1 else 0)
 
 
 def test_board_end_to_end(qm):
@@ -62,25 +74,25 @@ def test_board_end_to_end(qm):
         c = link.BoardClient(port, expect=qm)
         d = c.identify()
         assert (d.input_size, d.output_size, d.num_layers) == (3, 2, 1)
-        assert d.model_hash == link.model_hash(qm)
+        assert d.model_hash == model_hash(qm)
         got = [c.run_sequence(xq[n, :lengths[n]]) for n in range(len(xq))]
         last = got[-1]
         assert all(r.cycles > 0 for r in got)
 
         step = d.step_bytes
-        good = link.encode_frame(link.CMD_RUN, link.pack_ints(xq[0, :2], d.x_bytes))
+        good = encode_frame(CMD_RUN, pack_ints(xq[0, :2], d.x_bytes))
         bad_crc = good[:-1] + bytes([good[-1] ^ 0x01])
-        _expect_refusal(port, bad_crc, link.ERR_CRC)
+        _expect_refusal(port, bad_crc, ERR_CRC)
         flipped = bytearray(good)
         flipped[5] ^= 0x40  # a payload bit flipped on the line
-        _expect_refusal(port, bytes(flipped), link.ERR_CRC)
-        _expect_refusal(port, link.encode_frame(0x42), link.ERR_UNKNOWN_COMMAND)
-        _expect_refusal(port, link.encode_frame(link.CMD_RUN, bytes(step + 1)), link.ERR_LENGTH)
-        _expect_refusal(port, link.encode_frame(link.CMD_RUN, b""), link.ERR_LENGTH)
+        _expect_refusal(port, bytes(flipped), ERR_CRC)
+        _expect_refusal(port, encode_frame(0x42), ERR_UNKNOWN_COMMAND)
+        _expect_refusal(port, encode_frame(CMD_RUN, bytes(step + 1)), ERR_LENGTH)
+        _expect_refusal(port, encode_frame(CMD_RUN, b""), ERR_LENGTH)
         too_long = bytes(step * (d.max_steps + 1))
-        _expect_refusal(port, link.encode_frame(link.CMD_RUN, too_long), link.ERR_LENGTH)
-        _expect_refusal(port, link.encode_frame(link.CMD_IDENTIFY, b"\x00"), link.ERR_LENGTH)
-        _expect_refusal(port, good[:len(good) // 2], link.ERR_TIMEOUT)  # cut short
+        _expect_refusal(port, encode_frame(CMD_RUN, too_long), ERR_LENGTH)
+        _expect_refusal(port, encode_frame(CMD_IDENTIFY, b"\x00"), ERR_LENGTH)
+        _expect_refusal(port, good[:len(good) // 2], ERR_TIMEOUT)  # cut short
         # None of that changed anything: the last result is still there ...
         again = c.read_result()
         assert np.array_equal(again.y, last.y) and again.cycles == last.cycles
@@ -108,20 +120,10 @@ def test_board_refuses_other_model(qm):
             link.BoardClient(port, expect=oqm).identify()
         # READ before any RUN is refused, too.
         with pytest.raises(link.BoardRefused, match="no result"):
-            link.BoardClient(port).request(link.CMD_READ)
+            link.BoardClient(port).request(CMD_READ)
         return True
 
     assert run_board_sim(_top(qm, lanes=2), DIVISOR, host, timeout_cycles=20 * TIMEOUT)
-
-
-def test_descriptor_layout_is_stable(qm):
-    """The IDENTIFY payload layout (what flashed boards answer) does not drift silently."""
-    d = link.BoardDescriptor.for_model(qm, lanes=4, max_steps=100, clock_hz=42_000_000)
-    raw = d.to_bytes()
-    assert raw[:4] == b"GRUH" and len(raw) == 46
-    assert struct.unpack_from("<H", raw, link.WEIGHTS_CRC_OFFSET)[0] == d.weights_crc
-    assert link.BoardDescriptor.from_bytes(raw) == d
-    assert struct.unpack_from("<H", raw, 13)[0] == 3  # input size after magic, version, hash
 
 
 def _save_float_model(q, path) -> None:
@@ -192,16 +194,15 @@ def test_board_loads_weights_over_the_uart(qm):
     gold_a = int_forward_q(qm, xq, lengths).y
     gold_b = int_forward_q(qb, xq, lengths).y
     assert not np.array_equal(gold_a, gold_b)
-    crc_of = {name: link.weights_checksum(link.weight_words_of(q, 3),
-                                          link.BoardDescriptor.for_model(
-                                              q, lanes=3, max_steps=8, clock_hz=1,
-                                              runtime_weights=True).weight_bytes)
+    crc_of = {name: weights_checksum(link.weight_words_of(q, 3),
+                                     BoardDescriptor.for_model(q, lanes=3, max_steps=8, clock_hz=1,
+                                                               runtime_weights=True).weight_bytes)
               for name, q in (("a", qm), ("b", qb), ("c", qc))}
 
     def host(port):
         d = link.BoardClient(port, expect=qm).identify()  # power-up: A's weights
         assert d.runtime_weights and d.weights_crc == crc_of["a"]
-        assert d.model_hash == link.model_hash(qb, weights=False)  # shape and formats only
+        assert d.model_hash == model_hash(qb, weights=False)  # shape and formats only
         with pytest.raises(GruHwError, match=r"holds other weights .*--load-weights"):
             link.BoardClient(port, expect=qb).identify()
         ya = [link.BoardClient(port, expect=qm).run_sequence(xq[n, :lengths[n]]).y
@@ -216,23 +217,23 @@ def test_board_loads_weights_over_the_uart(qm):
         core = link.weight_map(qc, 3)
         words = list(core.regions(qc)[0].words[:6])
         assert d.weight_bytes > 1  # so that one byte more is not a whole word
-        good = link.encode_frame(link.CMD_WEIGHTS, struct.pack("<I", 0) +
-                                 link.pack_ints(words, d.weight_bytes))
+        good = encode_frame(CMD_WEIGHTS,
+                                     weights_payload(0, words, d.weight_bytes))
         bad = bytearray(good)
         bad[8] ^= 0x10  # a bit of the first word flipped on the line
-        _expect_refusal(port, bytes(bad), link.ERR_CRC)
-        _expect_refusal(port, good[:-3], link.ERR_TIMEOUT)  # cut short
-        _expect_refusal(port, link.encode_frame(link.CMD_WEIGHTS, good[4:-2] + b"\x00"),
-                        link.ERR_LENGTH)  # not a whole number of words
-        _expect_refusal(port, link.encode_frame(link.CMD_WEIGHTS, b"\x00\x00\x00\x00"),
-                        link.ERR_LENGTH)  # no words
+        _expect_refusal(port, bytes(bad), ERR_CRC)
+        _expect_refusal(port, good[:-3], ERR_TIMEOUT)  # cut short
+        _expect_refusal(port, encode_frame(CMD_WEIGHTS, good[4:-2] + b"\x00"),
+                        ERR_LENGTH)  # not a whole number of words
+        _expect_refusal(port, encode_frame(CMD_WEIGHTS, b"\x00\x00\x00\x00"),
+                        ERR_LENGTH)  # no words
         past = (core.lanes << core.offset_bits) + core.schedule.bias_rows - 2
-        _expect_refusal(port, link.encode_frame(link.CMD_WEIGHTS, struct.pack("<I", past) +
-                                                link.pack_ints(words[:3], d.weight_bytes)),
-                        link.ERR_ADDRESS)  # runs past the bias region
-        _expect_refusal(port, link.encode_frame(link.CMD_WEIGHTS, struct.pack("<I", 1 << 30) +
-                                                link.pack_ints(words[:1], d.weight_bytes)),
-                        link.ERR_ADDRESS)  # no such region
+        _expect_refusal(port, encode_frame(
+            CMD_WEIGHTS, weights_payload(past, words[:3], d.weight_bytes)),
+                        ERR_ADDRESS)  # runs past the bias region
+        _expect_refusal(port, encode_frame(
+            CMD_WEIGHTS, weights_payload(1 << 30, words[:1], d.weight_bytes)),
+                        ERR_ADDRESS)  # no such region
         after = link.BoardClient(port, expect=qb).identify()
         assert after.weights_crc == crc_of["b"]
         yb2 = [cb.run_sequence(xq[n, :lengths[n]]).y for n in range(len(xq))]
@@ -247,8 +248,8 @@ def test_board_loads_weights_over_the_uart(qm):
 def test_fixed_board_refuses_weights(qm):
     """A board built without --runtime-weights: WEIGHTS is an unknown command, the host says why."""
     def host(port):
-        _expect_refusal(port, link.encode_frame(link.CMD_WEIGHTS, bytes(6)),
-                        link.ERR_UNKNOWN_COMMAND)
+        _expect_refusal(port, encode_frame(CMD_WEIGHTS, bytes(6)),
+                        ERR_UNKNOWN_COMMAND)
         with pytest.raises(GruHwError, match=r"built without --runtime-weights"):
             link.BoardClient(port).load_weights(qm)
         return True
@@ -294,3 +295,163 @@ def test_run_load_weights_command_through_simulated_board(qm, tmp_path, monkeypa
     (build_dir / "report.json").write_text(json.dumps(report))
     with pytest.raises(GruHwError, match="made without --runtime-weights"):
         board.run_inputs(args(load_weights=True))
+
+
+# ---- the link's components on their own -------------------------------------------------------
+def test_reply_sender_frames_like_the_host():
+    """ReplySender's bytes are encode_frame's, with its declared latency, under backpressure."""
+    layout = data.StructLayout({"short": 16, "long": 40})
+    dut = ReplySender(layout)
+    replies = [(0x81, 5, "long", 0x0504030201), (REPLY_ERROR, 2, "short", 0x0302),
+               (0x82, 0, "short", 0), (0x84, 3, "long", 0xFFFFFFFFFF)]
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+
+    async def bench(ctx):
+        for n, (code, length, src, value) in enumerate(replies):
+            ready = itertools.cycle([1] if n % 2 == 0 else [1, 0, 0, 1])  # backpressure
+            ctx.set(dut.reply.sources[src], value)
+            ctx.set(dut.reply.code, code)
+            ctx.set(dut.reply.length, length)
+            ctx.set(dut.reply.select.as_value(), 1 << list(layout.members).index(src))
+            ctx.set(dut.reply.start, 1)
+            await ctx.tick()
+            ctx.set(dut.reply.start, 0)
+            sent, offered, accepted, t, waiting = b"", [], [], 1, False
+            while not ctx.get(dut.reply.done):  # t: cycles since start
+                ctx.set(dut.o_stream.ready, next(ready))
+                if ctx.get(dut.o_stream.valid):
+                    if not waiting:
+                        offered.append(t)
+                    waiting = not ctx.get(dut.o_stream.ready)
+                    if not waiting:
+                        accepted.append(t)
+                        sent += bytes([ctx.get(dut.o_stream.payload)])
+                await ctx.tick()
+                t += 1
+            assert sent == encode_frame(code, value.to_bytes(8, "little")[:length])
+            assert offered[0] == ReplySender.LATENCY and t == accepted[-1] + 1
+            assert all(o - a == ReplySender.BYTE_CYCLES for a, o in zip(accepted, offered[1:]))
+
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_frame_receiver_takes_frames_and_times_out():
+    """FrameReceiver: noise skipped, frames checked and held until released, the timeout."""
+    tmo, step = 20, 2
+    m = Module()
+    m.submodules.rx = dut = FrameReceiver(max_len=8, step_bytes=step, timeout_cycles=tmo)
+    m.submodules.buf = buf = memory.Memory(shape=8, depth=8, init=[])
+    wiring.connect(m, dut.buf_w, buf.write_port())
+    f = dut.frame
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+
+    async def send(ctx, data: bytes, idle) -> list[int]:
+        """Send bytes (with idle cycles between); return the cycles in which done was high."""
+        done = []
+        for i, byte in enumerate(data):
+            for _ in range(next(idle)):
+                await ctx.tick()
+            ctx.set(dut.i_stream.payload, byte)
+            ctx.set(dut.i_stream.valid, 1)
+            if ctx.get(f.done):
+                done.append(i)
+            await ctx.tick()
+            ctx.set(dut.i_stream.valid, 0)
+        return done
+
+    async def bench(ctx):
+        idle = itertools.cycle([0, 2, 0, 1])
+        run = encode_frame(CMD_RUN, bytes(range(10, 14)))  # two steps
+        assert await send(ctx, b"\x00\x13" + run, idle) == [len(run) + 1]
+        assert ctx.get(f.crc_ok) and not ctx.get(dut.active)
+        assert (ctx.get(f.code), ctx.get(f.length)) == (CMD_RUN, 4)
+        assert ctx.get(f.steps_m1) == 1 and ctx.get(f.whole_steps)
+        assert [ctx.get(buf.data[i]) for i in range(4)] == [10, 11, 12, 13]
+        # held: another frame is dropped until the release
+        assert await send(ctx, encode_frame(CMD_IDENTIFY), idle) == []
+        assert ctx.get(f.code) == CMD_RUN
+        ctx.set(f.release, 1)
+        await ctx.tick()
+        ctx.set(f.release, 0)
+        bad = bytearray(encode_frame(CMD_READ, b"\x05\x06\x07"))
+        bad[5] ^= 0x20
+        assert await send(ctx, bytes(bad), idle) == [len(bad) - 1]
+        assert not ctx.get(f.crc_ok) and not ctx.get(f.whole_steps)
+        ctx.set(f.release, 1)
+        await ctx.tick()
+        ctx.set(f.release, 0)
+        await send(ctx, encode_frame(CMD_IDENTIFY, b"\x01")[:4], iter([0] * 4))  # cut short
+        cycles = 1
+        while not ctx.get(f.timeout):
+            assert ctx.get(dut.active)
+            await ctx.tick()
+            cycles += 1
+        assert cycles == tmo + FrameReceiver.TIMEOUT_LATENCY
+        assert ctx.get(f.code) == CMD_IDENTIFY
+        await ctx.tick()
+        assert not ctx.get(dut.active)
+
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_request_executor_latency(qm):
+    """RequestExecutor asks for replies with its declared latencies (answer, refusal, timeout)."""
+    d = BoardDescriptor.for_model(qm, lanes=1, max_steps=8, clock_hz=1_000_000)
+    dut = RequestExecutor(
+        d, max_len=8 * d.step_bytes,
+        x_stream=stream.Signature(input_layout(d.input_size, d.x_fmt.width)),
+        y_stream=stream.Signature(output_layout(d.output_size, d.out_fmt.width)))
+    f = dut.frame
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    cases = [("done", CMD_IDENTIFY, True, CMD_IDENTIFY | REPLY_OK, RequestExecutor.REPLY_LATENCY),
+             ("done", CMD_IDENTIFY, False, REPLY_ERROR, RequestExecutor.REFUSE_LATENCY),
+             ("done", 0x42, True, REPLY_ERROR, RequestExecutor.REFUSE_LATENCY),
+             ("timeout", CMD_RUN, True, REPLY_ERROR, 1)]
+
+    async def bench(ctx):
+        ctx.set(f.whole_steps, 1)
+        for pulse, code, crc_ok, reply, latency in cases:
+            ctx.set(f.code, code)
+            ctx.set(f.crc_ok, crc_ok)
+            ctx.set(getattr(f, pulse), 1)
+            await ctx.tick()
+            ctx.set(getattr(f, pulse), 0)
+            t = 1
+            while not ctx.get(dut.reply.start):
+                await ctx.tick()
+                t += 1
+            assert (t, ctx.get(dut.reply.code)) == (latency, reply), (pulse, code, crc_ok)
+            await ctx.tick().repeat(3)
+            ctx.set(dut.reply.done, 1)
+            assert ctx.get(f.release)
+            await ctx.tick()
+            ctx.set(dut.reply.done, 0)
+        # a one-step RUN: the step reaches the core, its output goes back in the reply
+        ctx.set(f.code, CMD_RUN)
+        ctx.set(f.length, d.step_bytes)
+        ctx.set(f.done, 1)
+        await ctx.tick()
+        ctx.set(f.done, 0)
+        t = 1
+        while not ctx.get(dut.x_stream.valid):
+            await ctx.tick()
+            t += 1
+        assert t == d.step_bytes + RequestExecutor.RUN_LATENCY
+        assert ctx.get(dut.x_stream.payload.first) and ctx.get(dut.x_stream.payload.last)
+        ctx.set(dut.x_stream.ready, 1)
+        await ctx.tick()
+        ctx.set(dut.x_stream.ready, 0)
+        ctx.set(dut.y_stream.valid, 1)
+        await ctx.tick().until(dut.y_stream.ready)
+        ctx.set(dut.y_stream.valid, 0)
+        while not ctx.get(dut.reply.start):
+            await ctx.tick()
+        assert ctx.get(dut.reply.code) == CMD_RUN | REPLY_OK and ctx.get(dut.busy)
+
+    sim.add_testbench(bench)
+    sim.run()

@@ -18,7 +18,7 @@ from gru_hw.errors import GruHwError
 from gru_hw.config import CoreConfig
 from gru_hw.gateware import GRUCore
 from gru_hw.golden import int_forward_q
-from gru_hw.link import byte_width, weights_checksum
+from gru_hw.protocol import byte_width, weights_checksum
 from gru_hw.quant import QuantLayer, QuantModel, choose_spec, quantize_model
 from gru_hw.simulate import rtl_run
 from gru_hw.sim.runner import SIMULATORS
