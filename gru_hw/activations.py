@@ -187,14 +187,55 @@ class PWLTable:
         return np.ldexp(self.eval_int(q).astype(np.float64), -self.spec.out_fmt.frac_bits)
 
     def exhaustive_error(self) -> tuple[float, float]:
-        """Return (max abs error, input where it occurs) over every representable input."""
-        fmt = self.spec.in_fmt
-        a = np.arange(fmt.min_int, fmt.max_int + 1, dtype=np.int64)
-        x = np.ldexp(a.astype(np.float64), -fmt.frac_bits)
-        y = np.ldexp(self.eval_int(a).astype(np.float64), -self.spec.out_fmt.frac_bits)
-        err = np.abs(y - _ref(self.spec.func, x))
-        i = int(np.argmax(err))
-        return float(err[i]), float(x[i])
+        """Return (max abs error, input where it occurs) over every representable input.
+
+        Computed a block of inputs at a time (memory stays bounded for any width): every input
+        with ``|a| < R`` is evaluated, both signs. Beyond R the output is the constant clamp value
+        and the function is monotonic, so the error there is largest at the ends of that region,
+        which are evaluated.
+        """
+        spec = self.spec
+        fmt = spec.in_fmt
+        fi = fmt.frac_bits
+        fo = spec.out_fmt.frac_bits
+        best = [-1.0, 0.0]
+
+        def keep(err: np.ndarray, x: np.ndarray) -> None:
+            i = int(np.argmax(err))
+            if err[i] > best[0]:
+                best[0], best[1] = float(err[i]), float(x[i])
+
+        top = fmt.max_int + 1  # largest magnitude (of the most negative input)
+        inner_end = min(spec.segments_per_half << spec.offset_bits, top)  # first clamped |a|
+        for lo in range(0, inner_end, _CHUNK):
+            # Magnitudes m < R: a = m and a = -m share the table lookup and the reference.
+            m = np.arange(lo, min(lo + _CHUNK, inner_end), dtype=np.int64)
+            x = np.ldexp(m.astype(np.float64), -fi)
+            y = self.eval_int(m)
+            y_neg = self.eval_int(-m)
+            if spec.func == "sigmoid":
+                t = np.tanh(0.5 * x)
+                ref, ref_neg = 0.5 * (1.0 + t), 0.5 * (1.0 - t)
+            else:
+                ref = np.tanh(x)
+                ref_neg = -ref
+            keep(np.abs(np.ldexp(y.astype(np.float64), -fo) - ref), x)
+            keep(np.where(m >= 1, np.abs(np.ldexp(y_neg.astype(np.float64), -fo) - ref_neg), -1.0),
+                 -x)
+        if inner_end < top:
+            ends = {inner_end, fmt.max_int, -inner_end, fmt.min_int}
+            a = np.array(sorted(v for v in ends if fmt.min_int <= v <= fmt.max_int), dtype=np.int64)
+            x = np.ldexp(a.astype(np.float64), -fi)
+            y = np.ldexp(self.eval_int(a).astype(np.float64), -fo)
+            keep(np.abs(y - _ref(spec.func, x)), x)
+        return best[0], best[1]
+
+
+#: Inputs evaluated at once by the exhaustive check (bounds its memory).
+_CHUNK = 1 << 18
+#: Inputs per half table that a fit evaluates exactly; beyond it, each segment's final scan uses
+#: an evenly spaced subsample (the exhaustive check still covers every input).
+_FIT_BUDGET = 1 << 20
 
 
 def _eval(spec: PWLSpec, slope: np.ndarray, icpt: np.ndarray, clamp_value: int,
@@ -220,17 +261,28 @@ def _eval(spec: PWLSpec, slope: np.ndarray, icpt: np.ndarray, clamp_value: int,
     return out.astype(np.int64)
 
 
-def _seg_error(spec: PWLSpec, c0: int, c1: int, d: np.ndarray, target: np.ndarray) -> float:
-    """Max error of one segment's (icpt, slope) pair at offsets ``d`` (evaluated as segment 0)."""
-    y = _eval(spec, np.array([c1], dtype=np.int64), np.array([c0], dtype=np.int64), 0, d)
-    return float(np.max(np.abs(np.ldexp(y.astype(np.float64), -spec.out_fmt.frac_bits) - target)))
+def _seg_errors(spec: PWLSpec, c0: np.ndarray, c1: np.ndarray, d: np.ndarray,
+                target: np.ndarray) -> np.ndarray:
+    """Max error of each segment (icpt, slope) pair at offsets ``d`` (non-negative inputs).
+
+    ``c0`` and ``c1`` are int64 arrays of the same shape; the result has that shape. The integer
+    arithmetic is :func:`_eval`'s for an input inside the segment.
+    """
+    fo = spec.out_fmt.frac_bits
+    big_f = spec.product_frac
+    sh = big_f - fo
+    acc = (c0[..., None] << (big_f - spec.icpt_frac)) + c1[..., None] * d
+    y = (acc + (np.int64(1) << (sh - 1))) >> sh if sh > 0 else acc
+    y = np.clip(y, 0, (np.int64(1) << fo) - 1)
+    return np.max(np.abs(np.ldexp(y.astype(np.float64), -fo) - target), axis=-1)
 
 
 def _fit_segment(spec: PWLSpec, k: int) -> tuple[int, int]:
     """Return quantized (icpt, slope) minimizing the max error over the segment's inputs.
 
     A ternary search over the slope on a subsample of the segment's inputs finds the neighbourhood
-    of the optimum; a local scan on every input of the segment then picks the exact best pair.
+    of the optimum; a local scan on every input of the segment (on an evenly spaced subsample of
+    them for very wide inputs, see ``_FIT_BUDGET``) then picks the best pair.
     """
     s = spec.offset_bits
     fi = spec.in_fmt.frac_bits
@@ -247,24 +299,33 @@ def _fit_segment(spec: PWLSpec, k: int) -> tuple[int, int]:
         return d, _ref(spec.func, x)
 
     def make_err(d: np.ndarray, target: np.ndarray):
-        dx = np.ldexp(d.astype(np.float64), -fi)
+        dx = np.ldexp(np.ldexp(d.astype(np.float64), -fi), -spec.slope_frac)
+        rows = max(1, (1 << 21) // (3 * d.size))  # slopes evaluated at once (bounds memory)
 
-        def best_c0(c1: int) -> int:
+        def best_c0(c1: np.ndarray) -> np.ndarray:
             if pinned:
-                return c0_pin
-            resid = target - c1 * np.ldexp(dx, -spec.slope_frac)
-            mid = 0.5 * (resid.max() + resid.min())
-            return int(math.floor(math.ldexp(mid, spec.icpt_frac) + 0.5))
+                return np.full(c1.shape, c0_pin, dtype=np.int64)
+            resid = target - c1.astype(np.float64)[:, None] * dx
+            mid = 0.5 * (resid.max(axis=1) + resid.min(axis=1))
+            return np.floor(np.ldexp(mid, spec.icpt_frac) + 0.5).astype(np.int64)
 
-        def err(c1: int) -> tuple[float, int]:
-            c0 = best_c0(c1)
-            options = (c0,) if pinned else (c0 - 1, c0, c0 + 1)
-            return min((_seg_error(spec, c, c1, d, target), c) for c in options)
+        def err(c1s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """Per slope: the smallest error over the intercept options and its intercept."""
+            errs, icpts = [], []
+            for i in range(0, c1s.size, rows):
+                c1 = c1s[i:i + rows].astype(np.int64)
+                c0 = best_c0(c1)[:, None] + (np.zeros(1, np.int64) if pinned
+                                             else np.arange(-1, 2, dtype=np.int64))
+                e = _seg_errors(spec, c0, np.broadcast_to(c1[:, None], c0.shape), d, target)
+                j = np.argmin(e, axis=1)  # ties: the smallest intercept
+                errs.append(e[np.arange(e.shape[0]), j])
+                icpts.append(c0[np.arange(e.shape[0]), j])
+            return np.concatenate(errs), np.concatenate(icpts)
 
         return err
 
     coarse = make_err(*grid(512))
-    d_all, t_all = grid(n)
+    d_all, t_all = grid(max(512, _FIT_BUDGET >> spec.seg_log2))
     x_all = np.ldexp(((np.int64(k) << s) + d_all).astype(np.float64), -fi)
     deriv = _deriv(spec.func, x_all)
     lo = int(math.floor(math.ldexp(float(deriv.min()), spec.slope_frac))) - 2
@@ -272,13 +333,15 @@ def _fit_segment(spec: PWLSpec, k: int) -> tuple[int, int]:
     while hi - lo > 16:
         m1 = lo + (hi - lo) // 3
         m2 = hi - (hi - lo) // 3
-        if coarse(m1)[0] <= coarse(m2)[0]:
+        e, _ = coarse(np.array([m1, m2], dtype=np.int64))
+        if e[0] <= e[1]:
             hi = m2
         else:
             lo = m1
-    fine = make_err(d_all, t_all)
-    best = min((fine(c1) + (c1,) for c1 in range(lo - 4, hi + 5)), key=lambda t: t[0])
-    return best[1], best[2]
+    slopes = np.arange(lo - 4, hi + 5, dtype=np.int64)
+    errs, icpts = make_err(d_all, t_all)(slopes)
+    best = int(np.argmin(errs))  # ties: the smallest slope
+    return int(icpts[best]), int(slopes[best])
 
 
 @lru_cache(maxsize=64)

@@ -1,7 +1,7 @@
 """Calibration report: ranges, SQNR and saturations per requantization point, and the narrowest
 formats that keep accuracy (or output error) within a target.
 
-Used by ``gru-hw info MODEL --calibrate INPUTS [--target-accuracy-drop P | --target-error E]``.
+Used by ``gru-hw info MODEL --calibrate INPUTS`` (with an accuracy or error target).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .errors import GruHwError
-from .golden import _float_batch, check_inputs, int_forward_q, quantize_inputs
+from .golden import Progress, _float_batch, check_inputs, int_forward_q, quantize_inputs
 from .model import GRUModel
 from .quant import QuantSpec, choose_spec, quantize_model, sqnr_db
 
@@ -73,17 +73,22 @@ def _metric(model, x, lengths, labels, spec, f_y) -> tuple[float, float | None]:
 
 
 def recommend(model: GRUModel, x: np.ndarray, lengths: np.ndarray | None, *, labels: np.ndarray | None = None,
-              target_accuracy_drop: float | None = None, target_error: float | None = None) -> dict:
+              target_accuracy_drop: float | None = None, target_error: float | None = None,
+              calibration_name: str = "calibration inputs",
+              progress: Progress | None = None) -> dict:
     """Find the narrowest (weight_bits, act_bits) meeting the target; return the search record.
 
     "Narrowest" minimises weight_bits + act_bits, then weight_bits. With labels and an accuracy
     target, the metric is the drop in accuracy (points) against float; otherwise the max absolute
     output error against float. For each activation width the search bisects weight widths (error
-    shrinks as widths grow; each found point is still checked directly).
+    shrinks as widths grow; each found point is still checked directly). Widths whose datapath
+    cannot carry the inputs' range count as missing the target. ``progress(done, total)`` is
+    called per activation width searched.
     """
-    x, lengths = check_inputs(model, x, lengths)
+    x, lengths = check_inputs(model, x, lengths, where=calibration_name)
     if target_accuracy_drop is not None and labels is None:
-        raise GruHwError("--target-accuracy-drop needs 'labels' in the calibration inputs file")
+        raise GruHwError(f"{calibration_name}: an accuracy target needs 'labels' (N,) in the "
+                         "file")
     if target_accuracy_drop is None and target_error is None:
         target_accuracy_drop = 0.5 if labels is not None else None
         target_error = None if labels is not None else 0.01
@@ -93,16 +98,28 @@ def recommend(model: GRUModel, x: np.ndarray, lengths: np.ndarray | None, *, lab
     cal = x[used]
     cache: dict[tuple[int, int], tuple[float, float | None]] = {}
 
+    too_wide: set[tuple[int, int]] = set()
+
     def ok(wb: int, ab: int) -> bool:
+        if (wb, ab) in too_wide:
+            return False
         if (wb, ab) not in cache:
-            cache[(wb, ab)] = _metric(model, x, lengths, labels, choose_spec(model, wb, ab, calibration=cal), f_y)
+            try:
+                spec = choose_spec(model, wb, ab, calibration=cal,
+                                   calibration_name=calibration_name)
+            except GruHwError:  # the inputs' range does not fit this datapath
+                too_wide.add((wb, ab))
+                return False
+            cache[(wb, ab)] = _metric(model, x, lengths, labels, spec, f_y)
         err, acc = cache[(wb, ab)]
         if target_accuracy_drop is not None:
             return 100 * (acc_f - acc) <= target_accuracy_drop
         return err <= target_error
 
     best = None
-    for ab in ACT_BITS:
+    for i, ab in enumerate(ACT_BITS):
+        if progress is not None:
+            progress(i, len(ACT_BITS))
         lo, hi = WEIGHT_BITS.start, WEIGHT_BITS.stop - 1
         if not ok(hi, ab):
             continue
@@ -115,6 +132,8 @@ def recommend(model: GRUModel, x: np.ndarray, lengths: np.ndarray | None, *, lab
         cand = (lo + ab, lo, ab)
         if best is None or cand < best:
             best = cand
+    if progress is not None:
+        progress(len(ACT_BITS), len(ACT_BITS))
     result = {
         "target": ({"accuracy_drop_points": target_accuracy_drop} if target_accuracy_drop is not None
                    else {"max_abs_error": target_error}),
@@ -150,6 +169,7 @@ def format_report(rows: list[dict], rec: dict | None) -> str:
             lines.append(f"  recommendation: no width up to 16/16 bits keeps {what}")
         else:
             extra = f", accuracy {100 * r['accuracy']:.2f}%" if "accuracy" in r else ""
-            lines.append(f"  recommendation ({what}): --weight-bits {r['weight_bits']} --act-bits "
-                         f"{r['act_bits']} (max |y - y_float| {r['max_abs_error']:.4f}{extra})")
+            lines.append(f"  recommendation ({what}): {r['weight_bits']}-bit weights, "
+                         f"{r['act_bits']}-bit activations, calibrated on these inputs "
+                         f"(max |y - y_float| {r['max_abs_error']:.4f}{extra})")
     return "\n".join(lines)

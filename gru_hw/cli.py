@@ -2,13 +2,19 @@
 
 Exit statuses: 0 success; 1 a failed check (RTL differs from golden, design does not fit);
 2 a user mistake (bad file, bad flag value, unsupported model feature), printed on one line.
+
+Every path a command writes is checked before any work starts (:mod:`gru_hw.io`), and the
+library writes atomically, so a failed command leaves nothing behind. Only this module prints
+and knows the flag names; the library takes callbacks for progress.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +24,33 @@ from .errors import GruHwError
 
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
+#: info --steps: the schedule is stepped through once per step (a few seconds at the most).
+MAX_STEPS = 100_000
+
+DESCRIPTION = (
+    "Turn a trained GRU (PyTorch, ONNX, Keras or .npz) into bit-exact fixed-point inference "
+    "hardware for an FPGA: choose and check the number formats, run the reference model, "
+    "generate and simulate the Verilog, build a bitstream and run it on the board."
+)
+
+EPILOG = """\
+examples:
+  gru-hw info model.pt                              sizes, formats, cycles and resources
+  gru-hw info model.pt --calibrate train.npz --target-accuracy-drop 0.5
+                                                    the narrowest formats that keep accuracy
+  gru-hw golden model.pt inputs.npz -o ref.npz      the bit-exact fixed-point outputs
+  gru-hw generate model.pt -o core                  Verilog, spec.json and qconfig.json in core/
+  gru-hw simulate model.pt inputs.npz -o sim.npz    the Verilog, checked against golden
+  gru-hw build model.pt --board icebreaker -o build
+  gru-hw flash build
+  gru-hw run inputs.npz -o out.npz --port /dev/ttyUSB1 --build-dir build --model model.pt --check
+  gru-hw demo --quick                               the whole flow on the shipped example
+
+MODEL is .pt/.pth (a state_dict), .onnx, .keras/.h5 or .npz; INPUTS is .npz with x (N, T, I)
+and optional lengths (N,), or .npy. `gru-hw COMMAND --help` lists a command's options.
+Exit status: 0 done, 1 a failed check (hardware differs from golden, design does not fit),
+2 a mistake in the command line or a file (the one-line message says which).
+"""
 
 
 class CheckFailed(Exception):
@@ -26,127 +59,253 @@ class CheckFailed(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage dump
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
-def _positive_int(name: str):
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+
+# ---- flag value types (argparse prefixes "argument --flag: " to these messages) ------------------
+def _int_in(lo: int, hi: int | None = None):
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            what = f"in {lo}..{hi}" if hi is not None else f"at least {lo}"
+            raise argparse.ArgumentTypeError(f"must be an integer {what}, got {value}")
         return value
 
     return parse
 
 
+def _power_of_two(lo: int, hi: int):
+    def parse(text: str) -> int:
+        value = _int_in(lo, hi)(text)
+        if value & (value - 1):
+            raise argparse.ArgumentTypeError(f"must be a power of two in {lo}..{hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _number(lo: float, hi: float | None = None):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not np.isfinite(value) or value < lo or (hi is not None and value > hi):
+            what = f"within {lo:g}..{hi:g}" if hi is not None else f">= {lo:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number {what}, got {text}")
+        return value
+
+    return parse
+
+
+# ---- the parser ----------------------------------------------------------------------------------
 def _add_quant_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("quantization")
-    g.add_argument("--weight-bits", type=_positive_int("--weight-bits"), metavar="B",
-                   help="bits per weight (default 16)")
-    g.add_argument("--act-bits", type=_positive_int("--act-bits"), metavar="B",
-                   help="bits of inputs, hidden state and gate outputs (default 16)")
-    g.add_argument("--qconfig", metavar="FILE.json", help="a full QuantSpec, as written by generate")
-    g.add_argument("--calibrate", metavar="INPUTS", help="choose activation ranges from these inputs")
-    g.add_argument("--pwl-segments", type=_positive_int("--pwl-segments"), metavar="S",
-                   help="PWL segments over the whole range, a power of two >= 2 (default 64)")
+    from .quant import ACT_BITS_RANGE, DEFAULT_ACT_BITS, DEFAULT_WEIGHT_BITS, WEIGHT_BITS_RANGE
+
+    g = p.add_argument_group("quantization (the same on every command)")
+    g.add_argument("--weight-bits", type=_int_in(*WEIGHT_BITS_RANGE), metavar="B",
+                   help=f"bits per weight, {WEIGHT_BITS_RANGE[0]}..{WEIGHT_BITS_RANGE[1]} "
+                        f"(default: {DEFAULT_WEIGHT_BITS})")
+    g.add_argument("--act-bits", type=_int_in(*ACT_BITS_RANGE), metavar="B",
+                   help=f"bits of the inputs, hidden state and gate outputs, "
+                        f"{ACT_BITS_RANGE[0]}..{ACT_BITS_RANGE[1]} (default: {DEFAULT_ACT_BITS})")
+    g.add_argument("--qconfig", metavar="FILE.json",
+                   help="every format from a file: the qconfig.json that generate writes (or its "
+                        "spec.json); not combined with the other quantization flags (default: "
+                        "formats chosen from the model's weights)")
+    g.add_argument("--calibrate", metavar="INPUTS",
+                   help="size the input format to the largest |x| in these inputs (same form as "
+                        "INPUTS; any scale, e.g. raw 16-bit audio) (default: inputs within ±8)")
+    g.add_argument("--pwl-segments", type=_power_of_two(2, 8192), metavar="S",
+                   help="segments of the piecewise-linear sigmoid and tanh over their whole "
+                        "range, a power of two in 2..8192 (default: 64)")
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help=".pt/.pth, .onnx, .keras/.h5 or .npz")
+    p.add_argument("model", metavar="MODEL",
+                   help="the trained model: .pt/.pth (state_dict), .onnx, .keras/.h5 or .npz")
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", metavar="INPUTS",
+                   help=".npz with x (N, T, I) and optional lengths (N,), or .npy (N, T, I)/(T, I)")
+
+
+def _add_lanes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lanes", type=_int_in(1), default=None, metavar="P",
+                   help="multiply-accumulate lanes, 1..3 x the largest hidden size (default: "
+                        "3 x the smallest hidden size, at most 8)")
+
+
+def _add_json(p: argparse.ArgumentParser, what: str = "the summary") -> None:
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON (default: text)")
+
+
+def _add_quiet(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", default=default,
+                   help="no progress bars (they appear only when stderr is a terminal)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``gru-hw`` command."""
-    parser = _Parser(prog="gru-hw", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="gru-hw", description=textwrap.fill(DESCRIPTION, 96), epilog=EPILOG,
+                     formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"gru-hw {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_quiet(parser, False)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                metavar="COMMAND", title="commands")
 
-    p = sub.add_parser("info", help="sizes, formats, PWL error, schedule and resources of a model")
+    def command(name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=summary, formatter_class=_Formatter,
+                           description=textwrap.fill(description or summary, 96))
+        _add_quiet(p, argparse.SUPPRESS)  # also accepted after the command
+        return p
+
+    p = command("info", "sizes, formats, PWL error, cycles and resources of a model",
+                "Print a model's sizes and variant, the fixed-point formats the flags choose, the "
+                "exhaustively measured sigmoid/tanh error, exact cycles per step, multipliers and "
+                "memory bits. With --calibrate, also the range, SQNR and saturations at every "
+                "requantization point, and the narrowest formats that meet a target.")
     _add_model(p)
-    p.add_argument("--lanes", type=_positive_int("--lanes"), default=None, metavar="P")
-    p.add_argument("--steps", type=_positive_int("--steps"), default=None, metavar="T")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--target-accuracy-drop", type=float, metavar="POINTS",
-                   help="with --calibrate: recommend the narrowest formats losing at most this much "
-                        "accuracy (needs 'labels' in INPUTS)")
-    p.add_argument("--target-error", type=float, metavar="E",
-                   help="with --calibrate: recommend the narrowest formats with max |y - y_float| <= E")
+    _add_lanes(p)
+    p.add_argument("--steps", type=_int_in(1, MAX_STEPS), default=None, metavar="T",
+                   help=f"also give the exact cycles of a T-step sequence, 1..{MAX_STEPS} "
+                        "(default: not shown)")
+    _add_json(p, "the report")
+    p.add_argument("--target-accuracy-drop", type=_number(0.0), metavar="POINTS",
+                   help="with --calibrate: recommend the narrowest formats losing at most this "
+                        "many points of accuracy against float (needs 'labels' in INPUTS) "
+                        "(default: 0.5 when INPUTS has labels)")
+    p.add_argument("--target-error", type=_number(0.0), metavar="E",
+                   help="with --calibrate: recommend the narrowest formats with "
+                        "max |y - y_float| <= E (default: 0.01 when INPUTS has no labels)")
     _add_quant_flags(p)
 
-    p = sub.add_parser("golden", help="run the reference model (bit-exact fixed point, or float)")
+    p = command("golden", "run the reference model (bit-exact fixed point, or float)",
+                "Run the reference model on INPUTS and write OUT.npz: y (N, O), and h (N, T, H) "
+                "with --sequence. The fixed-point model is bit-exact with the hardware.")
     _add_model(p)
-    p.add_argument("inputs", metavar="INPUTS")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
-    p.add_argument("--float", action="store_true", help="the float model instead of fixed point")
-    p.add_argument("--sequence", action="store_true", help="also write h (N, T, H)")
+    _add_inputs(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npz",
+                   help="where to write the outputs (required)")
+    p.add_argument("--float", action="store_true",
+                   help="the float model instead of fixed point (default: fixed point)")
+    p.add_argument("--sequence", action="store_true",
+                   help="also write h, the top layer's hidden state at every step (default: off)")
     p.add_argument("--keep-state", action="store_true",
-                   help="sequences are consecutive chunks of one stream")
-    p.add_argument("--json", action="store_true")
+                   help="the sequences are consecutive chunks of one stream: do not reset the "
+                        "state between them (default: off)")
+    _add_json(p)
     _add_quant_flags(p)
 
-    p = sub.add_parser("generate", help="Verilog for the core, spec.json and memory files")
+    p = command("generate", "Verilog for the core, spec.json and qconfig.json",
+                "Write the core's Verilog (gru_core.v), spec.json (formats, schedule, ports) and "
+                "qconfig.json (the formats used; give it to --qconfig) into DIR.")
     _add_model(p)
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p.add_argument("--lanes", type=_positive_int("--lanes"), default=None, metavar="P")
-    p.add_argument("--sequence", action="store_true", help="emit the hidden state every step")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="output folder, created if missing; files of an earlier generate there "
+                        "are replaced (required)")
+    _add_lanes(p)
+    p.add_argument("--sequence", action="store_true",
+                   help="emit the hidden state every step (default: one output per sequence)")
     p.add_argument("--runtime-weights", action="store_true",
-                   help="add the weight stream port w_stream (see spec.json weights) and write weights.npz")
+                   help="add the weight stream port w_stream (see spec.json weights) and write "
+                        "weights.npz (default: weights fixed in the Verilog)")
     _add_quant_flags(p)
 
-    p = sub.add_parser("simulate", help="run the generated hardware and compare with golden")
+    p = command("simulate", "run the generated hardware and compare it with golden",
+                "Simulate the generated core on INPUTS, compare every output with the bit-exact "
+                "golden model and write OUT.npz (y, cycles, and h with --sequence). Exit 1 with "
+                "the first mismatch.")
     _add_model(p)
-    p.add_argument("inputs", metavar="INPUTS")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
-    p.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"), default="verilator")
-    p.add_argument("--lanes", type=_positive_int("--lanes"), default=None, metavar="P")
-    p.add_argument("--sequence", action="store_true")
-    p.add_argument("--keep-state", action="store_true")
+    _add_inputs(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npz",
+                   help="where to write the hardware's outputs (required)")
+    p.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"), default="verilator",
+                   help="verilator or icarus run the Verilog under cocotb; amaranth runs the "
+                        "same core in Amaranth's simulator (default: %(default)s)")
+    _add_lanes(p)
+    p.add_argument("--sequence", action="store_true",
+                   help="compare (and write) the hidden state of every step (default: off)")
+    p.add_argument("--keep-state", action="store_true",
+                   help="the sequences are consecutive chunks of one stream (default: off)")
     p.add_argument("--runtime-weights", action="store_true",
-                   help="simulate the core with the weight port, its weights loaded through it")
-    p.add_argument("--waves", metavar="DIR", help="write a waveform into DIR")
-    p.add_argument("--build-dir", metavar="DIR", help="where the simulator builds (default: a temp dir)")
-    p.add_argument("--json", action="store_true")
+                   help="simulate the core with the weight port, its weights loaded through it "
+                        "(default: off)")
+    p.add_argument("--waves", metavar="DIR",
+                   help="write a waveform into DIR (default: none, except on a mismatch)")
+    p.add_argument("--build-dir", metavar="DIR",
+                   help="where the simulator builds, kept for reuse (default: a temporary "
+                        "folder, removed afterwards)")
+    _add_json(p)
     _add_quant_flags(p)
 
-    p = sub.add_parser("build", help="bitstream and report.json for a board")
+    p = command("build", "bitstream and report.json for a board",
+                "Synthesize, place and route the core with the UART link for BOARD; write the "
+                "bitstream, report.json (Fmax, utilization, latency) and a table into DIR.")
     _add_model(p)
-    p.add_argument("--board", required=True, metavar="BOARD")
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p.add_argument("--lanes", type=_positive_int("--lanes"), default=None, metavar="P")
-    p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
-                   help="core clock (default: per board; lowered to the routed Fmax if missed)")
-    p.add_argument("--baud", type=_positive_int("--baud"), default=None, help="UART baud rate")
+    p.add_argument("--board", required=True, metavar="BOARD",
+                   help="icebreaker, ulx3s-12f, ulx3s-25f, ulx3s-45f, ulx3s-85f, orangecrab-25f "
+                        "or orangecrab-85f (required)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="output folder, created if missing (required)")
+    _add_lanes(p)
+    p.add_argument("--clock-mhz", type=_number(1.0, 500.0), default=None, metavar="F",
+                   help="core clock in MHz, 1..500 (default: the board's; lowered to the routed "
+                        "Fmax if missed)")
+    p.add_argument("--baud", type=_int_in(1), default=None, metavar="RATE",
+                   help="UART baud rate (default: the board's)")
     p.add_argument("--runtime-weights", action="store_true",
-                   help="weights loadable over the UART (gru-hw run --load-weights)")
-    p.add_argument("--seeds", type=_positive_int("--seeds"), default=None, metavar="N",
+                   help="weights loadable over the UART with run --load-weights (default: off)")
+    p.add_argument("--seeds", type=_int_in(1, 100), default=None, metavar="N",
                    help="if routing misses the clock, place and route again with nextpnr seeds "
                         "2..N (stopping when met) and keep the best (default: per board)")
-    p.add_argument("--json", action="store_true")
+    _add_json(p, "report.json")
     _add_quant_flags(p)
 
-    p = sub.add_parser("flash", help="program the board a build was made for")
-    p.add_argument("build_dir", metavar="DIR")
-    p.add_argument("--dry-run", action="store_true", help="print the command only")
+    p = command("flash", "program the board a build was made for")
+    p.add_argument("build_dir", metavar="DIR", help="the output folder of gru-hw build")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the programming command instead of running it (default: off)")
 
-    p = sub.add_parser("run", help="run INPUTS on a flashed board over its UART")
-    p.add_argument("inputs", metavar="INPUTS")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
-    p.add_argument("--port", required=True, metavar="DEVICE")
-    p.add_argument("--build-dir", metavar="DIR", help="the build the board holds (for --check)")
-    p.add_argument("--model", metavar="MODEL", help="the model, for --check")
-    p.add_argument("--check", action="store_true", help="compare the outputs with golden")
-    p.add_argument("--keep-state", action="store_true")
+    p = command("run", "run INPUTS on a flashed board over its UART",
+                "Send INPUTS to a flashed board over its UART link and write its outputs to "
+                "OUT.npz (y, cycles).")
+    _add_inputs(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npz",
+                   help="where to write the board's outputs (required)")
+    p.add_argument("--port", required=True, metavar="DEVICE",
+                   help="the board's serial port, e.g. /dev/ttyUSB1 (required)")
+    p.add_argument("--build-dir", metavar="DIR",
+                   help="the build the board holds: its baud rate and formats (default: none)")
+    p.add_argument("--model", metavar="MODEL",
+                   help="the model the board must hold; needed by --check and --load-weights "
+                        "(default: not checked)")
+    p.add_argument("--check", action="store_true",
+                   help="compare every output with golden; exit 1 on a difference (default: off)")
+    p.add_argument("--keep-state", action="store_true",
+                   help="the sequences are consecutive chunks of one stream (default: off)")
     p.add_argument("--load-weights", action="store_true",
-                   help="first load --model's weights into a --runtime-weights build "
-                        "(needs --build-dir)")
-    p.add_argument("--baud", type=_positive_int("--baud"), default=None)
+                   help="first load --model's weights into a --runtime-weights build (needs "
+                        "--build-dir) (default: off)")
+    p.add_argument("--baud", type=_int_in(1), default=None, metavar="RATE",
+                   help="UART baud rate (default: the build's, or 115200 without --build-dir)")
 
-    p = sub.add_parser("demo", help="the main job on the shipped example model")
-    p.add_argument("-o", "--output", default="demo-out", metavar="DIR")
-    p.add_argument("--quick", action="store_true", help="skip the board build")
+    p = command("demo", "the main job on the shipped example model",
+                "Import the shipped JapaneseVowels classifier, choose formats, generate and "
+                "simulate the Verilog, build iCEBreaker bitstreams, and write a summary and a "
+                "figure into DIR.")
+    p.add_argument("-o", "--output", default="demo-out", metavar="DIR",
+                   help="output folder (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="skip the board builds (default: off)")
     return parser
 
 
@@ -154,6 +313,49 @@ def _version() -> str:
     from . import __version__
 
     return __version__
+
+
+# ---- progress ------------------------------------------------------------------------------------
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Bar:
+    """A progress bar on stderr fed by a library ``progress(done, total)`` callback.
+
+    Shown only when stderr is a terminal and ``--quiet`` is not given; cleared when done.
+    """
+
+    def __init__(self, args: argparse.Namespace, desc: str, unit: str) -> None:
+        self.enabled = not getattr(args, "quiet", False) and _stderr_is_terminal()
+        self.desc, self.unit = desc, unit
+        self.bar = None
+
+    def __enter__(self) -> "_Bar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr,
+                            leave=False, dynamic_ncols=True)
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 # ---- shared helpers ------------------------------------------------------------------------------
@@ -164,16 +366,25 @@ def load_model(path: str):
     return _load(path)
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def _refuse_with(args: argparse.Namespace, option: str, flags: tuple[str, ...]) -> None:
     """Raise if any of ``flags`` was given together with ``option``."""
     for flag in flags:
         if getattr(args, flag, None) is not None:
-            raise GruHwError(f"{option} cannot be combined with --{flag.replace('_', '-')}")
+            raise GruHwError(f"{option} cannot be combined with {_flag(flag)}")
 
 
 def _model_spec_lanes(args: argparse.Namespace):
     """Load MODEL, resolve the quant flags and the lane count (default: up to 8)."""
     model = load_model(args.model)
+    if args.lanes is not None:
+        limit = 3 * max(layer.hidden_size for layer in model.layers)
+        if args.lanes > limit:
+            raise GruHwError(f"--lanes must be in 1..{limit} for {args.model} (3 x its largest "
+                             f"hidden size), got {args.lanes}")
     spec = resolve_spec(model, args)
     lanes = args.lanes if args.lanes is not None else _default_lanes(model)
     return model, spec, lanes
@@ -182,12 +393,16 @@ def _model_spec_lanes(args: argparse.Namespace):
 def resolve_spec(model, args: argparse.Namespace):
     """Return the QuantSpec the quant flags ask for."""
     from .io import load_inputs
-    from .quant import QuantSpec, choose_spec
+    from .quant import DatapathTooWide, QuantSpec, check_datapath, choose_spec, quantize_model
 
     if args.qconfig:
         _refuse_with(args, "--qconfig", ("weight_bits", "act_bits", "calibrate", "pwl_segments"))
         spec = QuantSpec.load(args.qconfig)
         spec.validate(model, where=args.qconfig)
+        try:
+            check_datapath(quantize_model(model, spec))
+        except DatapathTooWide as exc:
+            raise GruHwError(f"{args.qconfig}: too wide for {args.model}: {exc.detail}") from None
         return spec
     calibration = None
     if args.calibrate:
@@ -195,18 +410,18 @@ def resolve_spec(model, args: argparse.Namespace):
         if lengths is not None:
             mask = np.arange(calibration.shape[1])[None, :] < lengths[:, None]
             calibration = calibration[mask]
-    seg_log2 = 5
-    if args.pwl_segments is not None:
-        s = args.pwl_segments
-        if s < 2 or s & (s - 1) or s > 8192:
-            raise GruHwError(f"--pwl-segments must be a power of two in 2..8192, got {s}")
-        seg_log2 = s.bit_length() - 2
+    seg_log2 = 5 if args.pwl_segments is None else args.pwl_segments.bit_length() - 2
     kwargs = {}
     if args.weight_bits is not None:
         kwargs["weight_bits"] = args.weight_bits
     if args.act_bits is not None:
         kwargs["act_bits"] = args.act_bits
-    return choose_spec(model, calibration=calibration, seg_log2=seg_log2, **kwargs)
+    try:
+        return choose_spec(model, calibration=calibration, seg_log2=seg_log2,
+                           calibration_name=args.calibrate or "calibration inputs", **kwargs)
+    except DatapathTooWide as exc:
+        raise GruHwError(f"{args.model}: the weights are too large for these formats: "
+                         f"{exc.detail}; use fewer --act-bits or --weight-bits") from None
 
 
 def _print_json(obj) -> None:
@@ -227,33 +442,53 @@ def _default_lanes(model) -> int:
     return min(8, 3 * min(layer.hidden_size for layer in model.layers))
 
 
+def _check_output_file(path: str) -> Path:
+    from .io import check_output_file
+
+    return check_output_file(path, ".npz")
+
+
+def _check_output_dir(path: str) -> Path:
+    from .io import check_output_dir
+
+    return check_output_dir(path)
+
+
 # ---- commands ------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
     from .report import model_info
 
-    model, spec, lanes = _model_spec_lanes(args)
-    info = model_info(model, spec, lanes=lanes, steps=args.steps)
-    text_extra = ""
     if args.target_accuracy_drop is not None or args.target_error is not None:
         if not args.calibrate:
             raise GruHwError("--target-accuracy-drop / --target-error need --calibrate INPUTS")
         if args.target_accuracy_drop is not None and args.target_error is not None:
             raise GruHwError("give either --target-accuracy-drop or --target-error, not both")
-        for flag, v in (("--target-accuracy-drop", args.target_accuracy_drop),
-                        ("--target-error", args.target_error)):
-            if v is not None and not (np.isfinite(v) and v >= 0):
-                raise GruHwError(f"{flag} must be a finite number >= 0, got {v}")
+    model, spec, lanes = _model_spec_lanes(args)
+    info = model_info(model, spec, lanes=lanes, steps=args.steps)
+    text_extra = ""
     if args.calibrate:
         from .calibrate import format_report, point_report, recommend
         from .io import load_inputs, load_labels
 
         x, lengths = load_inputs(args.calibrate, model.input_size)
         labels = load_labels(args.calibrate, x.shape[0])
+        if args.target_accuracy_drop is not None and labels is None:
+            raise GruHwError(f"{args.calibrate}: --target-accuracy-drop needs 'labels' (N,) "
+                             "in this file")
         rows = point_report(model, spec, x, lengths)
-        rec = recommend(model, x, lengths, labels=labels, target_accuracy_drop=args.target_accuracy_drop,
-                        target_error=args.target_error)
-        info["calibration"] = {"points": rows, "recommendation": rec}
+        with _Bar(args, "calibrating", "width") as bar:
+            rec = recommend(model, x, lengths, labels=labels,
+                            target_accuracy_drop=args.target_accuracy_drop,
+                            target_error=args.target_error, calibration_name=args.calibrate,
+                            progress=bar)
         text_extra = "\n" + format_report(rows, rec)
+        r = rec["recommended"]
+        if r is not None:
+            # The recommendation was measured with the calibrated input format: keep it.
+            r["flags"] = (f"--weight-bits {r['weight_bits']} --act-bits {r['act_bits']} "
+                          f"--calibrate {shlex.quote(args.calibrate)}")
+            text_extra += f"\n  to use it, give: {r['flags']}"
+        info["calibration"] = {"points": rows, "recommendation": rec}
     if args.json:
         _print_json(info)
     else:
@@ -268,17 +503,24 @@ def cmd_golden(args: argparse.Namespace) -> int:
     from .io import load_inputs, save_outputs
     from .quant import quantize_model
 
-    model = load_model(args.model)
-    x, lengths = load_inputs(args.inputs, model.input_size)
+    out = _check_output_file(args.output)
     if args.float:
         _refuse_with(args, "--float",
                      ("weight_bits", "act_bits", "qconfig", "calibrate", "pwl_segments"))
-        res = float_forward(model, x, lengths, sequence=args.sequence, keep_state=args.keep_state)
+    model = load_model(args.model)
+    x, lengths = load_inputs(args.inputs, model.input_size)
+    unit = "sequence" if args.keep_state else "step"
+    if args.float:
+        with _Bar(args, "float golden", unit) as bar:
+            res = float_forward(model, x, lengths, sequence=args.sequence,
+                                keep_state=args.keep_state, progress=bar)
     else:
         spec = resolve_spec(model, args)
         qm = quantize_model(model, spec)
-        res = int_forward(qm, x, lengths, sequence=args.sequence, keep_state=args.keep_state)
-    save_outputs(args.output, y=res.y, h=res.h)
+        with _Bar(args, "fixed golden", unit) as bar:
+            res = int_forward(qm, x, lengths, sequence=args.sequence, keep_state=args.keep_state,
+                              progress=bar)
+    save_outputs(out, y=res.y, h=res.h)
     summary = {
         "output": args.output,
         "sequences": int(x.shape[0]),
@@ -299,20 +541,18 @@ def cmd_golden(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import generate
+    from .generate import QCONFIG_FILE, generate
     from .quant import quantize_model
 
+    out = _check_output_dir(args.output)
     model, spec, lanes = _model_spec_lanes(args)
     qm = quantize_model(model, spec)
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise GruHwError(f"{out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     info = generate(qm, out, lanes=lanes, sequence=args.sequence,
                     runtime_weights=args.runtime_weights)
     sched = info.get("schedule", {})
-    print(f"generated {out / 'gru_core.v'} and {out / 'spec.json'}: {model.describe()}, "
-          f"{lanes} lane(s), {sched.get('cycles_per_step', '?')} cycles/step")
+    print(f"generated {out / info.get('verilog', 'gru_core.v')}, spec.json and {QCONFIG_FILE} "
+          f"in {out}: {model.describe()}, {lanes} lane(s), "
+          f"{sched.get('cycles_per_step', '?')} cycles/step")
     if args.runtime_weights:
         w = info["weights"]
         print(f"weight port w_stream: {w['words']} words of {w['data_width']} bits "
@@ -324,12 +564,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import run_simulation
 
+    out = _check_output_file(args.output)
+    for flag, path in (("--waves", args.waves), ("--build-dir", args.build_dir)):
+        if path is not None:
+            try:
+                _check_output_dir(path)
+            except GruHwError as exc:
+                raise GruHwError(f"{flag} {exc}") from None
     model, spec, lanes = _model_spec_lanes(args)
-    result = run_simulation(
-        model, spec, args.inputs, args.output, simulator=args.simulator, lanes=lanes,
-        sequence=args.sequence, keep_state=args.keep_state, runtime_weights=args.runtime_weights,
-        waves=args.waves, build_dir=args.build_dir,
-    )
+    with _Bar(args, f"simulating ({args.simulator})", "sequence") as bar:
+        result = run_simulation(
+            model, spec, args.inputs, out, simulator=args.simulator, lanes=lanes,
+            sequence=args.sequence, keep_state=args.keep_state,
+            runtime_weights=args.runtime_weights, waves=args.waves, build_dir=args.build_dir,
+            progress=bar,
+        )
     if args.json:
         _print_json(result)
     if not result["match"]:
@@ -343,15 +592,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .board import DoesNotFit, TimingNotMet, build
+    from .board import DoesNotFit, TimingNotMet, build, get_board
     from .quant import quantize_model
 
+    get_board(args.board)
+    _check_output_dir(args.output)
     model, spec, lanes = _model_spec_lanes(args)
     qm = quantize_model(model, spec)
     kwargs = {"lanes": lanes}
     if args.clock_mhz is not None:
-        if not (np.isfinite(args.clock_mhz) and 1.0 <= args.clock_mhz <= 500.0):
-            raise GruHwError(f"--clock-mhz must be within 1..500, got {args.clock_mhz}")
         kwargs["clock_mhz"] = args.clock_mhz
     if args.baud is not None:
         kwargs["baud"] = args.baud
@@ -377,7 +626,42 @@ def cmd_flash(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_build_dir(build_dir: str, need_baud: bool) -> dict:
+    """Read DIR/report.json of a build for ``run``; raise naming the file and key if unusable."""
+    d = Path(build_dir)
+    rp = d / "report.json"
+    if not d.is_dir():
+        raise GruHwError(f"--build-dir {d}: no such directory")
+    if not rp.is_file():
+        raise GruHwError(f"{d}: no report.json (is this a `gru-hw build` output directory?)")
+    try:
+        report = json.loads(rp.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GruHwError(f"{rp}: cannot read ({exc})") from None
+    if not isinstance(report, dict):
+        raise GruHwError(f"{rp}: expected a JSON object")
+    if need_baud:
+        uart = report.get("uart")
+        if not isinstance(uart, dict) or not isinstance(uart.get("baud"), int) \
+                or isinstance(uart.get("baud"), bool) or uart["baud"] < 1:
+            raise GruHwError(f"{rp}: no 'uart' with a 'baud' rate (give --baud, or rebuild)")
+    return report
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from .io import load_inputs
+
+    _check_output_file(args.output)
+    load_inputs(args.inputs)  # readable, finite, (N, T, I): before the port is opened
+    if args.check and not args.model:
+        raise GruHwError("--check needs --model (and --build-dir if the build used quant flags)")
+    if args.load_weights and not (args.model and args.build_dir):
+        raise GruHwError("--load-weights needs --model (the weights to load) and --build-dir "
+                         "(the run-time-weights build the board holds, for its formats)")
+    if args.build_dir:
+        _check_build_dir(args.build_dir, need_baud=args.baud is None)
+    if args.model:
+        load_model(args.model)
     from .board import run_inputs
 
     result = run_inputs(args)
@@ -389,13 +673,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.output, quick=args.quick)
+    _check_output_dir(args.output)
+    return run_demo(args.output, quick=args.quick, log=lambda line: print(line, flush=True))
 
 
 COMMANDS = {
     "info": cmd_info, "golden": cmd_golden, "generate": cmd_generate, "simulate": cmd_simulate,
     "build": cmd_build, "flash": cmd_flash, "run": cmd_run, "demo": cmd_demo,
 }
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -405,10 +694,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except GruHwError as exc:
-        print(f"gru-hw {args.command}: error: {exc}", file=sys.stderr)
+        print(f"gru-hw {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except CheckFailed as exc:
-        print(f"gru-hw {args.command}: check failed: {exc}", file=sys.stderr)
+        print(f"gru-hw {args.command}: check failed: {_one_line(exc)}", file=sys.stderr)
         return EXIT_CHECK_FAILED
     except KeyboardInterrupt:
         print(f"gru-hw {args.command}: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,18 +29,19 @@ BOARD_CLOCK_MHZ = 24.0
 
 
 class _Progress:
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, log: Callable[[str], None]) -> None:
         self.total = total
         self.n = 0
         self.t0 = time.monotonic()
+        self.log = log
 
     def stage(self, text: str) -> float:
         self.n += 1
-        print(f"[{self.n}/{self.total}] {text} ...", flush=True)
+        self.log(f"[{self.n}/{self.total}] {text} ...")
         return time.monotonic()
 
     def done(self, t: float, text: str) -> None:
-        print(f"      {text} ({time.monotonic() - t:.1f} s)", flush=True)
+        self.log(f"      {text} ({time.monotonic() - t:.1f} s)")
 
 
 def _split(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -47,8 +49,13 @@ def _split(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return d["x"].astype(np.float64), d["lengths"].astype(np.int64), d["labels"]
 
 
-def run_demo(out_dir: str | Path, *, quick: bool = False) -> int:
-    """Run the demo; return the exit status (1 if a check failed)."""
+def run_demo(out_dir: str | Path, *, quick: bool = False,
+             log: Callable[[str], None] | None = None) -> int:
+    """Run the demo; return the exit status (1 if a check failed).
+
+    ``log`` receives the progress and summary lines (default: none are shown).
+    """
+    log = log or (lambda _line: None)
     from .golden import float_forward, int_forward
     from .importers import load_model
     from .quant import choose_spec, quantize_model
@@ -56,7 +63,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False) -> int:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     steps = 5 if quick else 6
-    prog = _Progress(steps)
+    prog = _Progress(steps, log)
     summary: dict = {"model_file": str(MODEL_FILE.relative_to(DATA.parent.parent))}
 
     # 1. import
@@ -113,7 +120,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False) -> int:
     summary["rtl_sim"] = {"sequences": sim["sequences"], "match": sim["match"],
                           "cycles_mean": sim["cycles_mean"]}
     if not sim["match"]:
-        print(f"      MISMATCH: {sim['mismatch']}")
+        log(f"      MISMATCH: {sim['mismatch']}")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return 1
     prog.done(t, f"all {sim['sequences']} outputs bit-exact against golden; "
@@ -127,13 +134,13 @@ def run_demo(out_dir: str | Path, *, quick: bool = False) -> int:
                        f"{', '.join(map(str, BOARD_LANES))} (two at a time)")
         board_spec = choose_spec(model, wb, ab, calibration=cal)
         board_spec.save(out / "qconfig-icebreaker.json")
-        builds = _board_builds(quantize_model(model, board_spec), out)
+        builds = _board_builds(quantize_model(model, board_spec), out, log)
         summary["board_bits"] = {"weight_bits": wb, "act_bits": ab}
         summary["icebreaker"] = builds
         ok = [b for b in builds if "fmax_mhz" in b]
         prog.done(t, f"{len(ok)} of {len(builds)} bitstream(s) built in {out}")
         if not any(b["lanes"] == LANES and "fmax_mhz" in b for b in builds):
-            print(f"      the {LANES}-lane iCEBreaker build did not complete")
+            log(f"      the {LANES}-lane iCEBreaker build did not complete")
             (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
             return 1
 
@@ -143,14 +150,14 @@ def run_demo(out_dir: str | Path, *, quick: bool = False) -> int:
 
     draw(out / "demo.png", spec, sweep, acc_float, builds)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    print()
-    print(_summary_table(summary, builds))
+    log("")
+    log(_summary_table(summary, builds))
     prog.done(t, f"{out / 'demo.png'}, {out / 'summary.json'}")
-    print(f"\ndone in {time.monotonic() - prog.t0:.0f} s")
+    log(f"\ndone in {time.monotonic() - prog.t0:.0f} s")
     return 0
 
 
-def _board_builds(qm, out: Path) -> list[dict]:
+def _board_builds(qm, out: Path, log: Callable[[str], None]) -> list[dict]:
     """Build the iCEBreaker bitstreams, two at a time (each build is one single-threaded tool chain)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -158,7 +165,7 @@ def _board_builds(qm, out: Path) -> list[dict]:
 
     def one(lanes: int) -> dict:
         def say(msg: str) -> None:
-            print(f"      [{lanes} lanes] {msg}", flush=True)
+            log(f"      [{lanes} lanes] {msg}")
 
         try:
             rep = build(qm, "icebreaker", out / f"icebreaker-{lanes}", lanes=lanes, progress=say,

@@ -75,28 +75,56 @@ def weight_port_info(core) -> dict:
 
 
 WEIGHTS_FILE = "weights.npz"
+#: The QuantSpec the core was generated with (accepted by every ``--qconfig``).
+QCONFIG_FILE = "qconfig.json"
 
 
 def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gru_core",
              profile=None, runtime_weights: bool = False,
              init_weights: bool = True) -> dict:
-    """Write ``out_dir/<name>.v`` and ``out_dir/spec.json``; return the spec dict.
+    """Write ``<name>.v``, ``spec.json`` and ``qconfig.json`` into ``out_dir``; return spec.json.
 
     The Verilog module is named ``name``; its ports are ``clk``, ``rst`` and the two streams'
     ``*__payload`` / ``*__valid`` / ``*__ready``. Memories are initialised inside the Verilog.
     With ``runtime_weights`` the core also has the weight stream port ``w_stream`` (see
     ``spec.json``'s ``weights`` section), ``weights.npz`` holds the model's words for it
     (``addr``, ``data``), and ``init_weights=False`` leaves the weight memories zero at power-up.
+    ``qconfig.json`` is the QuantSpec used (see :meth:`gru_hw.quant.QuantSpec.load`).
+
+    The files are written into a temporary folder beside ``out_dir`` and moved into it only when
+    all of them are done: a failure leaves ``out_dir`` as it was (and creates nothing); files of
+    an earlier generate that this one does not write (``weights.npz``) are removed.
     """
-    from .gateware import GRUCore
+    from .io import output_dir
 
     if not name.isidentifier():
         raise GruHwError(f"module name must be a Verilog identifier, got {name!r}")
     out = Path(out_dir)
+    with output_dir(out, replaces=_stale_names(out, name)) as tmp:
+        info = _generate_into(tmp, qm, lanes=lanes, sequence=sequence, name=name,
+                              profile=profile, runtime_weights=runtime_weights,
+                              init_weights=init_weights)
+    return info
+
+
+def _stale_names(out: Path, name: str) -> list[str]:
+    """Files an earlier generate may have left in ``out`` (removed unless written again)."""
+    names = [f"{name}.v", "spec.json", WEIGHTS_FILE, QCONFIG_FILE]
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GruHwError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+        old = json.loads((out / "spec.json").read_text())
+    except (OSError, ValueError):
+        return names
+    if isinstance(old, dict) and old.get("format") == "gru-hw-core":
+        v = old.get("verilog")
+        if isinstance(v, str) and v.endswith(".v") and Path(v).name == v:
+            names.append(v)
+    return names
+
+
+def _generate_into(out: Path, qm, *, lanes: int, sequence: bool, name: str, profile,
+                   runtime_weights: bool, init_weights: bool) -> dict:
+    from .gateware import GRUCore
+
     core = GRUCore(qm, lanes, sequence=sequence, profile=profile,
                    runtime_weights=runtime_weights, init_weights=init_weights)
     text = verilog.convert(core, name=name, emit_src=False)
@@ -151,5 +179,7 @@ def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gr
         image = core.memory_map.image()
         np.savez(out / WEIGHTS_FILE, addr=np.array([a for a, _ in image], dtype=np.int64),
                  data=np.array([w for _, w in image], dtype=np.int64))
+    qm.spec.save(out / QCONFIG_FILE)
+    info["qconfig"] = QCONFIG_FILE
     (out / "spec.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

@@ -7,16 +7,24 @@ layer's hidden state at every step, zero past a sequence's length.
 
 With ``keep_state`` the sequences are consecutive chunks of one stream: the hidden state of every
 layer carries over from sequence n to sequence n + 1 instead of restarting from zero.
+
+``progress``, when given, is called as ``progress(done, total)`` as the work advances: time
+steps (all sequences run together), or sequences with ``keep_state``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import GruHwError
 from .model import GRUModel
+
+
+#: ``progress(done, total)``: how far a long computation has come.
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -73,20 +81,23 @@ def float_forward(
     *,
     sequence: bool = False,
     keep_state: bool = False,
+    progress: Progress | None = None,
 ) -> GoldenResult:
     """Run the float reference model."""
     x, lengths = check_inputs(model, x, lengths)
     if keep_state:
         return _chunked(lambda xs, ls, st: _float_batch(model, xs, ls, sequence, st), x, lengths,
-                        [np.zeros((1, l.hidden_size)) for l in model.layers], sequence)
-    y, h, _ = _float_batch(model, x, lengths, sequence, None)
+                        [np.zeros((1, l.hidden_size)) for l in model.layers], sequence, progress)
+    y, h, _ = _float_batch(model, x, lengths, sequence, None, progress=progress)
     return GoldenResult(y=y, h=h)
 
 
-def _chunked(run, x, lengths, state, sequence):
+def _chunked(run, x, lengths, state, sequence, progress=None):
     ys, hs = [], []
     sats: dict[str, int] = {}
     for n in range(x.shape[0]):
+        if progress is not None:
+            progress(n, x.shape[0])
         out = run(x[n : n + 1], lengths[n : n + 1], state)
         y, h, state = out[0], out[1], out[2]
         if len(out) > 3:
@@ -95,17 +106,21 @@ def _chunked(run, x, lengths, state, sequence):
         ys.append(y)
         if sequence:
             hs.append(h)
+    if progress is not None:
+        progress(x.shape[0], x.shape[0])
     return GoldenResult(
         y=np.concatenate(ys), h=np.concatenate(hs) if sequence else None, saturations=sats
     )
 
 
-def _float_batch(model, x, lengths, sequence, state, trace=None):
+def _float_batch(model, x, lengths, sequence, state, trace=None, progress=None):
     n, t, _ = x.shape
     hs = [np.zeros((n, l.hidden_size)) if state is None else state[k].copy()
           for k, l in enumerate(model.layers)]
     seq = np.zeros((n, t, model.hidden_size)) if sequence else None
     for step in range(t):
+        if progress is not None:
+            progress(step, t)
         active = (step < lengths)[:, None]
         inp = x[:, step, :]
         for k, layer in enumerate(model.layers):
@@ -134,6 +149,8 @@ def _float_batch(model, x, lengths, sequence, state, trace=None):
             inp = hs[k]
         if sequence:
             seq[:, step, :] = np.where(active, hs[-1], 0.0)
+    if progress is not None:
+        progress(t, t)
     top = hs[-1]
     y = top @ model.head.w.T + model.head.b if model.head is not None else top.copy()
     if trace is not None and model.head is not None:
@@ -255,6 +272,7 @@ def int_forward_q(
     keep_state: bool = False,
     state: list[np.ndarray] | None = None,
     trace: dict[str, list] | None = None,
+    progress: Progress | None = None,
 ) -> GoldenResult:
     """Run the integer model on already-quantized inputs (int64 (N, T, I) in x_fmt).
 
@@ -267,22 +285,29 @@ def int_forward_q(
         st = state if state is not None else [np.zeros((1, hs), dtype=np.int64) for hs in qm.hidden_sizes]
         ys, hs = [], []
         for n in range(xq.shape[0]):
+            if progress is not None:
+                progress(n, xq.shape[0])
             y, h = _int_batch(qm, xq[n : n + 1], lengths[n : n + 1], sequence, st, sat)
             ys.append(y)
             hs.append(h)
+        if progress is not None:
+            progress(xq.shape[0], xq.shape[0])
         return GoldenResult(np.concatenate(ys), np.concatenate(hs) if sequence else None, sat.counts)
-    y, h = _int_batch(qm, xq, lengths, sequence, None, sat)
+    y, h = _int_batch(qm, xq, lengths, sequence, None, sat, progress)
     return GoldenResult(y, h, sat.counts)
 
 
-def _int_batch(qm, xq, lengths, sequence, state, sat):
+def _int_batch(qm, xq, lengths, sequence, state, sat, progress=None):
     n, t, _ = xq.shape
     if state is None:
         hs = [np.zeros((n, hsz), dtype=np.int64) for hsz in qm.hidden_sizes]
     else:
         hs = state
     seq = np.zeros((n, t, qm.hidden_sizes[-1]), dtype=np.int64) if sequence else None
-    for step in range(int(lengths.max())):
+    steps = int(lengths.max())
+    for step in range(steps):
+        if progress is not None:
+            progress(step, steps)
         active = (step < lengths)[:, None]
         inp = xq[:, step, :]
         for k in range(len(qm.layers)):
@@ -294,6 +319,8 @@ def _int_batch(qm, xq, lengths, sequence, state, sat):
             inp = hs[k]
         if sequence:
             seq[:, step, :] = np.where(active, hs[-1], 0)
+    if progress is not None:
+        progress(steps, steps)
     top = hs[-1]
     y = int_head(qm, top, sat) if qm.head_w is not None else top.copy()
     return y, seq
@@ -306,6 +333,7 @@ def int_forward(
     *,
     sequence: bool = False,
     keep_state: bool = False,
+    progress: Progress | None = None,
 ) -> GoldenResult:
     """Run the bit-exact integer model on float inputs; return real-valued outputs.
 
@@ -317,7 +345,8 @@ def int_forward(
     model_like = _Shape(qm)
     x, lengths = check_inputs(model_like, x, lengths)
     xq, nsat = quantize_inputs(qm.spec, x)
-    res = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state)
+    res = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state,
+                        progress=progress)
     res.saturations = {"x": nsat, **qm.saturations, **res.saturations}
     y = to_float(res.y, qm.spec.out_fmt)
     h = to_float(res.h, qm.spec.h_fmt) if sequence else None

@@ -43,6 +43,16 @@ from .model import GRUModel
 
 FORMAT_NAME = "gru-hw-quant"
 FORMAT_VERSION = 1
+#: The ``format`` of a generated core's spec.json, whose ``quant`` section is a QuantSpec.
+CORE_FORMAT_NAME = "gru-hw-core"
+#: Accepted widths (inclusive).
+WEIGHT_BITS_RANGE = (2, 24)
+ACT_BITS_RANGE = (6, 24)
+#: Accepted values of the PWL design knobs (inclusive).
+PWL_PARAM_RANGES = {"range_log2": (0, 6), "seg_log2": (0, 12), "slope_guard": (0, 16),
+                    "icpt_guard": (0, 16)}
+_TOP_KEYS = ("format", "version", "weight_bits", "act_bits", "x_fmt", "h_fmt", "gate_fmt",
+             "preact_fmt", "layers", "sigmoid", "tanh")
 DEFAULT_WEIGHT_BITS = 16
 DEFAULT_ACT_BITS = 16
 DEFAULT_X_INT_BITS = 4
@@ -170,18 +180,62 @@ class QuantSpec:
         """The designed tanh table (cached)."""
         return design_pwl(self.tanh_spec())
 
-    def validate(self, model: GRUModel | None = None, where: str = "qconfig") -> None:
-        """Check internal consistency and, when given, agreement with a model."""
-        if self.gate_fmt.int_bits < 1 or self.h_fmt.int_bits < 1:
-            raise GruHwError(f"{where}: h_fmt and gate_fmt need at least 1 integer bit (values up to 1)")
+    def validate(self, model: GRUModel | None = None, where: str = "quantization spec") -> None:
+        """Check internal consistency and, when given, agreement with a model.
+
+        Messages start with ``where`` (a file name, say) and name the offending key.
+        """
+        def bad(key: str, what: str) -> GruHwError:
+            return GruHwError(f"{where}: {key}: {what}")
+
+        for key, value, (lo, hi) in (("weight_bits", self.weight_bits, WEIGHT_BITS_RANGE),
+                                     ("act_bits", self.act_bits, ACT_BITS_RANGE)):
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise bad(key, f"must be an integer in {lo}..{hi}, got {value!r}")
+        for key, fmt in (("h_fmt", self.h_fmt), ("gate_fmt", self.gate_fmt)):
+            if fmt.int_bits < 1:
+                raise bad(key, f"{fmt} needs at least 1 integer bit (its values reach 1)")
+        for key, fmt in (("x_fmt", self.x_fmt), ("h_fmt", self.h_fmt), ("gate_fmt", self.gate_fmt)):
+            if fmt.width != self.act_bits:
+                raise bad(key, f"{fmt} is {fmt.width} bits wide, but act_bits is {self.act_bits}")
         if self.preact_fmt.frac_bits < 0:
-            raise GruHwError(f"{where}: preact_fmt {self.preact_fmt} must have fraction bits")
+            raise bad("preact_fmt", f"{self.preact_fmt} must have fraction bits")
         if not self.layers:
-            raise GruHwError(f"{where}: no layers")
+            raise bad("layers", "no layers")
         if len({lf.hn_fmt is None for lf in self.layers}) != 1:
             raise GruHwError(f"{where}: hn_fmt must be set on every layer (reset_after) or on none")
-        self.sigmoid_spec()
-        self.tanh_spec()
+        for k, lf in enumerate(self.layers):
+            for name, fmt in (("w_ih_fmt", lf.w_ih_fmt), ("w_hh_fmt", lf.w_hh_fmt)):
+                if fmt.width != self.weight_bits:
+                    raise bad(f"layers[{k}].{name}", f"{fmt} is {fmt.width} bits wide, but "
+                                                     f"weight_bits is {self.weight_bits}")
+            if lf.hn_fmt is not None and lf.hn_fmt.int_bits < 1:
+                raise bad(f"layers[{k}].hn_fmt", f"{lf.hn_fmt} needs at least 1 integer bit")
+            for name, fmt_of in (("b_ih_int_bits", self.b_ih_fmt),
+                                 ("b_hh_int_bits", self.b_hh_fmt)):
+                try:
+                    fmt_of(k)
+                except GruHwError as exc:
+                    raise bad(f"layers[{k}].{name}", f"the bias format would be invalid ({exc})") \
+                        from None
+        if self.head is not None:
+            if self.head.w_fmt.width != self.weight_bits:
+                raise bad("head.w_fmt", f"{self.head.w_fmt} is {self.head.w_fmt.width} bits wide, "
+                                        f"but weight_bits is {self.weight_bits}")
+            try:
+                self.head_b_fmt()
+            except GruHwError as exc:
+                raise bad("head.b_int_bits", f"the bias format would be invalid ({exc})") from None
+        for key, p in (("sigmoid", self.sigmoid), ("tanh", self.tanh)):
+            for field_name, (lo, hi) in PWL_PARAM_RANGES.items():
+                v = getattr(p, field_name)
+                if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                    raise bad(f"{key}.{field_name}", f"must be an integer in {lo}..{hi}, got {v!r}")
+        for key, make in (("sigmoid", self.sigmoid_spec), ("tanh", self.tanh_spec)):
+            try:
+                make()
+            except GruHwError as exc:
+                raise bad(key, str(exc)) from None
         for k in range(len(self.layers)):
             for name, w in self.widths(k).items():
                 if w > MAX_BITS:
@@ -243,89 +297,100 @@ class QuantSpec:
 
     @classmethod
     def from_json(cls, d: object, where: str = "qconfig") -> "QuantSpec":
-        """Parse a QuantSpec written by :meth:`to_json`; errors name ``where`` and the key."""
+        """Parse a QuantSpec written by :meth:`to_json`, strictly.
+
+        Unknown or missing keys, wrong types, out-of-range values and inconsistent widths are
+        errors; each message starts with ``where`` and names the key.
+        """
         if not isinstance(d, dict):
-            raise GruHwError(f"{where}: expected a JSON object")
+            raise GruHwError(f"{where}: expected a JSON object, got {_json_type(d)}")
         if d.get("format") != FORMAT_NAME:
             raise GruHwError(f"{where}: not a gru-hw quantization spec (format is {d.get('format')!r})")
         if d.get("version") != FORMAT_VERSION:
             raise GruHwError(f"{where}: unsupported version {d.get('version')!r} (expected {FORMAT_VERSION})")
-        try:
-            layers = []
-            for k, lj in enumerate(_list(d["layers"], f"{where}.layers")):
-                w = f"{where}.layers[{k}]"
-                if not isinstance(lj, dict):
-                    raise GruHwError(f"{w}: expected an object")
-                layers.append(LayerFormats(
-                    w_ih_fmt=QFormat.from_json(lj["w_ih_fmt"], f"{w}.w_ih_fmt"),
-                    w_hh_fmt=QFormat.from_json(lj["w_hh_fmt"], f"{w}.w_hh_fmt"),
-                    b_ih_int_bits=_intval(lj["b_ih_int_bits"], f"{w}.b_ih_int_bits"),
-                    b_hh_int_bits=_intval(lj["b_hh_int_bits"], f"{w}.b_hh_int_bits"),
-                    hn_fmt=None if lj.get("hn_fmt") is None
-                    else QFormat.from_json(lj["hn_fmt"], f"{w}.hn_fmt"),
-                ))
-            head = None
-            if d.get("head") is not None:
-                hj = d["head"]
-                if not isinstance(hj, dict):
-                    raise GruHwError(f"{where}.head: expected an object")
-                head = HeadFormats(
-                    w_fmt=QFormat.from_json(hj["w_fmt"], f"{where}.head.w_fmt"),
-                    b_int_bits=_intval(hj["b_int_bits"], f"{where}.head.b_int_bits"),
-                    out_fmt=QFormat.from_json(hj["out_fmt"], f"{where}.head.out_fmt"),
-                )
-            points = []
-            pj = d.get("points", {})
-            if not isinstance(pj, dict):
-                raise GruHwError(f"{where}.points: expected an object")
-            for name, m in pj.items():
-                if not isinstance(m, dict):
-                    raise GruHwError(f"{where}.points.{name}: expected an object")
-                try:
-                    mode = PointMode(Rounding(m.get("rounding", "half_up")),
-                                     Overflow(m.get("overflow", "saturate")))
-                except ValueError as exc:
-                    raise GruHwError(f"{where}.points.{name}: {exc}") from None
-                if mode != PointMode():  # only non-default modes are kept, so specs compare equal
-                    points.append((name, mode))
-            spec = cls(
-                weight_bits=_intval(d["weight_bits"], f"{where}.weight_bits"),
-                act_bits=_intval(d["act_bits"], f"{where}.act_bits"),
-                x_fmt=QFormat.from_json(d["x_fmt"], f"{where}.x_fmt"),
-                h_fmt=QFormat.from_json(d["h_fmt"], f"{where}.h_fmt"),
-                gate_fmt=QFormat.from_json(d["gate_fmt"], f"{where}.gate_fmt"),
-                preact_fmt=QFormat.from_json(d["preact_fmt"], f"{where}.preact_fmt"),
-                layers=tuple(layers),
-                head=head,
-                sigmoid=_pwl_params_from(d["sigmoid"], f"{where}.sigmoid"),
-                tanh=_pwl_params_from(d["tanh"], f"{where}.tanh"),
-                points=tuple(points),
-                calibrated=bool(d.get("calibrated", False)),
-            )
-        except KeyError as exc:
-            raise GruHwError(f"{where}: missing key {exc.args[0]!r}") from None
+        top = _Obj(d, where, "", required=_TOP_KEYS, optional=("calibrated", "points", "head"))
+        layers = []
+        for k, lj in enumerate(top.list("layers")):
+            lo = _Obj(lj, where, f"layers[{k}]",
+                      required=("w_ih_fmt", "w_hh_fmt", "b_ih_int_bits", "b_hh_int_bits"),
+                      optional=("hn_fmt",))
+            layers.append(LayerFormats(
+                w_ih_fmt=lo.fmt("w_ih_fmt"),
+                w_hh_fmt=lo.fmt("w_hh_fmt"),
+                b_ih_int_bits=lo.int("b_ih_int_bits"),
+                b_hh_int_bits=lo.int("b_hh_int_bits"),
+                hn_fmt=lo.fmt("hn_fmt") if lj.get("hn_fmt") is not None else None,
+            ))
+        head = None
+        if d.get("head") is not None:
+            ho = _Obj(d["head"], where, "head", required=("w_fmt", "b_int_bits", "out_fmt"))
+            head = HeadFormats(w_fmt=ho.fmt("w_fmt"), b_int_bits=ho.int("b_int_bits"),
+                               out_fmt=ho.fmt("out_fmt"))
+        calibrated = d.get("calibrated", False)
+        if not isinstance(calibrated, bool):
+            raise GruHwError(f"{where}: calibrated: expected true or false, got {calibrated!r}")
+        spec = cls(
+            weight_bits=top.int("weight_bits"),
+            act_bits=top.int("act_bits"),
+            x_fmt=top.fmt("x_fmt"),
+            h_fmt=top.fmt("h_fmt"),
+            gate_fmt=top.fmt("gate_fmt"),
+            preact_fmt=top.fmt("preact_fmt"),
+            layers=tuple(layers),
+            head=head,
+            sigmoid=_pwl_params_from(d["sigmoid"], where, "sigmoid"),
+            tanh=_pwl_params_from(d["tanh"], where, "tanh"),
+            calibrated=calibrated,
+        )
+        points = []
+        pj = d.get("points", {})
+        if not isinstance(pj, dict):
+            raise GruHwError(f"{where}: points: expected an object")
         unknown = set(pj) - set(spec.point_names())
         if unknown:
-            raise GruHwError(f"{where}.points: unknown requantization point(s) {sorted(unknown)}")
+            raise GruHwError(f"{where}: points: unknown requantization point(s) {sorted(unknown)} "
+                             f"(this spec has {', '.join(spec.point_names())})")
+        for name, m in pj.items():
+            _Obj(m, where, f"points.{name}", optional=("rounding", "overflow"))
+            try:
+                mode = PointMode(Rounding(m.get("rounding", "half_up")),
+                                 Overflow(m.get("overflow", "saturate")))
+            except ValueError as exc:
+                raise GruHwError(f"{where}: points.{name}: {exc}") from None
+            if mode != PointMode():  # only non-default modes are kept, so specs compare equal
+                points.append((name, mode))
+        spec = replace(spec, points=tuple(points))
         spec.validate(where=where)
         return spec
 
     def save(self, path: str | Path) -> None:
-        """Write the spec as JSON."""
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        """Write the spec as JSON (atomically: a temporary file in the same folder, renamed)."""
+        from .io import write_text_atomic
+
+        write_text_atomic(path, json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "QuantSpec":
-        """Read a spec written by :meth:`save`; a bad file raises GruHwError naming it."""
+        """Read a spec written by :meth:`save` (or the ``quant`` section of a core's spec.json).
+
+        A bad file raises GruHwError naming it and the offending key.
+        """
         p = Path(path)
+        if p.is_dir():
+            raise GruHwError(f"{p}: is a directory, expected a .json file")
         try:
             text = p.read_text()
-        except OSError as exc:
-            raise GruHwError(f"{p}: cannot read ({exc.strerror or exc})") from None
+        except FileNotFoundError:
+            raise GruHwError(f"{p}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise GruHwError(f"{p}: cannot read ({reason})") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise GruHwError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if isinstance(data, dict) and data.get("format") == CORE_FORMAT_NAME and "quant" in data:
+            return cls.from_json(data["quant"], where=f"{p}: quant")
         return cls.from_json(data, where=str(p))
 
     def with_point(self, name: str, mode: PointMode) -> "QuantSpec":
@@ -351,28 +416,56 @@ def _pwl_params_json(p: PWLParams) -> dict:
             "slope_guard": p.slope_guard, "icpt_guard": p.icpt_guard}
 
 
-def _pwl_params_from(d: object, where: str) -> PWLParams:
-    if not isinstance(d, dict):
-        raise GruHwError(f"{where}: expected an object")
-    try:
-        return PWLParams(_intval(d["range_log2"], f"{where}.range_log2"),
-                         _intval(d["seg_log2"], f"{where}.seg_log2"),
-                         _intval(d.get("slope_guard", 3), f"{where}.slope_guard"),
-                         _intval(d.get("icpt_guard", 3), f"{where}.icpt_guard"))
-    except KeyError as exc:
-        raise GruHwError(f"{where}: missing key {exc.args[0]!r}") from None
+class _Obj:
+    """A JSON object being parsed: checks its keys, reads typed values, names them in errors."""
+
+    def __init__(self, d: object, where: str, key: str, *, required: tuple[str, ...] = (),
+                 optional: tuple[str, ...] = ()) -> None:
+        self.where, self.key = where, key
+        if not isinstance(d, dict):
+            raise self.error(f"expected an object, got {_json_type(d)}")
+        self.d = d
+        unknown = [k for k in d if k not in required and k not in optional]
+        if unknown:
+            known = ", ".join(required + optional)
+            raise self.error(f"unknown key {unknown[0]!r} (expected {known})")
+        for k in required:
+            if k not in d:
+                raise self.error(f"missing key {k!r}")
+
+    def error(self, what: str, key: str | None = None) -> GruHwError:
+        path = ".".join(p for p in (self.key, key) if p)
+        return GruHwError(f"{self.where}: {path + ': ' if path else ''}{what}")
+
+    def int(self, key: str) -> int:
+        v = self.d[key]
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise self.error(f"expected an integer, got {v!r}", key)
+        return v
+
+    def fmt(self, key: str) -> QFormat:
+        v = self.d[key]
+        path = ".".join(p for p in (self.key, key) if p)
+        return QFormat.from_json(v, f"{self.where}: {path}")
+
+    def list(self, key: str) -> list:
+        v = self.d[key]
+        if not isinstance(v, list):
+            raise self.error(f"expected a list, got {_json_type(v)}", key)
+        return v
 
 
-def _intval(v: object, where: str) -> int:
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise GruHwError(f"{where}: expected an integer, got {v!r}")
-    return int(v)
+def _json_type(v: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null", int: "a number", float: "a number"}.get(type(v), type(v).__name__)
 
 
-def _list(v: object, where: str) -> list:
-    if not isinstance(v, list):
-        raise GruHwError(f"{where}: expected a list")
-    return v
+def _pwl_params_from(d: object, where: str, key: str) -> PWLParams:
+    o = _Obj(d, where, key, required=("range_log2", "seg_log2"),
+             optional=("slope_guard", "icpt_guard"))
+    return PWLParams(o.int("range_log2"), o.int("seg_log2"),
+                     o.int("slope_guard") if "slope_guard" in d else 3,
+                     o.int("icpt_guard") if "icpt_guard" in d else 3)
 
 
 # ---- choosing formats ------------------------------------------------------------------------------
@@ -388,23 +481,31 @@ def choose_spec(
     act_bits: int = DEFAULT_ACT_BITS,
     calibration: np.ndarray | None = None,
     seg_log2: int = 5,
+    *,
+    calibration_name: str = "calibration inputs",
 ) -> QuantSpec:
     """Choose formats from the model's weights (and the range of calibration inputs, if given).
 
     Weight formats take the fewest integer bits that hold the largest weight of each matrix.
     Formats of values bounded by the weights (hn, the head's output) are derived from those bounds,
     so they never saturate. The layer-0 input format covers ±8 by default, or the calibration
-    inputs' largest magnitude.
+    inputs' largest magnitude (any scale: raw 16-bit audio gets integer bits and no fraction
+    bits). Calibration inputs too large for the integer datapath raise GruHwError naming
+    ``calibration_name`` and the range.
     """
-    _check_bits(weight_bits, "--weight-bits", 2, 24)
-    _check_bits(act_bits, "--act-bits", 6, 24)
+    _check_bits(weight_bits, "weight_bits", *WEIGHT_BITS_RANGE)
+    _check_bits(act_bits, "act_bits", *ACT_BITS_RANGE)
     h_fmt = QFormat(1, act_bits - 1)
     gate_fmt = QFormat(1, act_bits - 1)
     preact_fmt = QFormat(5, act_bits - 1)
+    max_x = None
     if calibration is not None:
         finite = np.asarray(calibration, dtype=np.float64)
+        if finite.size and not np.all(np.isfinite(finite)):
+            raise GruHwError(f"{calibration_name}: contain NaN or infinite values")
         max_x = float(np.max(np.abs(finite))) if finite.size else 0.0
-        x_fmt = QFormat(max(1, int_bits_for(max_x)), act_bits - max(1, int_bits_for(max_x)))
+        x_int = max(1, int_bits_for(max_x))
+        x_fmt = QFormat(x_int, act_bits - x_int)
     else:
         x_fmt = QFormat(DEFAULT_X_INT_BITS, act_bits - DEFAULT_X_INT_BITS)
     layers = []
@@ -412,8 +513,11 @@ def choose_spec(
         w_ih_fmt = QFormat.for_range(float(np.max(np.abs(layer.w_ih))), weight_bits)
         w_hh_fmt = QFormat.for_range(float(np.max(np.abs(layer.w_hh))), weight_bits)
         acc_h_frac = h_fmt.frac_bits + w_hh_fmt.frac_bits
-        b_ih_int = max(1, int_bits_for(float(np.max(np.abs(layer.b_ih)))))
-        b_hh_int = max(1, int_bits_for(float(np.max(np.abs(layer.b_hh)))))
+        in_frac = (x_fmt if k == 0 else h_fmt).frac_bits + w_ih_fmt.frac_bits
+        # Biases sit at the accumulator's fraction bits: at least one bit wide even when that
+        # LSB is coarser than the bias (raw-scale inputs have negative fraction bits).
+        b_ih_int = max(1, int_bits_for(float(np.max(np.abs(layer.b_ih)))), 1 - in_frac)
+        b_hh_int = max(1, int_bits_for(float(np.max(np.abs(layer.b_hh)))), 1 - acc_h_frac)
         hn_fmt = None
         if model.reset_after:
             hsz = layer.hidden_size
@@ -428,8 +532,8 @@ def choose_spec(
     head = None
     if model.head is not None:
         w_fmt = QFormat.for_range(float(np.max(np.abs(model.head.w))), weight_bits)
-        b_int = max(1, int_bits_for(float(np.max(np.abs(model.head.b)))))
         acc_frac = h_fmt.frac_bits + w_fmt.frac_bits
+        b_int = max(1, int_bits_for(float(np.max(np.abs(model.head.b)))), 1 - acc_frac)
         wq, _ = quantize(model.head.w, w_fmt)
         bq, _ = quantize(model.head.b, QFormat(b_int, acc_frac))
         bound = np.max(np.sum(np.abs(wq), axis=1) * 2.0 ** -w_fmt.frac_bits
@@ -444,7 +548,79 @@ def choose_spec(
         calibrated=calibration is not None,
     )
     spec.validate(model)
+    if max_x is not None:
+        try:
+            check_datapath(quantize_model(model, spec))
+        except DatapathTooWide as exc:
+            raise GruHwError(
+                f"{calibration_name}: values reach |x| = {max_x:.6g}, too large a range for "
+                f"{act_bits}-bit activations and {weight_bits}-bit weights with this model: "
+                f"{exc.detail}; scale the inputs down or use fewer bits") from None
     return spec
+
+
+class DatapathTooWide(GruHwError):
+    """An intermediate of the integer datapath would not fit the supported width."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the integer datapath is too wide: {detail}; narrow the formats "
+                         "(or scale the inputs down)")
+        self.detail = detail
+
+
+def datapath_bits(qm: "QuantModel") -> dict[str, int]:
+    """Return the signed width of every wide intermediate of the integer datapath, by name.
+
+    Bounds come from the integer weights and the formats' extreme values (every input and
+    state), after the alignments :func:`gru_hw.golden.int_step` makes before adding.
+    """
+    spec = qm.spec
+    out: dict[str, int] = {}
+
+    def bits(log2_bound: float) -> int:
+        """Signed width holding every integer of magnitude up to 2**log2_bound."""
+        if not math.isfinite(log2_bound):
+            return 1
+        if log2_bound > 1000:
+            return math.ceil(log2_bound) + 1
+        return max(1, math.ceil(math.log2(2.0 ** log2_bound + 1.0))) + 1
+
+    def acc(w: np.ndarray, b: np.ndarray, in_max: float) -> np.ndarray:
+        """log2 of the largest |W v + b| of each row, for |v| <= in_max."""
+        with np.errstate(divide="ignore"):
+            return np.log2(np.abs(w.astype(np.float64)).sum(axis=1) * in_max
+                           + np.abs(b.astype(np.float64)))
+
+    h_max = float(-spec.h_fmt.min_int)
+    g_log = float(spec.gate_fmt.frac_bits)  # r <= 1
+    for k, q in enumerate(qm.layers):
+        lf = spec.layers[k]
+        hsz = q.w_hh.shape[1]
+        fx, fh = spec.acc_x_frac(k), spec.acc_h_frac(k)
+        fmax = max(fx, fh)
+        acc_x = acc(q.w_ih, q.b_ih, float(-spec.in_fmt(k).min_int))
+        acc_h = acc(q.w_hh, q.b_hh, h_max)
+        rz = np.logaddexp2(acc_x[:2 * hsz] + (fmax - fx), acc_h[:2 * hsz] + (fmax - fh))
+        out[f"l{k}.rz_sum"] = bits(float(rz.max()))
+        if lf.hn_fmt is not None:
+            fp = spec.gate_fmt.frac_bits + lf.hn_fmt.frac_bits
+            prod = g_log + (lf.hn_fmt.width - 1)
+        else:
+            fp = fh
+            prod = float(acc_h[2 * hsz:].max())
+        fn = max(fx, fp)
+        n_sum = np.logaddexp2(float(acc_x[2 * hsz:].max()) + (fn - fx), prod + (fn - fp))
+        out[f"l{k}.n_sum"] = bits(float(n_sum))
+    if qm.head_w is not None:
+        out["head_sum"] = bits(float(acc(qm.head_w, qm.head_b, h_max).max()))
+    return out
+
+
+def check_datapath(qm: "QuantModel") -> None:
+    """Raise :class:`DatapathTooWide` if an intermediate exceeds the supported width."""
+    for name, w in datapath_bits(qm).items():
+        if w > MAX_BITS:
+            raise DatapathTooWide(f"{name} would need {w} bits (at most {MAX_BITS} are supported)")
 
 
 # ---- the quantized model -----------------------------------------------------------------------
@@ -504,7 +680,9 @@ def quantize_model(model: GRUModel, spec: QuantSpec) -> QuantModel:
         head_w, s5 = quantize(model.head.w, spec.head.w_fmt)
         head_b, s6 = quantize(model.head.b, spec.head_b_fmt())
         sats["head.weights"] = s5 + s6
-    return QuantModel(spec, tuple(layers), head_w, head_b, model.reset_after, sats)
+    qm = QuantModel(spec, tuple(layers), head_w, head_b, model.reset_after, sats)
+    check_datapath(qm)
+    return qm
 
 
 def accumulator_ranges(qm: QuantModel, k: int) -> dict[str, tuple[int, int]]:

@@ -66,3 +66,26 @@ def test_info_calibrate_cli(tmp_path, rng, capsys):
     assert code == 0 and "SQNR" in out and "recommendation (accuracy within 0.0 points" in out
     code = main(["info", str(tmp_path / "m.npz"), "--target-error", "0.1"])
     assert code == 2 and "need --calibrate" in capsys.readouterr().err
+
+
+
+def test_raw_scale_calibration_and_messages(rng, tmp_path):
+    """x ~ N(0, 15000) (16-bit audio): integer bits, a working report and recommendation; a range
+    the datapath cannot carry is an error naming the inputs and the range."""
+    from gru_hw.errors import GruHwError
+
+    model = random_model(rng, 3, 4, head=2)
+    x = rng.normal(0, 15000, (8, 5, 3))
+    spec = choose_spec(model, calibration=x.reshape(-1, 3), calibration_name="audio.npz")
+    assert spec.x_fmt.frac_bits < 0 and spec.x_fmt.width == 16
+    rows = {r["point"]: r for r in point_report(model, spec, x, None)}
+    assert rows["x"]["saturations"] == 0
+    calls = []
+    rec = recommend(model, x, None, target_error=0.05, progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1][0] == calls[-1][1]
+    if rec["recommended"] is not None:
+        assert rec["recommended"]["max_abs_error"] <= 0.05
+    with pytest.raises(GruHwError, match=r"^audio.npz: values reach \|x\| = 1e\+300"):
+        choose_spec(model, calibration=np.full((2, 3), 1e300), calibration_name="audio.npz")
+    with pytest.raises(GruHwError, match=r"^cal.npz: an accuracy target needs 'labels'"):
+        recommend(model, x, None, target_accuracy_drop=1.0, calibration_name="cal.npz")

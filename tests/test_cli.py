@@ -116,7 +116,7 @@ def test_user_mistakes_exit_2_one_line(files, tmp_path, capsys, case):
         expect = "--weight-bits: must be an integer in 2..24, got 40"
     elif case == "bad_bits_text":
         argv += ["--act-bits", "many"]
-        expect = "--act-bits must be an integer, got 'many'"
+        expect = "--act-bits: must be an integer, got 'many'"
     elif case == "qconfig_and_bits":
         choose_spec(model).save(tmp_path / "q.json")
         argv += ["--qconfig", tmp_path / "q.json", "--weight-bits", "8"]
@@ -126,7 +126,7 @@ def test_user_mistakes_exit_2_one_line(files, tmp_path, capsys, case):
         expect = "q.json: not valid JSON"
     elif case == "bad_segments":
         argv += ["--pwl-segments", "48"]
-        expect = "--pwl-segments must be a power of two"
+        expect = "--pwl-segments: must be a power of two in 2..8192, got 48"
     elif case == "float_and_bits":
         argv += ["--float", "--act-bits", "8"]
         expect = "--float cannot be combined with --act-bits"
@@ -156,3 +156,120 @@ def test_console_script_exit_status(files, tmp_path):
                            "-o", str(tmp_path / "o.npz")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith("x.npz: no such file") and proc.stderr.count("\n") == 1
+
+
+# ---- outputs: qconfig.json, atomic and stale-free output folders ------------------------------------
+def test_generate_writes_qconfig_that_qconfig_accepts(files, tmp_path, capsys):
+    model, mpath, x, lengths, ipath = files
+    gen = tmp_path / "gen"
+    code, stdout, _ = run(capsys, "generate", mpath, "-o", gen, "--weight-bits", "9",
+                          "--act-bits", "10", "--runtime-weights")
+    assert code == 0 and "qconfig.json" in stdout
+    assert {p.name for p in gen.iterdir()} == {"gru_core.v", "spec.json", "qconfig.json",
+                                               "weights.npz"}
+    spec = QuantSpec.load(gen / "qconfig.json")
+    assert spec == choose_spec(model, 9, 10)
+    assert json.loads((gen / "spec.json").read_text())["qconfig"] == "qconfig.json"
+    want = int_forward(quantize_model(model, spec), x, lengths).y
+    for q in ("qconfig.json", "spec.json"):  # the core's spec.json carries the same QuantSpec
+        out = tmp_path / "o.npz"
+        assert run(capsys, "golden", mpath, ipath, "-o", out, "--qconfig", gen / q)[0] == 0
+        assert np.array_equal(np.load(out)["y"], want)
+    # Regenerating without the weight port removes the stale weights.npz ...
+    assert run(capsys, "generate", mpath, "-o", gen)[0] == 0
+    assert {p.name for p in gen.iterdir()} == {"gru_core.v", "spec.json", "qconfig.json"}
+    assert QuantSpec.load(gen / "qconfig.json") == choose_spec(model)
+    # ... and a failed generate leaves the folder exactly as it was.
+    before = {p.name: p.read_bytes() for p in gen.iterdir()}
+    assert run(capsys, "generate", mpath, "-o", gen, "--lanes", "99")[0] == 2
+    assert {p.name: p.read_bytes() for p in gen.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen", "in.npz", "m.npz", "o.npz"]
+
+
+def test_generate_creates_missing_parents(files, tmp_path, capsys):
+    _, mpath, *_ = files
+    assert run(capsys, "generate", mpath, "-o", tmp_path / "a" / "b")[0] == 0
+    assert (tmp_path / "a" / "b" / "gru_core.v").is_file()
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]
+
+
+def test_golden_replaces_output_atomically(files, tmp_path, capsys):
+    _, mpath, _, _, ipath = files
+    out = tmp_path / "o.npz"
+    out.write_bytes(b"old")
+    assert run(capsys, "golden", mpath, ipath, "-o", out)[0] == 0
+    assert "y" in np.load(out).files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz", "m.npz", "o.npz"]
+
+
+# ---- raw-scale calibration and the recommendation -----------------------------------------------
+def test_raw_scale_calibration(files, tmp_path, capsys):
+    """Inputs like 16-bit audio (x ~ N(0, 15000)) get integer bits, not an internal error."""
+    model, mpath, _, _, _ = files
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 15000, (6, 5, 3))
+    big = tmp_path / "big.npz"
+    np.savez(big, x=x)
+    code, stdout, err = run(capsys, "info", mpath, "--calibrate", big)
+    assert code == 0, err
+    assert "x        Q17.-1" in stdout
+    assert "to use it, give: --weight-bits" in stdout and f"--calibrate {big}" in stdout
+    out = tmp_path / "o.npz"
+    assert run(capsys, "golden", mpath, big, "-o", out, "--calibrate", big)[0] == 0
+    spec = choose_spec(model, calibration=x.reshape(-1, 3))
+    assert str(spec.x_fmt) == "Q17.-1"
+    assert np.array_equal(np.load(out)["y"], int_forward(quantize_model(model, spec), x).y)
+
+
+def test_recommendation_json_gives_the_flags(files, tmp_path, capsys):
+    _, mpath, _, _, ipath = files
+    code, stdout, _ = run(capsys, "info", mpath, "--calibrate", ipath, "--target-error", "0.05",
+                          "--json")
+    assert code == 0
+    r = json.loads(stdout)["calibration"]["recommendation"]["recommended"]
+    assert r["flags"] == (f"--weight-bits {r['weight_bits']} --act-bits {r['act_bits']} "
+                          f"--calibrate {ipath}")
+
+
+# ---- progress bars, help ----------------------------------------------------------------------
+@pytest.mark.parametrize("terminal, quiet, shown", [
+    (True, False, True), (True, True, False), (False, False, False),
+])
+def test_progress_bar_only_on_a_terminal(files, tmp_path, capsys, monkeypatch, terminal, quiet,
+                                         shown):
+    import gru_hw.cli as cli
+
+    _, mpath, _, _, ipath = files
+    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: terminal)
+    argv = (["--quiet"] if quiet else []) + ["golden", mpath, ipath, "-o", tmp_path / "o.npz"]
+    code, stdout, err = run(capsys, *argv)
+    assert code == 0 and "fixed golden" in stdout
+    assert ("fixed golden" in err) == shown
+    if not shown:
+        assert err == ""
+
+
+def test_quiet_after_the_command(files, tmp_path, capsys):
+    _, mpath, _, _, ipath = files
+    assert run(capsys, "golden", mpath, ipath, "-o", tmp_path / "o.npz", "-q")[0] == 0
+
+
+def test_every_option_documents_its_default():
+    import argparse
+
+    from gru_hw.cli import build_parser
+
+    parser = build_parser()
+    assert "examples:" in parser.epilog and "gru-hw golden" in parser.epilog
+    assert parser.description.startswith("Turn a trained GRU")
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if not action.option_strings or isinstance(action, (argparse._HelpAction,)):
+                assert action.option_strings or action.help, (name, action.dest)
+                continue
+            assert action.help, (name, action.option_strings)
+            if action.required:
+                assert "(required)" in action.help, (name, action.option_strings)
+            elif action.dest != "quiet":
+                assert "default" in action.help, (name, action.option_strings)

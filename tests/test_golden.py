@@ -209,3 +209,23 @@ def test_input_errors(rng):
     x = np.zeros((1, 4, 2))
     x[0, 3] = np.nan
     assert np.all(np.isfinite(float_forward(model, x, np.array([3])).y))
+
+
+@pytest.mark.parametrize("keep_state", [False, True])
+def test_progress_callback(rng, keep_state):
+    """progress(done, total) counts steps (sequences with keep_state), ends at total, and does
+    not change the results."""
+    model = random_model(rng, 3, 4, head=2)
+    qm = quantize_model(model, choose_spec(model, 10, 10))
+    x = rng.normal(0, 1, (5, 7, 3))
+    lengths = np.array([7, 3, 5, 1, 6])
+    total = 5 if keep_state else 7
+    for run, ref in ((lambda p: int_forward(qm, x, lengths, keep_state=keep_state, progress=p),
+                      int_forward(qm, x, lengths, keep_state=keep_state)),
+                     (lambda p: float_forward(model, x, lengths, keep_state=keep_state, progress=p),
+                      float_forward(model, x, lengths, keep_state=keep_state))):
+        calls = []
+        res = run(lambda done, tot: calls.append((done, tot)))
+        assert np.array_equal(res.y, ref.y)
+        assert calls[0] == (0, total) and calls[-1] == (total, total)
+        assert [d for d, _ in calls] == sorted(d for d, _ in calls)

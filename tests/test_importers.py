@@ -189,6 +189,28 @@ def test_torch_user_errors(tmp_path: Path):
     raises_user_error(save(nan, "nan.pt"), "NaN")
 
 
+def test_torch_blocked_globals_say_what_is_wrong(tmp_path, recwarn):
+    """Pickles whose globals weights_only refuses: named, and torch's warnings do not leak."""
+    import fractions
+    import pickle
+
+    torch = require("torch")
+    sd = torch.nn.GRU(3, 4).state_dict()
+    plain = tmp_path / "plain.pt"  # pickle.dump, protocol 4: torch's safe loader cannot parse it
+    with open(plain, "wb") as f:
+        pickle.dump({**{k: v.numpy() for k, v in sd.items()}, "f": fractions.Fraction(1, 3)}, f)
+    msg = raises_user_error(plain, "plain Python pickle (protocol 4", "pickle.dump",
+                            "save model.state_dict() instead")
+    assert "not a PyTorch file" not in msg
+    legacy = tmp_path / "legacy.pt"  # torch.save, old format, a blocked global inside
+    torch.save({**sd, "f": fractions.Fraction(1, 3)}, legacy, _use_new_zipfile_serialization=False)
+    raises_user_error(legacy, "fractions.Fraction", "weights_only")
+    zipped = tmp_path / "zipped.pt"
+    torch.save({**sd, "f": fractions.Fraction(1, 3)}, zipped)
+    raises_user_error(zipped, "fractions.Fraction", "weights_only")
+    assert not [w for w in recwarn if "torch" in str(w.filename)], [str(w) for w in recwarn]
+
+
 # ---- ONNX -------------------------------------------------------------------------------------
 
 

@@ -72,7 +72,22 @@ def test_accumulator_ranges_are_exact_extremes(rng):
     (lambda d: d.update(x_fmt=[1, "a"]), r"x_fmt: expected \[int_bits, frac_bits\]"),
     (lambda d: d["points"].update({"l9.r": {}}), r"unknown requantization point"),
     (lambda d: d["points"]["l0.r"].update(rounding="stochastic"), "'stochastic' is not a valid Rounding"),
-    (lambda d: d.update(h_fmt=[0, 8]), "h_fmt and gate_fmt need at least 1 integer bit"),
+    (lambda d: d.update(h_fmt=[0, 8]), r"h_fmt: Q0.8 needs at least 1 integer bit"),
+    (lambda d: d.update(weigth_bits=8), r"unknown key 'weigth_bits'"),
+    (lambda d: d["layers"][0].update(w_ih_fmtt=[1, 15]), r"layers\[0\]: unknown key 'w_ih_fmtt'"),
+    (lambda d: d["sigmoid"].update(segments=5), r"sigmoid: unknown key 'segments'"),
+    (lambda d: d["points"]["l0.r"].update(round="truncate"), r"points.l0.r: unknown key 'round'"),
+    (lambda d: d.update(weight_bits=8), r"layers\[0\].w_ih_fmt: Q\d+.\d+ is 16 bits wide, but "
+                                        r"weight_bits is 8"),
+    (lambda d: d.update(act_bits=12), r"x_fmt: Q4.12 is 16 bits wide, but act_bits is 12"),
+    (lambda d: d.update(weight_bits=40), r"weight_bits: must be an integer in 2..24, got 40"),
+    (lambda d: d["sigmoid"].update(seg_log2=99), r"sigmoid.seg_log2: must be an integer in 0..12"),
+    (lambda d: d["tanh"].update(range_log2=-3), r"tanh.range_log2: must be an integer in 0..6"),
+    (lambda d: d["layers"][0].update(b_ih_int_bits=-40), r"layers\[0\].b_ih_int_bits: the bias "
+                                                         r"format would be invalid"),
+    (lambda d: d.update(calibrated="yes"), r"calibrated: expected true or false"),
+    (lambda d: d.update(layers={}), r"layers: expected a list, got an object"),
+    (lambda d: d.update(layers=[7]), r"layers\[0\]: expected an object, got a number"),
 ])
 def test_bad_qconfig_messages(tmp_path, rng, mutate, message):
     model = random_model(rng, 2, 3)
@@ -94,9 +109,46 @@ def test_qconfig_for_another_model(rng):
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"weight_bits": 1}, "--weight-bits: must be an integer in 2..24, got 1"),
-    ({"act_bits": 40}, "--act-bits: must be an integer in 6..24, got 40"),
+    ({"weight_bits": 1}, "weight_bits: must be an integer in 2..24, got 1"),
+    ({"act_bits": 40}, "act_bits: must be an integer in 6..24, got 40"),
 ])
 def test_bit_range_errors(rng, kw, message):
     with pytest.raises(GruHwError, match=message):
         choose_spec(random_model(rng, 2, 3), **kw)
+
+
+
+def test_datapath_width_is_checked(rng):
+    """Formats whose aligned sums would overflow the int64 golden model are refused."""
+    from gru_hw.quant import DatapathTooWide, check_datapath, datapath_bits
+
+    model = random_model(rng, 3, 4, head=2)
+    qm = quantize_model(model, choose_spec(model, 24, 24))
+    widths = datapath_bits(qm)
+    assert set(widths) == {"l0.rz_sum", "l0.n_sum", "head_sum"}
+    check_datapath(qm)
+    big = random_model(rng, 3, 4, head=2, scale=4000.0)  # huge weights at 24/24 bits
+    with pytest.raises(DatapathTooWide, match="would need .* bits"):
+        quantize_model(big, choose_spec(big, 24, 24))
+
+
+def test_load_accepts_a_core_spec_json(tmp_path, rng):
+    model = random_model(rng, 2, 3)
+    spec = choose_spec(model, 8, 9)
+    core = {"format": "gru-hw-core", "quant": spec.to_json()}
+    (tmp_path / "spec.json").write_text(json.dumps(core))
+    assert QuantSpec.load(tmp_path / "spec.json") == spec
+    bad = spec.to_json()
+    bad["typo"] = 1
+    (tmp_path / "spec.json").write_text(json.dumps({"format": "gru-hw-core", "quant": bad}))
+    with pytest.raises(GruHwError, match=r"spec.json: quant: unknown key 'typo'"):
+        QuantSpec.load(tmp_path / "spec.json")
+
+
+def test_save_is_atomic(tmp_path, rng):
+    spec = choose_spec(random_model(rng, 2, 3))
+    spec.save(tmp_path / "q.json")
+    spec.save(tmp_path / "q.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["q.json"]
+    with pytest.raises(GruHwError, match="cannot write"):
+        spec.save(tmp_path / "missing" / "q.json")

@@ -39,41 +39,77 @@ _GRU_KEY = re.compile(
 
 def load(path: Path) -> GRUModel:
     """Read a PyTorch ``state_dict`` file holding one ``nn.GRU`` and an optional ``nn.Linear``."""
-    torch = require("torch", "torch", path)
-    obj = _torch_load(torch, path)
+    with warnings.catch_warnings():  # torch's own warnings (import, loading) are not ours to show
+        warnings.simplefilter("ignore")
+        torch = require("torch", "torch", path)
+        obj = _torch_load(torch, path)
     state = _find_state_dict(torch, obj, path)
     return _from_state_dict(torch, state, path)
 
 
+_SAVE_ADVICE = "save model.state_dict() instead (torch.save(model.state_dict(), path))"
+
+
 def _torch_load(torch: Any, path: Path) -> Any:
     try:
-        with warnings.catch_warnings():  # the TorchScript case is reported below, as an error
-            warnings.filterwarnings("ignore", message=".*TorchScript archive.*")
-            return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for unreadable files
         text = str(exc)
         m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
         if m:
-            cls = m.group(1)
-            what = "a pickled module" if cls.startswith("torch.nn.") else "a pickled object"
-            raise GruHwError(
-                f"{path}: holds {what} ({cls}), not a state_dict; weights_only loading refuses "
-                "arbitrary pickled objects: save model.state_dict() instead "
-                "(torch.save(model.state_dict(), path))"
-            ) from None
+            raise GruHwError(_global_message(path, m.group(1))) from None
         if "TorchScript" in text:
             raise GruHwError(
                 f"{path}: is a TorchScript archive (torch.jit.save), not a state_dict: save "
                 "model.state_dict() instead"
             ) from None
         if "Weights only load failed" in text:
-            m = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
-            reason = m.group(1).strip() if m else "not a PyTorch file"
-            raise GruHwError(
-                f"{path}: not a readable PyTorch state_dict file ({reason}); "
-                "save model.state_dict() with torch.save"
-            ) from None
+            raise GruHwError(_weights_only_message(path, text)) from None
         raise GruHwError(f"{path}: not a readable PyTorch file ({short(exc)})") from None
+
+
+def _global_message(path: Path, name: str) -> str:
+    what = "a pickled module" if name.startswith("torch.nn.") else "a pickled object"
+    return (f"{path}: holds {what} ({name}), which the safe loader (weights_only) refuses to "
+            f"unpickle: a state_dict holds only tensors; {_SAVE_ADVICE}")
+
+
+def _weights_only_message(path: Path, text: str) -> str:
+    """Say why the weights_only unpickler refused a file, as precisely as the file allows."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:1] == b"\x80" and head[1:2] not in (b"\x02", b""):  # a raw pickle, protocol >= 3
+        names = _pickle_globals(path)
+        blocked = [n for n in names if not n.startswith(("torch.", "collections.OrderedDict"))]
+        held = f" holding {blocked[0]}" if blocked else ""
+        return (f"{path}: a plain Python pickle (protocol {head[1]}, as written by pickle.dump)"
+                f"{held}, not a torch.save file: the safe loader (weights_only) cannot read it; "
+                f"{_SAVE_ADVICE}")
+    m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    reason = m.group(1).strip() if m else "refused by the safe loader (weights_only)"
+    return f"{path}: not a readable PyTorch state_dict file ({reason}); {_SAVE_ADVICE}"
+
+
+def _pickle_globals(path: Path, limit: int = 1 << 16) -> list[str]:
+    """Return the globals a raw pickle names, in order, without unpickling anything."""
+    import pickletools
+
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for i, (op, arg, _pos) in enumerate(pickletools.genops(f)):
+                if i > limit:
+                    break
+                if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                    strings.append(str(arg))
+                elif op.name == "GLOBAL" and isinstance(arg, str):
+                    names.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # a truncated or odd pickle: report what was seen
+        pass
+    return names
 
 
 def _has_gru_keys(torch: Any, obj: Mapping) -> bool:
