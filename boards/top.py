@@ -2,7 +2,7 @@
 
 
 from amaranth import Cat, ClockDomain, Elaboratable, Module, ResetInserter, Signal
-from amaranth.build import Attrs, Pins, Resource, Subsignal
+from amaranth.build import Subsignal
 from amaranth.build import ResourceError
 from amaranth.lib import io, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -12,7 +12,7 @@ from ..config import CoreConfig
 from ..errors import GruHwError
 from . import Board
 from .link import FrameReceiver, ReplySender, RequestExecutor, WeightWindow, reply_sources
-from .pll import PLLClockDomain
+from .family import core_config_for
 from .uart import UARTReceiver, UARTTransmitter, uart_divisor
 
 DEFAULT_BUFFER_BYTES = 2048
@@ -24,25 +24,18 @@ def default_max_steps(qm) -> int:
     return max(1, min(1024, DEFAULT_BUFFER_BYTES // step))
 
 
-def make_core(qm, lanes: int, dsp_budget: int | None = None, runtime_weights: bool = False):
+def make_core(qm, lanes: int, config: CoreConfig | None = None, runtime_weights: bool = False):
     """Return the GRUCore for a board (and its name, for the report).
 
-    With ``dsp_budget`` (the device's hard multipliers), the core takes the "seq" profile (the
-    GRU tail's four products as small sequential logic multipliers) when the lanes plus the
-    tail would need more multipliers than the device has, so every hard multiplier serves a MAC
-    lane. ``runtime_weights`` adds the weight port (the memories start with ``qm``'s weights).
+    ``config`` is the board's core configuration (:func:`gru_hw.boards.family.core_config_for`:
+    the family's profile for the device's hard multipliers); without it, the default ("dsp")
+    profile. ``runtime_weights`` (without ``config``) adds the weight port.
     """
     from ..gateware import GRUCore
 
-    profile = "dsp"
-    if dsp_budget is not None:
-        # A tail product is wider than 16 x 16 (e.g. r * hn): count two hard blocks for each.
-        tail = CoreConfig(qm, lanes, "dsp").schedule.tail_multipliers
-        if lanes + 2 * tail > dsp_budget:
-            profile = "seq"
-    core = GRUCore(qm, lanes, profile=profile, runtime_weights=runtime_weights)
-    extra = ", runtime weights" if runtime_weights else ""
-    return core, f"GRUCore (profile {profile}{extra})"
+    config = config or CoreConfig(qm, lanes, "dsp", runtime_weights=runtime_weights)
+    extra = ", runtime weights" if config.runtime_weights else ""
+    return GRUCore(config), f"GRUCore (profile {config.profile.name}{extra})"
 
 
 class LinkTop(wiring.Component):
@@ -71,12 +64,12 @@ class LinkTop(wiring.Component):
 
     def __init__(self, qm, lanes: int, *, core=None, divisor: int, timeout_cycles: int,
                  clock_hz: int, max_steps: int | None = None, heartbeat_log2: int = 24,
-                 stretch_log2: int = 20, dsp_budget: int | None = None,
+                 stretch_log2: int = 20, config: CoreConfig | None = None,
                  runtime_weights: bool = False) -> None:
         self.qm = qm
         self.lanes = lanes
         self.core, self.core_kind = ((core, "custom") if core is not None
-                                     else make_core(qm, lanes, dsp_budget, runtime_weights))
+                                     else make_core(qm, lanes, config, runtime_weights))
         self.runtime_weights = bool(getattr(self.core, "runtime_weights", False))
         self.divisor = divisor
         self.timeout_cycles = timeout_cycles
@@ -136,11 +129,6 @@ class LinkTop(wiring.Component):
         return m
 
 
-_CRAB_UART = Resource("uart", 0, Subsignal("rx", Pins("0", dir="i", conn=("io", 0))),
-                      Subsignal("tx", Pins("1", dir="o", conn=("io", 0))),
-                      Attrs(IO_TYPE="LVCMOS33", PULLMODE="UP"))
-
-
 class BoardTop(Elaboratable):
     """A whole board: PLL-driven ``sync`` domain, :class:`LinkTop` on the board's UART, LEDs.
 
@@ -157,8 +145,8 @@ class BoardTop(Elaboratable):
         self.board = board
         if board is not None:
             want = clock_mhz if clock_mhz is not None else board.default_clock_mhz
-            self.pll = PLLClockDomain(board.family, None, board.clock_in_mhz, want,
-                                      not_above=clock_not_above)
+            self.pll = board.family.pll_domain(None, board.clock_in_mhz, want,
+                                               not_above=clock_not_above)
             self.clock_mhz = self.pll.fout_mhz
         else:
             self.pll = None
@@ -171,7 +159,9 @@ class BoardTop(Elaboratable):
         self.link = LinkTop(qm, lanes, core=core, divisor=div, timeout_cycles=tmo,
                             clock_hz=int(round(hz)), max_steps=max_steps,
                             heartbeat_log2=log2, stretch_log2=max(2, log2 - 4),
-                            dsp_budget=board.dsp if board is not None else None,
+                            config=(core_config_for(qm, board, lanes,
+                                                    runtime_weights=runtime_weights)
+                                    if board is not None and core is None else None),
                             runtime_weights=runtime_weights)
         self.rx = self.link.rx
         self.tx = self.link.tx
@@ -190,8 +180,8 @@ class BoardTop(Elaboratable):
         self.pll.clk_port = platform.request(platform.default_clk, dir="-")
         m.domains.sync = ClockDomain("sync")
         m.submodules.pll = self.pll
-        if board.module == "orangecrab_r0_2":
-            platform.add_resources([_CRAB_UART])
+        if board.extra_resources:
+            platform.add_resources(list(board.extra_resources))
         res = platform.lookup("uart", 0)
         uart = platform.request("uart", 0, dir={sub.name: "-" for sub in res.ios
                                                 if isinstance(sub, Subsignal)})

@@ -117,22 +117,6 @@ class GRUCore(wiring.Component):
         """Exact cycles of one sequence of ``steps`` steps sent to an idle core."""
         return self.schedule.cycles_per_sequence(steps)
 
-    # ---- weight-port figures used by the board link (see memory_map) ----------------------------
-    @property
-    def w_offset_bits(self) -> int:
-        """Address bits inside one weight-port region."""
-        return self.memory_map.offset_bits
-
-    @property
-    def w_addr_width(self) -> int:
-        """Weight-port address width."""
-        return self.memory_map.addr_width
-
-    @property
-    def w_depth(self) -> int:
-        """Words of one lane's weight memory."""
-        return self.memory_map.weight_depth
-
     # ---- the hardware --------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()
