@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import GruHwError
+from .simulate import SIMULATORS
 
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
@@ -145,6 +146,20 @@ def _add_lanes(p: argparse.ArgumentParser) -> None:
                         "3 x the smallest hidden size, at most 8)")
 
 
+def _add_board(p: argparse.ArgumentParser, required: bool = False) -> None:
+    from .boards import BOARDS
+
+    names = ", ".join(BOARDS)
+    if required:
+        p.add_argument("--board", required=True, metavar="BOARD",
+                       help=f"one of {names} (required)")
+    else:
+        p.add_argument("--board", default=None, metavar="BOARD",
+                       help=f"build the core exactly as `build --board BOARD` does (that board "
+                            f"family's profile: multipliers, memories, registers), one of {names} "
+                            "(default: the generic core, as on ECP5)")
+
+
 def _add_json(p: argparse.ArgumentParser, what: str = "the summary") -> None:
     p.add_argument("--json", action="store_true", help=f"print {what} as JSON (default: text)")
 
@@ -176,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "requantization point, and the narrowest formats that meet a target.")
     _add_model(p)
     _add_lanes(p)
+    _add_board(p)
     p.add_argument("--steps", type=_int_in(1, MAX_STEPS), default=None, metavar="T",
                    help=f"also give the exact cycles of a T-step sequence, 1..{MAX_STEPS} "
                         "(default: not shown)")
@@ -214,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder, created if missing; files of an earlier generate there "
                         "are replaced (required)")
     _add_lanes(p)
+    _add_board(p)
     p.add_argument("--sequence", action="store_true",
                    help="emit the hidden state every step (default: one output per sequence)")
     p.add_argument("--runtime-weights", action="store_true",
@@ -229,10 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inputs(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz",
                    help="where to write the hardware's outputs (required)")
-    p.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"), default="verilator",
+    p.add_argument("--simulator", choices=SIMULATORS, default=SIMULATORS[0],
                    help="verilator or icarus run the Verilog under cocotb; amaranth runs the "
                         "same core in Amaranth's simulator (default: %(default)s)")
     _add_lanes(p)
+    _add_board(p)
+    p.add_argument("--netlist", metavar="BUILD_DIR",
+                   help="simulate the core as synthesized for the build in BUILD_DIR (Yosys "
+                        "netlist with its primitive models, verilator or icarus) instead of its "
+                        "Verilog; the build's formats and lanes are used (default: off)")
     p.add_argument("--sequence", action="store_true",
                    help="compare (and write) the hidden state of every step (default: off)")
     p.add_argument("--keep-state", action="store_true",
@@ -252,9 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "Synthesize, place and route the core with the UART link for BOARD; write the "
                 "bitstream, report.json (Fmax, utilization, latency) and a table into DIR.")
     _add_model(p)
-    p.add_argument("--board", required=True, metavar="BOARD",
-                   help="icebreaker, ulx3s-12f, ulx3s-25f, ulx3s-45f, ulx3s-85f, orangecrab-25f "
-                        "or orangecrab-85f (required)")
+    _add_board(p, required=True)
     p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="output folder, created if missing (required)")
     _add_lanes(p)
@@ -268,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_int_in(1, 100), default=None, metavar="N",
                    help="if routing misses the clock, place and route again with nextpnr seeds "
                         "2..N (stopping when met) and keep the best (default: per board)")
+    p.add_argument("--verify", type=_int_in(0, 1000), default=0, metavar="N",
+                   help="after the build, simulate the synthesized core (gate-level netlist) on N "
+                        "random sequences against golden; exit 1 on a difference (default: 0, "
+                        "off)")
     _add_json(p, "report.json")
     _add_quant_flags(p)
 
@@ -438,6 +462,15 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
+def _board_profile(args: argparse.Namespace, qm, lanes: int, **kwargs):
+    """Return the core profile ``build --board`` would use (None without --board)."""
+    if getattr(args, "board", None) is None:
+        return None
+    from .boards.family import core_config_for
+
+    return core_config_for(qm, args.board, lanes, **kwargs).profile
+
+
 def _default_lanes(model) -> int:
     return min(8, 3 * min(layer.hidden_size for layer in model.layers))
 
@@ -463,8 +496,13 @@ def cmd_info(args: argparse.Namespace) -> int:
             raise GruHwError("--target-accuracy-drop / --target-error need --calibrate INPUTS")
         if args.target_accuracy_drop is not None and args.target_error is not None:
             raise GruHwError("give either --target-accuracy-drop or --target-error, not both")
+    from .quant import quantize_model
+
     model, spec, lanes = _model_spec_lanes(args)
-    info = model_info(model, spec, lanes=lanes, steps=args.steps)
+    profile = _board_profile(args, quantize_model(model, spec), lanes)
+    info = model_info(model, spec, lanes=lanes, steps=args.steps, profile=profile)
+    if args.board is not None:
+        info["board"] = args.board
     text_extra = ""
     if args.calibrate:
         from .calibrate import format_report, point_report, recommend
@@ -547,8 +585,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = _check_output_dir(args.output)
     model, spec, lanes = _model_spec_lanes(args)
     qm = quantize_model(model, spec)
+    profile = _board_profile(args, qm, lanes, runtime_weights=args.runtime_weights)
     info = generate(qm, out, lanes=lanes, sequence=args.sequence,
-                    runtime_weights=args.runtime_weights)
+                    runtime_weights=args.runtime_weights, profile=profile)
     sched = info.get("schedule", {})
     print(f"generated {out / info.get('verilog', 'gru_core.v')}, spec.json and {QCONFIG_FILE} "
           f"in {out}: {model.describe()}, {lanes} lane(s), "
@@ -571,13 +610,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 _check_output_dir(path)
             except GruHwError as exc:
                 raise GruHwError(f"{flag} {exc}") from None
-    model, spec, lanes = _model_spec_lanes(args)
-    with _Bar(args, f"simulating ({args.simulator})", "sequence") as bar:
+    if args.netlist is not None:
+        _refuse_with(args, "--netlist", ("weight_bits", "act_bits", "qconfig", "calibrate",
+                                         "pwl_segments", "lanes", "board"))
+        if args.runtime_weights:
+            raise GruHwError("--netlist cannot be combined with --runtime-weights (the build's "
+                             "core is simulated with the weights it was built with)")
+        if args.simulator == "amaranth":
+            raise GruHwError("--netlist runs in --simulator verilator or icarus, not amaranth")
+        model, spec, lanes, profile = load_model(args.model), None, None, None
+    else:
+        from .quant import quantize_model
+
+        model, spec, lanes = _model_spec_lanes(args)
+        profile = _board_profile(args, quantize_model(model, spec), lanes,
+                                 runtime_weights=args.runtime_weights, sequence=args.sequence)
+    what = "netlist" if args.netlist is not None else args.simulator
+    with _Bar(args, f"simulating ({what})", "sequence") as bar:
         result = run_simulation(
             model, spec, args.inputs, out, simulator=args.simulator, lanes=lanes,
             sequence=args.sequence, keep_state=args.keep_state,
             runtime_weights=args.runtime_weights, waves=args.waves, build_dir=args.build_dir,
-            progress=bar,
+            progress=bar, profile=profile, netlist=args.netlist,
         )
     if args.json:
         _print_json(result)
@@ -585,6 +639,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise CheckFailed(result["mismatch"])
     if not args.json:
         loaded = " (weights loaded through the weight port)" if args.runtime_weights else ""
+        if args.netlist is not None:
+            n = result["netlist"]
+            cells = ", ".join(f"{v} {k}" for k, v in sorted(n["cells"].items())
+                              if k.startswith(("SB_MAC16", "SB_RAM", "SB_SPRAM", "MULT18",
+                                               "DP16KD")))
+            loaded = (f" (netlist of {args.netlist}: {n['synth']}, {cells}; primitive models of "
+                      f"{n['library']})")
         print(f"{args.simulator}: {result['sequences']} sequence(s), all outputs equal golden "
               f"(bit-exact){loaded}; {result['cycles_mean']:.1f} cycles/sequence mean "
               f"-> {args.output}")
@@ -612,6 +673,20 @@ def cmd_build(args: argparse.Namespace) -> int:
         report = build(qm, args.board, args.output, **kwargs)
     except (DoesNotFit, TimingNotMet) as exc:  # a failed check, not a usage mistake
         raise CheckFailed(str(exc)) from None
+    if args.verify:
+        from .netlist import verify_build
+
+        with _Bar(args, "verifying the synthesized core", "sequence") as bar:
+            bar(0, args.verify)
+            v = verify_build(args.output, model, args.verify)
+            bar(args.verify, args.verify)
+        report["verify"] = v
+        if not v["match"]:
+            raise CheckFailed(f"the synthesized core differs from golden: {v['mismatch']}")
+        if not args.json:
+            print(f"verify: the synthesized core ({v['synth']}) equals golden on {v['sequences']} "
+                  f"random sequences ({v['steps']} steps) in {v['simulator']} with "
+                  f"{v['library']}'s primitive models ({v['seconds']:.0f} s)")
     if args.json:
         _print_json(report)
     return 0

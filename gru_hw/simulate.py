@@ -232,7 +232,8 @@ def _check_simulator(simulator: str) -> None:
 def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "verilator",
                    lanes: int, sequence: bool = False, keep_state: bool = False,
                    runtime_weights: bool = False, waves: str | Path | None = None,
-                   build_dir: str | Path | None = None, profile=None, progress=None) -> dict:
+                   build_dir: str | Path | None = None, profile=None, progress=None,
+                   netlist: str | Path | None = None) -> dict:
     """Simulate the generated core on INPUTS, compare with golden, write OUTPUTS; return a summary.
 
     The summary has ``match`` (bool), ``mismatch`` (the first difference: sequence, step, index,
@@ -245,6 +246,11 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
     weights through the port before the first input. ``profile`` (a CoreProfile or its name)
     builds the core the way a board family builds it. ``progress(done, total)``, when given,
     is told the sequences simulated (before the simulator starts and when it is done).
+
+    ``netlist`` (a ``gru-hw build`` folder) simulates the core as synthesized for that build
+    instead of its Verilog (:mod:`gru_hw.netlist`): the build's QuantSpec, lanes and profile are
+    used (``spec``, ``lanes``, ``profile`` and ``runtime_weights`` are ignored) and the summary
+    gains ``netlist`` (what was synthesized, with which primitive models).
     """
     from .fixed import to_float
     from .golden import check_inputs, int_forward_q, quantize_inputs
@@ -252,6 +258,15 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
     from .quant import quantize_model
 
     _check_simulator(simulator)
+    nl = None
+    if netlist is not None:
+        from .netlist import from_build
+
+        if simulator == "amaranth":
+            raise GruHwError("a netlist runs in verilator or icarus, not in Amaranth's simulator")
+        nl = from_build(netlist, model)
+        spec, lanes = nl["qm"].spec, nl["config"].lanes
+        profile, runtime_weights = nl["config"].profile, False
     out_path = Path(output_path)
     if out_path.suffix.lower() != ".npz":
         raise GruHwError(f"{out_path}: output file must end in .npz")
@@ -265,7 +280,7 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
     waves_dir = Path(waves) if waves is not None else None
     if waves_dir is not None:
         if waves_dir.exists() and not waves_dir.is_dir():
-            raise GruHwError(f"--waves {waves_dir}: exists and is not a directory")
+            raise GruHwError(f"waves folder {waves_dir}: exists and is not a directory")
         waves_dir.mkdir(parents=True, exist_ok=True)
 
     temp = build_dir is None
@@ -273,12 +288,17 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise GruHwError(f"--build-dir {root}: cannot create it ({exc.strerror or exc})") from None
+        raise GruHwError(f"build folder {root}: cannot create it ({exc.strerror or exc})") from None
     keep = not temp
     if progress is not None:
         progress(0, int(xq.shape[0]))
     try:
-        if simulator == "amaranth":
+        if nl is not None:
+            res = netlist_run(qm, xq, lengths, config=nl["config"].with_(sequence=sequence),
+                              family=nl["family"], synth_opts=nl["synth_opts"], build_root=root,
+                              test_dir=root / "run", simulator=simulator,
+                              waves=waves_dir is not None, golden=golden, keep_state=keep_state)
+        elif simulator == "amaranth":
             res = _amaranth_run(qm, xq, lengths, golden, lanes=lanes, sequence=sequence,
                                 keep_state=keep_state, root=root, waves_dir=waves_dir,
                                 runtime_weights=runtime_weights, profile=profile)
@@ -287,13 +307,13 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
                           keep_state=keep_state, build_root=root, test_dir=root / "run",
                           waves=waves_dir is not None, golden=golden,
                           runtime_weights=runtime_weights, profile=profile)
-            if res.get("waves") and waves_dir is not None:
-                target = waves_dir / Path(res["waves"]).name
-                shutil.copyfile(res["waves"], target)
-                res["waves"] = str(target)
-                if res.get("mismatch"):
-                    res["mismatch"] = res["mismatch"].split(" (waveform: ")[0] + \
-                        f" (waveform: {target})"
+        if simulator != "amaranth" and res.get("waves") and waves_dir is not None:
+            target = waves_dir / Path(res["waves"]).name
+            shutil.copyfile(res["waves"], target)
+            res["waves"] = str(target)
+            if res.get("mismatch"):
+                res["mismatch"] = res["mismatch"].split(" (waveform: ")[0] + \
+                    f" (waveform: {target})"
         if progress is not None:
             progress(int(xq.shape[0]), int(xq.shape[0]))
         if not res["match"]:
@@ -318,6 +338,8 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
         "cycles_per_step_schedule": CoreConfig(qm, lanes, profile).schedule.cycles_per_step,
         "waves": res.get("waves"),
         "build_dir": None if temp and not keep else str(root),
+        **({"netlist": {k: v for k, v in res["netlist"].items() if k != "key"}}
+           if nl is not None else {}),
     }
 
 
