@@ -120,10 +120,10 @@ BOARDS: dict[str, Board] = {
 }
 
 
-def get_board(name: str, where: str = "--board") -> Board:
+def get_board(name: str) -> Board:
     """Return the board called ``name``; an unknown name raises GruHwError listing valid ones."""
     try:
         return BOARDS[name.lower()]
     except (KeyError, AttributeError):
-        raise GruHwError(f"{where}: unknown board {name!r}; valid boards: "
-                         f"{', '.join(BOARDS)}") from None
+        raise GruHwError(f"unknown board {name!r}; valid boards: {', '.join(BOARDS)}",
+                         subject="board") from None

@@ -44,7 +44,8 @@ def ice40_pll(fin_mhz: float, fout_mhz: float, *, not_above: bool = False) -> IC
     if not 10 <= fin_mhz <= 133:
         raise GruHwError(f"iCE40 PLL input must be 10..133 MHz, got {fin_mhz:g}")
     if not 16 <= fout_mhz <= 275:
-        raise GruHwError(f"--clock-mhz: the iCE40 PLL makes 16..275 MHz, asked for {fout_mhz:g}")
+        raise GruHwError(f"the iCE40 PLL makes 16..275 MHz, asked for {fout_mhz:g}",
+                         subject="clock_mhz")
     best = None
     for divr in range(16):
         fpfd = fin_mhz / (divr + 1)
@@ -94,7 +95,8 @@ def ecp5_pll(fin_mhz: float, fout_mhz: float, *, not_above: bool = False) -> ECP
     With ``not_above``, only outputs up to ``fout_mhz`` are considered.
     """
     if not 8 <= fout_mhz <= 400:
-        raise GruHwError(f"--clock-mhz: the ECP5 PLL makes 8..400 MHz, asked for {fout_mhz:g}")
+        raise GruHwError(f"the ECP5 PLL makes 8..400 MHz, asked for {fout_mhz:g}",
+                         subject="clock_mhz")
     best = None
     for clki in range(1, 129):
         fpfd = fin_mhz / clki

@@ -153,7 +153,7 @@ class BoardTop(Elaboratable):
             self.clock_mhz = clock_mhz if clock_mhz is not None else 12.0
         hz = self.clock_mhz * 1e6
         self.baud = baud
-        div = divisor if divisor is not None else uart_divisor(hz, baud, where="--baud")
+        div = divisor if divisor is not None else uart_divisor(hz, baud)
         tmo = timeout_cycles if timeout_cycles is not None else int(hz * timeout_ms / 1e3)
         log2 = max(4, int(hz).bit_length() - 1)
         self.link = LinkTop(qm, lanes, core=core, divisor=div, timeout_cycles=tmo,

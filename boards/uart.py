@@ -9,18 +9,18 @@ from amaranth.lib.wiring import In, Out
 from ..errors import GruHwError
 
 
-def uart_divisor(clock_hz: float, baud: int, *, where: str = "baud") -> int:
+def uart_divisor(clock_hz: float, baud: int) -> int:
     """Return the clocks-per-bit divisor for ``baud``; refuse rates off by more than 2 %."""
     if baud <= 0:
-        raise GruHwError(f"{where}: must be positive, got {baud}")
+        raise GruHwError(f"the baud rate must be positive, got {baud}", subject="baud")
     div = round(clock_hz / baud)
     if div < 4:
-        raise GruHwError(f"{where}: {baud} baud needs at least 4 clocks per bit, "
-                         f"the clock is {clock_hz / 1e6:g} MHz")
+        raise GruHwError(f"{baud} baud needs at least 4 clocks per bit, the clock is "
+                         f"{clock_hz / 1e6:g} MHz", subject="baud")
     err = abs(clock_hz / div - baud) / baud
     if err > 0.02:
-        raise GruHwError(f"{where}: {baud} baud is {err:.1%} off at {clock_hz / 1e6:g} MHz "
-                         f"(divisor {div}); pick another baud rate or clock")
+        raise GruHwError(f"{baud} baud is {err:.1%} off at {clock_hz / 1e6:g} MHz "
+                         f"(divisor {div}); pick another baud rate or clock", subject="baud")
     return div
 
 

@@ -1,5 +1,5 @@
 """Board flow: bitstream + report.json (``build``), programming (``flash``), and running a flashed
-board over its UART (``run_inputs``).
+board over its UART (``run_on_board``).
 
 The build elaborates :class:`gru_hw.boards.top.BoardTop` with the board's amaranth-boards platform
 and runs the platform's own command list (Yosys, nextpnr, pack) one stage at a time, with the
@@ -26,7 +26,7 @@ from .boards import BOARDS, FAMILIES, Board, core_config_for, get_board
 from .errors import GruHwError
 from .protocol import DEFAULT_BAUD
 
-__all__ = ["build", "flash", "run_inputs", "core_config_for", "suggest_lanes", "format_report",
+__all__ = ["build", "flash", "run_on_board", "expected_model", "core_config_for", "suggest_lanes", "format_report",
            "tool_command", "DoesNotFit", "TimingNotMet", "BuildFailed", "YOWASP_TOOLS"]
 
 #: Tool -> the YoWASP command used when the user has not set the tool's variable.
@@ -104,12 +104,13 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     say = progress or (lambda _msg: None)
     b = get_board(board)
     if not isinstance(lanes, int) or lanes < 1:
-        raise GruHwError(f"--lanes: must be a positive integer, got {lanes!r}")
+        raise GruHwError(f"lanes must be a positive integer, got {lanes!r}", subject="lanes")
     if not isinstance(seeds, int) or not 1 <= seeds <= 100:
-        raise GruHwError(f"--seeds: must be an integer within 1..100, got {seeds!r}")
+        raise GruHwError(f"seeds must be an integer within 1..100, got {seeds!r}",
+                         subject="seeds")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise GruHwError(f"-o {out}: exists and is not a directory")
+        raise GruHwError(f"{out}: exists and is not a directory", subject="output")
     out.mkdir(parents=True, exist_ok=True)
     auto_clock = clock_mhz is None
     t0 = time.monotonic()
@@ -425,7 +426,10 @@ def flash(build_dir: str | os.PathLike, dry_run: bool = False, *,
     ``$OPENFPGALOADER`` replace the tool.
     """
     d, report = _read_report(build_dir)
-    b = get_board(report["board"], where=str(d / "report.json"))
+    try:
+        b = get_board(report["board"])
+    except GruHwError as exc:
+        raise GruHwError(f"{d / 'report.json'}: {exc}") from None
     fam = b.family
     bit = d / fam.bitstream_name()
     if not bit.exists():
@@ -450,15 +454,15 @@ def flash(build_dir: str | os.PathLike, dry_run: bool = False, *,
 
 
 # ---- run on a flashed board ----------------------------------------------------------------------
-def run_inputs(args) -> dict:
-    """Run INPUTS on a flashed board (the ``gru-hw run`` command); return a summary dict.
+def run_on_board(port_name: str, inputs_path, output_path, *, baud: int, qm=None,
+                 check: bool = False, keep_state: bool = False, load_weights: bool = False,
+                 log: Callable[[str], None] | None = None) -> dict:
+    """Run INPUTS on a flashed board over its UART; write the outputs; return a summary.
 
-    ``args`` has ``inputs``, ``output``, ``port``, and optionally ``build_dir``, ``model``,
-    ``check``, ``keep_state``, ``baud``, ``load_weights``. With ``--model`` (plus ``--build-dir``
-    for a non-default quantization) the board must hold exactly that model; ``--check`` compares
-    every output with the bit-exact golden model. ``--load-weights`` first writes the model's
-    weights into a run-time-weights board (quantized with the build's QuantSpec from
-    ``--build-dir``).
+    ``qm`` (the quantized model the board must hold) makes the host refuse a board holding
+    another model; ``check`` compares every output with the bit-exact golden model (``match``,
+    ``mismatch`` in the summary); ``load_weights`` first writes ``qm``'s weights into a
+    run-time-weights board. ``log`` receives progress lines.
     """
     import numpy as np
 
@@ -466,37 +470,27 @@ def run_inputs(args) -> dict:
     from .io import load_inputs, save_outputs
     from .link import BoardClient, open_port
 
-    build_dir = getattr(args, "build_dir", None)
-    report = _read_report(build_dir)[1] if build_dir else None
-    baud = getattr(args, "baud", None) or (report["uart"]["baud"] if report else DEFAULT_BAUD)
-    qm = _expected_model(args, report)
-    if getattr(args, "check", False) and qm is None:
-        raise GruHwError("--check needs --model (and --build-dir if the build used quant flags)")
-    load = bool(getattr(args, "load_weights", False))
-    if load and (qm is None or report is None):
-        raise GruHwError("--load-weights needs --model (the weights to load) and --build-dir (the "
-                         "run-time-weights build the board holds, for its formats)")
-    if load and not report.get("runtime_weights"):
-        raise GruHwError(f"--load-weights: the build in {build_dir} was made without "
-                         "--runtime-weights: its weights are in the bitstream")
-    keep = bool(getattr(args, "keep_state", False))
-    port = open_port(args.port, baud)
+    if (check or load_weights) and qm is None:
+        raise GruHwError("checking outputs or loading weights needs the model")
+    say = log or (lambda _msg: None)
+    port = open_port(port_name, baud)
     try:
-        client = BoardClient(port, expect=qm, loading=load)
+        client = BoardClient(port, expect=qm, loading=load_weights)
         desc = client.identify()
-        if load:
+        if load_weights:
             crc = client.load_weights(qm)
-            print(f"{args.port}: loaded {desc.weight_words} weight words, checksum 0x{crc:04x}")
-        x, lengths = load_inputs(args.inputs, desc.input_size)
+            say(f"{port_name}: loaded {desc.weight_words} weight words, checksum 0x{crc:04x}")
+        x, lengths = load_inputs(inputs_path, desc.input_size)
         client.reset_state()
-        res = client.run(x, lengths, keep_state=keep)
+        res = client.run(x, lengths, keep_state=keep_state)
     finally:
         port.close()
-    save_outputs(args.output, y=res["y"], cycles=res["cycles"])
+    save_outputs(output_path, y=res["y"], cycles=res["cycles"])
     out = {"sequences": int(res["y"].shape[0]), "cycles": res["cycles"].tolist(),
-           "model_hash": desc.model_hash.hex(), "match": True}
-    if getattr(args, "check", False):
-        gold = int_forward_q(qm, res["xq"], res["lengths"], keep_state=keep).y
+           "cycles_mean": float(np.mean(res["cycles"])), "model_hash": desc.model_hash.hex(),
+           "match": True, "checked": bool(check)}
+    if check:
+        gold = int_forward_q(qm, res["xq"], res["lengths"], keep_state=keep_state).y
         bad = np.argwhere(gold != res["yq"])
         if len(bad):
             n, o = (int(v) for v in bad[0])
@@ -504,29 +498,22 @@ def run_inputs(args) -> dict:
             out["mismatch"] = (f"board output differs from golden at sequence {n}, output {o}: "
                                f"expected {int(gold[n, o])}, got {int(res['yq'][n, o])} "
                                f"({len(bad)} differing value(s))")
-    msg = f"{args.port}: {out['sequences']} sequence(s), mean {np.mean(res['cycles']):.0f} " \
-          f"cycles each -> {args.output}"
-    if getattr(args, "check", False):
-        msg += "; all outputs equal golden (bit-exact)" if out["match"] else "; MISMATCH"
-    print(msg)
     return out
 
 
-def _expected_model(args, report: dict | None):
-    model_path = getattr(args, "model", None)
-    if not model_path:
-        return None
+def expected_model(model_path, report: dict | None, report_path=None):
+    """Return (the quantized model a board must hold, weights saturated by its formats).
+
+    The build's QuantSpec (report.json ``quant``) when there is a report, else the default
+    formats chosen from the model's weights.
+    """
     from .importers import load_model
     from .quant import QuantSpec, choose_spec, quantize_model
 
     model = load_model(model_path)
     if report is not None and "quant" in report:
-        spec = QuantSpec.from_json(report["quant"], where=f"{args.build_dir}/report.json quant")
+        spec = QuantSpec.from_json(report["quant"], where=f"{report_path} quant")
     else:
         spec = choose_spec(model)
     qm = quantize_model(model, spec)
-    sat = sum(qm.saturations.values())
-    if sat:
-        print(f"note: {sat} weight(s) of {model_path} saturated in the build's formats",
-              file=sys.stderr)
-    return qm
+    return qm, int(sum(qm.saturations.values()))

@@ -733,14 +733,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.load_weights and not (args.model and args.build_dir):
         raise GruHwError("--load-weights needs --model (the weights to load) and --build-dir "
                          "(the run-time-weights build the board holds, for its formats)")
-    if args.build_dir:
-        _check_build_dir(args.build_dir, need_baud=args.baud is None)
-    if args.model:
-        load_model(args.model)
-    from .board import run_inputs
+    report = _check_build_dir(args.build_dir, need_baud=args.baud is None) \
+        if args.build_dir else None
+    if args.load_weights and not report.get("runtime_weights"):
+        raise GruHwError(f"--load-weights: the build in {args.build_dir} was made without "
+                         "--runtime-weights: its weights are in the bitstream")
+    from .board import expected_model, run_on_board
+    from .protocol import DEFAULT_BAUD
 
-    result = run_inputs(args)
-    if args.check and not result.get("match", True):
+    baud = args.baud or (report["uart"]["baud"] if report else DEFAULT_BAUD)
+    qm = None
+    if args.model:
+        qm, sat = expected_model(args.model, report, Path(args.build_dir or ".") / "report.json")
+        if sat:
+            print(f"note: {sat} weight(s) of {args.model} saturated in the build's formats",
+                  file=sys.stderr)
+    result = run_on_board(args.port, args.inputs, args.output, baud=baud, qm=qm,
+                          check=args.check, keep_state=args.keep_state,
+                          load_weights=args.load_weights, log=print)
+    msg = (f"{args.port}: {result['sequences']} sequence(s), mean {result['cycles_mean']:.0f} "
+           f"cycles each -> {args.output}")
+    if args.check:
+        msg += "; all outputs equal golden (bit-exact)" if result["match"] else "; MISMATCH"
+    print(msg)
+    if args.check and not result["match"]:
         raise CheckFailed(result["mismatch"])
     return 0
 
@@ -762,6 +778,11 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+#: The library names what a message is about (GruHwError.subject); the command line names the flag.
+SUBJECT_FLAGS = {"lanes": "--lanes", "seeds": "--seeds", "clock_mhz": "--clock-mhz",
+                 "baud": "--baud", "board": "--board", "port": "--port", "output": "--output"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
@@ -769,7 +790,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except GruHwError as exc:
-        print(f"gru-hw {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        msg = _one_line(exc)
+        flag = SUBJECT_FLAGS.get(getattr(exc, "subject", None))
+        if flag is not None and hasattr(args, flag.lstrip("-").replace("-", "_")):
+            msg = f"{flag}: {msg}"
+        print(f"gru-hw {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
     except CheckFailed as exc:
         print(f"gru-hw {args.command}: check failed: {_one_line(exc)}", file=sys.stderr)

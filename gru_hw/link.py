@@ -252,7 +252,8 @@ def open_port(device: str, baud: int = DEFAULT_BAUD, timeout: float = 2.0):
     try:
         port = serial.Serial(device, baudrate=baud, timeout=timeout)
     except (serial.SerialException, OSError, ValueError) as exc:
-        raise GruHwError(f"--port {device}: cannot open ({exc})") from None
+        raise GruHwError(f"{device}: cannot open the serial port ({exc})",
+                         subject="port") from None
     time.sleep(0.05)
     port.reset_input_buffer()
     return port

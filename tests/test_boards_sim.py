@@ -142,11 +142,10 @@ def _save_float_model(q, path) -> None:
 
 
 def test_run_command_through_simulated_board(qm, tmp_path, monkeypatch, capsys):
-    """`gru-hw run --check` (gru_hw.board.run_inputs) against the simulated board."""
-    import argparse
+    """`gru-hw run --check` (the command line, in-process) against the simulated board."""
     import json
 
-    from gru_hw import board
+    from gru_hw import cli
 
     model_path = tmp_path / "model.npz"
     _save_float_model(qm, model_path)
@@ -159,16 +158,15 @@ def test_run_command_through_simulated_board(qm, tmp_path, monkeypatch, capsys):
     inputs = tmp_path / "in.npz"
     np.savez(inputs, x=rng.uniform(-4, 4, (3, 5, 3)), lengths=np.array([5, 2, 4]))
     out = tmp_path / "out.npz"
-    args = argparse.Namespace(inputs=str(inputs), output=str(out), port="sim",
-                              model=str(model_path),
-                              build_dir=str(build_dir), check=True, keep_state=False, baud=None)
+    argv = ["run", str(inputs), "-o", str(out), "--port", "sim", "--model", str(model_path),
+            "--build-dir", str(build_dir), "--check"]
 
     def host(port):
         monkeypatch.setattr(link, "open_port", lambda device, baud: port)
-        return board.run_inputs(args)
+        return cli.main(argv)
 
-    result = run_board_sim(_top(qm, lanes=2), DIVISOR, host, timeout_cycles=20 * TIMEOUT)
-    assert result["match"], result.get("mismatch")
+    status = run_board_sim(_top(qm, lanes=2), DIVISOR, host, timeout_cycles=20 * TIMEOUT)
+    assert status == 0
     with np.load(out) as f:
         assert f["y"].shape == (3, 2) and f["cycles"].shape == (3,)
     assert "all outputs equal golden" in capsys.readouterr().out
@@ -259,10 +257,9 @@ def test_fixed_board_refuses_weights(qm):
 
 def test_run_load_weights_command_through_simulated_board(qm, tmp_path, monkeypatch, capsys):
     """`gru-hw run --load-weights --check` against a simulated run-time-weights board."""
-    import argparse
     import json
 
-    from gru_hw import board
+    from gru_hw import cli
 
     qb = quantize_model(random_model(np.random.default_rng(31), 3, 4, head=2), qm.spec)
     _save_float_model(qb, tmp_path / "b.npz")
@@ -274,27 +271,24 @@ def test_run_load_weights_command_through_simulated_board(qm, tmp_path, monkeypa
     rng = np.random.default_rng(12)
     np.savez(tmp_path / "in.npz", x=rng.uniform(-4, 4, (2, 4, 3)), lengths=np.array([4, 3]))
 
-    def args(**kw):
-        base = dict(inputs=str(tmp_path / "in.npz"), output=str(tmp_path / "out.npz"),
-                    port="sim", model=str(tmp_path / "b.npz"), build_dir=str(build_dir),
-                    check=True, keep_state=False, baud=None, load_weights=False)
-        return argparse.Namespace(**{**base, **kw})
+    argv = ["run", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"), "--port", "sim",
+            "--model", str(tmp_path / "b.npz"), "--build-dir", str(build_dir), "--check"]
 
     def host(port):
         monkeypatch.setattr(link, "open_port", lambda device, baud: port)
-        with pytest.raises(GruHwError, match="holds other weights"):
-            board.run_inputs(args())  # the board still holds A's weights
-        return board.run_inputs(args(load_weights=True))
+        assert cli.main(argv) == 2  # the board still holds A's weights
+        assert "holds other weights" in capsys.readouterr().err
+        return cli.main(argv + ["--load-weights"])
 
-    result = run_board_sim(_runtime_top(qm, lanes=2), DIVISOR, host, timeout_cycles=20 * TIMEOUT)
-    assert result["match"], result.get("mismatch")
+    status = run_board_sim(_runtime_top(qm, lanes=2), DIVISOR, host, timeout_cycles=20 * TIMEOUT)
+    assert status == 0
     out = capsys.readouterr().out
     assert "loaded" in out and "all outputs equal golden" in out
     # a build without --runtime-weights: refused before the port is opened
     report["runtime_weights"] = False
     (build_dir / "report.json").write_text(json.dumps(report))
-    with pytest.raises(GruHwError, match="made without --runtime-weights"):
-        board.run_inputs(args(load_weights=True))
+    assert cli.main(argv + ["--load-weights"]) == 2
+    assert "made without --runtime-weights" in capsys.readouterr().err
 
 
 # ---- the link's components on their own -------------------------------------------------------
