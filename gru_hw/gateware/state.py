@@ -81,7 +81,7 @@ class StateMemories(wiring.Component):
                 m.d.comb += [r.addr.eq(port.addr), r.en.eq(port.en), port.data.eq(r.data)]
 
         reads = [self.vec_rd, self.upd_rd] + ([] if self.reset_after else [self.rh_h_rd])
-        memory("state", spec.h_fmt.width, 2 * sum(hs), [self.st_wr], reads)
+        memory("banks", spec.h_fmt.width, 2 * sum(hs), [self.st_wr], reads)
         memory("zmem", spec.gate_fmt.width, sum(hs), [self.z_wr], [self.z_rd])
         if self.reset_after:
             memory("rmem", spec.gate_fmt.width, sum(hs), [self.r_wr], [self.r_rd])

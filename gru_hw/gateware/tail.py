@@ -103,7 +103,7 @@ class Tail(wiring.Component):
     # ---- helpers over the layers (each layer has its own formats and modes) --------------------
     def _sel(self, m, index, vals, name):
         """Return a signal equal to the constant ``vals[index]``."""
-        out = Signal(range(max(vals) + 1), name=name)
+        out = Signal(range(max(max(vals), 1) + 1), name=name)
         if len(vals) == 1:
             m.d.comb += out.eq(vals[0])
             return out
