@@ -42,6 +42,8 @@ examples:
   gru-hw golden model.pt inputs.npz -o ref.npz      the bit-exact fixed-point outputs
   gru-hw generate model.pt -o core                  Verilog, spec.json and qconfig.json in core/
   gru-hw simulate model.pt inputs.npz -o sim.npz    the Verilog, checked against golden
+  gru-hw qat model.pt train.npz -o qat --weight-bits 2 --act-bits 8
+                                                    quantization-aware training, bit-exact
   gru-hw build model.pt --board icebreaker -o build
   gru-hw flash build
   gru-hw run inputs.npz -o out.npz --port /dev/ttyUSB1 --build-dir build --model model.pt --check
@@ -237,6 +239,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the weight stream port w_stream (see spec.json weights) and write "
                         "weights.npz (default: weights fixed in the Verilog)")
     _add_quant_flags(p)
+
+    from .quant import ACT_BITS_RANGE, DEFAULT_ACT_BITS, DEFAULT_WEIGHT_BITS, WEIGHT_BITS_RANGE
+
+    p = command("qat", "quantization-aware training, bit-exact with the hardware",
+                "Fine-tune MODEL on TRAIN with the hardware's integer arithmetic in the loop, keep "
+                "the epoch whose exact integer model validates best, and write model.npz and "
+                "qconfig.json (use both, with --qconfig) and qat.json into DIR.")
+    _add_model(p)
+    p.add_argument("train", metavar="TRAIN",
+                   help=".npz with x (N, T, I), optional lengths (N,), and labels (N,) for a "
+                        "classifier or targets (N, O) for regression")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="output folder, created if missing (required)")
+    p.add_argument("--weight-bits", type=_int_in(*WEIGHT_BITS_RANGE), default=DEFAULT_WEIGHT_BITS,
+                   metavar="B", help="bits per weight, fixed during training (default: %(default)s)")
+    p.add_argument("--act-bits", type=_int_in(*ACT_BITS_RANGE), default=DEFAULT_ACT_BITS,
+                   metavar="A", help="bits of inputs, state and gates (default: %(default)s)")
+    p.add_argument("--epochs", type=_int_in(1), default=40, metavar="N",
+                   help="training epochs (default: %(default)s)")
+    p.add_argument("--val", metavar="FILE",
+                   help="validation data, same form as TRAIN (default: 20%% of TRAIN held out)")
+    p.add_argument("--seed", type=_int_in(0), default=0, metavar="S",
+                   help="seed of the split, shuffling and noise (default: %(default)s)")
+    _add_json(p)
 
     p = command("simulate", "run the generated hardware and compare it with golden",
                 "Simulate the generated core on INPUTS, compare every output with the bit-exact "
@@ -652,6 +678,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_qat(args: argparse.Namespace) -> int:
+    from .qat import run_qat
+
+    _check_output_dir(args.output)
+    with _Bar(args, "training", "epoch") as bar:
+        s = run_qat(args.model, args.train, args.output, weight_bits=args.weight_bits,
+                    act_bits=args.act_bits, epochs=args.epochs, val_path=args.val,
+                    seed=args.seed, progress=bar)
+    if args.json:
+        _print_json(s)
+        return 0
+    fmt = (lambda v: f"{100 * v:.1f} %") if s["metric"] == "accuracy" else (lambda v: f"{v:.4g}")
+    print(f"validation {s['metric']} ({s['n_val']} sequences): float {fmt(s['float'])}, "
+          f"post-training {fmt(s['ptq'])}, QAT {fmt(s['qat'])} (epoch {s['best_epoch']})")
+    print(f"wrote {s['files']['model']} and {s['files']['qconfig']}; e.g. gru-hw simulate "
+          f"{shlex.quote(s['files']['model'])} INPUTS -o OUT.npz --qconfig "
+          f"{shlex.quote(s['files']['qconfig'])}")
+    return 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from .board import DoesNotFit, TimingNotMet, build, get_board
     from .quant import quantize_model
@@ -770,7 +816,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "info": cmd_info, "golden": cmd_golden, "generate": cmd_generate, "simulate": cmd_simulate,
-    "build": cmd_build, "flash": cmd_flash, "run": cmd_run, "demo": cmd_demo,
+    "build": cmd_build, "flash": cmd_flash, "run": cmd_run, "demo": cmd_demo, "qat": cmd_qat,
 }
 
 
