@@ -525,10 +525,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .quant import quantize_model
 
     model, spec, lanes = _model_spec_lanes(args)
-    profile = _board_profile(args, quantize_model(model, spec), lanes)
+    qm = quantize_model(model, spec)
+    profile = _board_profile(args, qm, lanes)
     info = model_info(model, spec, lanes=lanes, steps=args.steps, profile=profile)
+    fit_line = ""
     if args.board is not None:
+        from .fit import estimate
+
         info["board"] = args.board
+        est = estimate(qm, args.board, lanes)
+        info["fit"] = est.to_json()
+        verdict = ("fits" if est.fits and not est.tight else "fits, tightly" if est.fits
+                   else "does not fit: " + ", ".join(f"{k.upper()} {v} over"
+                                                      for k, v in est.over.items()))
+        fit_line = f"\n  {args.board}: {verdict} ({est.describe()}, profile {est.profile})"
     text_extra = ""
     if args.calibrate:
         from .calibrate import format_report, point_report, recommend
@@ -558,7 +568,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         from .report import format_info
 
-        print(format_info(info) + text_extra)
+        print(format_info(info) + fit_line + text_extra)
     return 0
 
 
@@ -698,15 +708,58 @@ def cmd_qat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_candidates(args: argparse.Namespace, model):
+    """Return [(qm, lanes)] to try, best first, and say what was chosen and why.
+
+    With no --lanes and no widths, the fastest configuration estimated (before synthesis) to
+    fit the board, at the widest formats that allow it; otherwise the configuration asked for, refused
+    before synthesis when it is estimated not to fit.
+    """
+    import copy
+
+    from .fit import choose, estimate
+    from .quant import quantize_model
+
+    auto = (args.lanes is None and args.weight_bits is None and args.act_bits is None
+            and not args.qconfig)
+    if not auto:
+        model, spec, lanes = _model_spec_lanes(args)
+        qm = quantize_model(model, spec)
+        est = estimate(qm, args.board, lanes, runtime_weights=args.runtime_weights)
+        if not est.fits:
+            over = ", ".join(f"{k.upper()} {est.used[k]}/{est.available[k]}" for k in est.over)
+            try:
+                alt = choose(model, args.board, runtime_weights=args.runtime_weights)[0]
+                hint = f"; would fit: {alt.describe()} (omit --lanes and the width flags)"
+            except GruHwError:
+                hint = ""
+            raise CheckFailed(f"{args.board}: {lanes} lanes at {spec.weight_bits}/{spec.act_bits} "
+                              f"bits does not fit ({over}, estimated before synthesis){hint}")
+        return [(qm, lanes)]
+
+    def spec_for(wb, ab):
+        a = copy.copy(args)
+        a.weight_bits, a.act_bits = wb, ab
+        return resolve_spec(model, a)
+
+    found = choose(model, args.board, runtime_weights=args.runtime_weights, spec_for=spec_for)
+    best = found[0]
+    print(f"{args.board}: chose {best.describe()}, profile {best.profile}, "
+          f"{best.cycles_per_step} cycles/step: the fastest configuration estimated to fit, at "
+          f"the widest formats that allow it" + (" (tight: a build that does not fit falls back to the next)"
+                           if best.tight else ""))
+    return [(quantize_model(model, spec_for(e.weight_bits, e.act_bits)), e.lanes)
+            for e in found[:3]]
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from .board import DoesNotFit, TimingNotMet, build, get_board
-    from .quant import quantize_model
 
     get_board(args.board)
     _check_output_dir(args.output)
-    model, spec, lanes = _model_spec_lanes(args)
-    qm = quantize_model(model, spec)
-    kwargs = {"lanes": lanes}
+    model = load_model(args.model)
+    candidates = _build_candidates(args, model)
+    kwargs = {}
     if args.clock_mhz is not None:
         kwargs["clock_mhz"] = args.clock_mhz
     if args.baud is not None:
@@ -715,10 +768,18 @@ def cmd_build(args: argparse.Namespace) -> int:
         kwargs["runtime_weights"] = True
     if args.seeds is not None:
         kwargs["seeds"] = args.seeds
-    try:
-        report = build(qm, args.board, args.output, **kwargs)
-    except (DoesNotFit, TimingNotMet) as exc:  # a failed check, not a usage mistake
-        raise CheckFailed(str(exc)) from None
+    for k, (qm, lanes) in enumerate(candidates):
+        try:
+            report = build(qm, args.board, args.output, lanes=lanes, **kwargs)
+            break
+        except DoesNotFit as exc:
+            if k + 1 == len(candidates):
+                raise CheckFailed(str(exc)) from None
+            nq, nl = candidates[k + 1]
+            print(f"{args.board}: {exc}; trying {nl} lanes at {nq.spec.weight_bits}/"
+                  f"{nq.spec.act_bits} bits")
+        except TimingNotMet as exc:  # a failed check, not a usage mistake
+            raise CheckFailed(str(exc)) from None
     if args.verify:
         from .netlist import verify_build
 

@@ -1,0 +1,202 @@
+"""Will it fit? A pre-synthesis estimate of a board build's resources, and the choice of lanes
+and widths a build makes when the user leaves them open (fastest first, then widest formats).
+
+Hard resources are counted from the design itself: the board top (core + UART link) is
+elaborated (about a second) and every memory in it is mapped to block RAMs with the rules Yosys
+applies (:func:`block_rams`); hard multipliers are the MAC lanes plus, for the "dsp" profile,
+the tail's products split into 18 x 18 pieces. Logic cells are estimated from a linear model
+fitted to measured builds of this core (:data:`LOGIC_MODEL`; the figures it was fitted on and
+its error are in the docstring there). A design whose estimate is within the model's error of
+the limit is called "tight": it is tried, and a build that then does not fit moves on to the
+next candidate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .errors import GruHwError
+
+__all__ = ["FitEstimate", "estimate", "block_rams", "choose", "LOGIC_MODEL"]
+
+#: Block RAM shapes (depth, width) per family: SB_RAM40_4K (4 Kbit), DP16KD (18 Kbit).
+_BRAM_SHAPES = {
+    "ice40": ((256, 16), (512, 8), (1024, 4), (2048, 2)),
+    "ecp5": ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)),
+}
+#: ECP5 memories this small become LUT RAM (TRELLIS_DPR16X4), not block RAM.
+_ECP5_LUTRAM_BITS = 1024
+
+#: Logic cells (iCE40 LC, ECP5 LUT4) = base + per_lane * lanes + per_act_bit * (act_bits - 8)
+#: + per_weight_bit * (weight_bits - 8) + runtime_weights, fitted to builds of the current core
+#: with the UART link (iCEBreaker, the example 12 -> 32 -> 9). Error on those builds: within
+#: ``error`` (a fraction of the device).
+LOGIC_MODEL = {
+    "ice40": {"base": 4204, "per_lane": 48, "per_act_bit": 250, "per_weight_bit": 40,
+              "runtime_weights": 610, "error": 0.03},
+    "ecp5": {"base": 2400, "per_lane": 110, "per_act_bit": 120, "per_weight_bit": 30,
+             "runtime_weights": 900, "error": 0.10},
+}
+
+
+@dataclass
+class FitEstimate:
+    """What a build of one configuration is estimated to use, against what the board has."""
+
+    board: str
+    lanes: int
+    weight_bits: int
+    act_bits: int
+    profile: str
+    cycles_per_step: int
+    used: dict[str, int]
+    available: dict[str, int]
+    error: float
+    memories: list[dict] = field(default_factory=list)
+
+    @property
+    def over(self) -> dict[str, int]:
+        """Resources estimated above what the board has (resource -> how many over)."""
+        return {k: v - self.available[k] for k, v in self.used.items()
+                if v > self.available.get(k, math.inf)}
+
+    @property
+    def fits(self) -> bool:
+        """Whether every resource is estimated within the board's."""
+        return not self.over
+
+    @property
+    def tight(self) -> bool:
+        """Whether the logic estimate is within the model's error of the limit."""
+        return self.used["lut"] > (1 - self.error) * self.available["lut"]
+
+    def to_json(self) -> dict:
+        """Return the estimate as a JSON-ready dict."""
+        return {"board": self.board, "lanes": self.lanes, "weight_bits": self.weight_bits,
+                "act_bits": self.act_bits, "profile": self.profile,
+                "cycles_per_step": self.cycles_per_step, "used": self.used,
+                "available": self.available, "fits": self.fits, "tight": self.tight,
+                "over": self.over, "logic_model_error": self.error}
+
+    def describe(self) -> str:
+        """Return one line: the configuration and its estimated use."""
+        parts = [f"{self.used[k]}/{self.available[k]} {k.upper()}" for k in ("lut", "bram", "dsp")]
+        return (f"{self.lanes} lanes, {self.weight_bits}/{self.act_bits} bits: "
+                f"{', '.join(parts)} (estimated)")
+
+
+def block_rams(depth: int, width: int, read_ports: int, family: str, rom: bool) -> int:
+    """Return the block RAMs one memory takes (0: it becomes logic).
+
+    Each read port beyond the first duplicates the memory (the blocks have one read port);
+    small read-only tables (up to 64 words) become logic; on ECP5, memories up to 1 Kbit
+    become LUT RAM.
+    """
+    if rom and depth <= 64:
+        return 0
+    if family == "ecp5" and depth * width <= _ECP5_LUTRAM_BITS:
+        return 0
+    best = min(math.ceil(depth / d) * math.ceil(width / w) for d, w in _BRAM_SHAPES[family])
+    return best * max(1, read_ports)
+
+
+def _memories(top) -> list[dict]:
+    """Return every memory of an elaboratable: width, depth, ports, whether it is a ROM."""
+    from amaranth.hdl import Fragment
+    from amaranth.hdl._mem import MemoryInstance
+
+    out = []
+
+    def walk(frag) -> None:
+        if isinstance(frag, MemoryInstance):
+            data = frag._data
+            width = data.shape.width if hasattr(data.shape, "width") else int(data.shape)
+            out.append({"width": width, "depth": data.depth, "read_ports": len(frag._read_ports),
+                        "rom": not frag._write_ports})
+        for sub, *_ in getattr(frag, "subfragments", []):
+            walk(sub)
+
+    walk(Fragment.get(top, None))
+    return out
+
+
+def _dsp_blocks(config) -> int:
+    """Hard multipliers: one per MAC lane, plus on the "dsp" profile at most two for each of the
+    tail's four products (the bound the board's profile choice uses)."""
+    tail = config.schedule.tail_multipliers if config.profile.tail_mul == "dsp" else 0
+    return config.lanes + 2 * tail
+
+
+def estimate(qm, board, lanes: int, *, runtime_weights: bool = False,
+             max_steps: int | None = None) -> FitEstimate:
+    """Return the estimated resources of a ``board`` build of ``qm`` at ``lanes`` lanes."""
+    from .boards import get_board
+    from .boards.family import core_config_for
+    from .boards.top import BoardTop
+
+    b = get_board(board) if isinstance(board, str) else board
+    fam = b.family.name
+    config = core_config_for(qm, b, lanes, runtime_weights=runtime_weights)
+    top = BoardTop(qm, lanes, b, max_steps=max_steps, runtime_weights=runtime_weights,
+                   divisor=16, timeout_cycles=1000)
+    if top.pll is not None:
+        top.pll._MustUse__silence = True  # only the core and link are elaborated here
+    mems = _memories(top)
+    bram = sum(block_rams(m["depth"], m["width"], m["read_ports"], fam, m["rom"]) for m in mems)
+    model = LOGIC_MODEL[fam]
+    spec = qm.spec
+    lut = (model["base"] + model["per_lane"] * lanes
+           + model["per_act_bit"] * (spec.act_bits - 8)
+           + model["per_weight_bit"] * (spec.weight_bits - 8)
+           + (model["runtime_weights"] if runtime_weights else 0))
+    caps = b.resources()
+    return FitEstimate(
+        board=b.name, lanes=lanes, weight_bits=spec.weight_bits, act_bits=spec.act_bits,
+        profile=config.profile.name, cycles_per_step=config.schedule.cycles_per_step,
+        used={"lut": int(lut), "bram": bram, "dsp": _dsp_blocks(config)},
+        available={"lut": caps["lut"], "bram": caps["bram"], "dsp": caps["dsp"]},
+        error=model["error"], memories=mems)
+
+
+#: Widths tried when the user gives none, widest first (weights, activations).
+WIDTHS = ((16, 16), (12, 12), (10, 10), (8, 10), (8, 9), (8, 8), (6, 8), (4, 8))
+
+
+def choose(model, board, *, runtime_weights: bool = False, widths=WIDTHS,
+           lanes_options=None, spec_for=None) -> list[FitEstimate]:
+    """Return the configurations estimated to fit, best first.
+
+    Best is fastest (fewest cycles per step, i.e. the most lanes the board's multipliers and
+    memories allow), then widest formats (``widths``, widest first). ``spec_for(wb, ab)`` makes
+    the QuantSpec of a width (default: :func:`gru_hw.quant.choose_spec`). Raises GruHwError
+    naming the resources when nothing fits.
+    """
+    from .boards import get_board
+    from .quant import choose_spec, quantize_model
+
+    b = get_board(board) if isinstance(board, str) else board
+    spec_for = spec_for or (lambda wb, ab: choose_spec(model, wb, ab))
+    limit = 3 * max(layer.hidden_size for layer in model.layers)
+    options = sorted({p for p in (lanes_options or _lane_options(b, limit)) if 1 <= p <= limit},
+                     reverse=True)
+    fitting, last = [], None
+    for rank, (wb, ab) in enumerate(widths):
+        qm = quantize_model(model, spec_for(wb, ab))
+        for p in options:
+            est = estimate(qm, b, p, runtime_weights=runtime_weights)
+            last = est
+            if est.fits:
+                fitting.append((est.cycles_per_step, rank, est))
+                break  # fewer lanes at the same widths are slower
+    if not fitting:
+        over = ", ".join(f"{k.upper()} {last.used[k]}/{last.available[k]}" for k in last.over)
+        raise GruHwError(f"{b.name}: no configuration fits, down to {last.weight_bits}/"
+                         f"{last.act_bits} bits and {last.lanes} lane(s) ({over}, estimated)")
+    return [e for _, _, e in sorted(fitting, key=lambda t: t[:2])]
+
+
+def _lane_options(board, limit: int) -> list[int]:
+    """Lane counts worth trying on a board: powers of two and the hard-multiplier count."""
+    opts = {1 << k for k in range(0, 9)} | {board.dsp}
+    return [p for p in opts if p <= min(limit, board.dsp)]
