@@ -186,6 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
         _add_quiet(p, argparse.SUPPRESS)  # also accepted after the command
         return p
 
+    _parse_info(command)
+    _parse_golden(command)
+    _parse_generate(command)
+    _parse_qat(command)
+    _parse_simulate(command)
+    _parse_build(command)
+    _parse_flash(command)
+    _parse_run(command)
+    _parse_demo(command)
+    return parser
+
+
+def _parse_info(command) -> None:
+    """Add the ``info`` command."""
     p = command("info", "sizes, formats, PWL error, cycles and resources of a model",
                 "Print a model's sizes and variant, the fixed-point formats the flags choose, the "
                 "exhaustively measured sigmoid/tanh error, exact cycles per step, multipliers and "
@@ -207,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "max |y - y_float| <= E (default: 0.01 when INPUTS has no labels)")
     _add_quant_flags(p)
 
+
+def _parse_golden(command) -> None:
+    """Add the ``golden`` command."""
     p = command("golden", "run the reference model (bit-exact fixed point, or float)",
                 "Run the reference model on INPUTS and write OUT.npz: y (N, O), and h (N, T, H) "
                 "with --sequence. The fixed-point model is bit-exact with the hardware.")
@@ -224,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     _add_quant_flags(p)
 
+
+def _parse_generate(command) -> None:
+    """Add the ``generate`` command."""
     p = command("generate", "Verilog for the core, spec.json and qconfig.json",
                 "Write the core's Verilog (gru_core.v), spec.json (formats, schedule, ports) and "
                 "qconfig.json (the formats used; give it to --qconfig) into DIR.")
@@ -240,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "weights.npz (default: weights fixed in the Verilog)")
     _add_quant_flags(p)
 
+
+def _parse_qat(command) -> None:
+    """Add the ``qat`` command."""
     from .quant import ACT_BITS_RANGE, DEFAULT_ACT_BITS, DEFAULT_WEIGHT_BITS, WEIGHT_BITS_RANGE
 
     p = command("qat", "quantization-aware training, bit-exact with the hardware",
@@ -264,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the split, shuffling and noise (default: %(default)s)")
     _add_json(p)
 
+
+def _parse_simulate(command) -> None:
+    """Add the ``simulate`` command."""
     p = command("simulate", "run the generated hardware and compare it with golden",
                 "Simulate the generated core on INPUTS, compare every output with the bit-exact "
                 "golden model and write OUT.npz (y, cycles, and h with --sequence). Exit 1 with "
@@ -296,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     _add_quant_flags(p)
 
+
+def _parse_build(command) -> None:
+    """Add the ``build`` command."""
     p = command("build", "bitstream and report.json for a board",
                 "Synthesize, place and route the core with the UART link for BOARD; write the "
                 "bitstream, report.json (Fmax, utilization, latency) and a table into DIR.")
@@ -321,11 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p, "report.json")
     _add_quant_flags(p)
 
+
+def _parse_flash(command) -> None:
+    """Add the ``flash`` command."""
     p = command("flash", "program the board a build was made for")
     p.add_argument("build_dir", metavar="DIR", help="the output folder of gru-hw build")
     p.add_argument("--dry-run", action="store_true",
                    help="print the programming command instead of running it (default: off)")
 
+
+def _parse_run(command) -> None:
+    """Add the ``run`` command."""
     p = command("run", "run INPUTS on a flashed board over its UART",
                 "Send INPUTS to a flashed board over its UART link and write its outputs to "
                 "OUT.npz (y, cycles).")
@@ -349,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=_int_in(1), default=None, metavar="RATE",
                    help="UART baud rate (default: the build's, or 115200 without --build-dir)")
 
+
+def _parse_demo(command) -> None:
+    """Add the ``demo`` command."""
     p = command("demo", "the main job on the shipped example model",
                 "Import the shipped JapaneseVowels classifier, choose formats, generate and "
                 "simulate the Verilog, build iCEBreaker bitstreams, and write a summary and a "
@@ -356,8 +394,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="demo-out", metavar="DIR",
                    help="output folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="skip the board builds (default: off)")
-    return parser
-
 
 def _version() -> str:
     from . import __version__
