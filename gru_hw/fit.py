@@ -30,11 +30,14 @@ _ECP5_LUTRAM_BITS = 1024
 
 #: Logic cells (iCE40 LC, ECP5 LUT4) = base + per_lane * lanes + per_act_bit * (act_bits - 8)
 #: + per_weight_bit * (weight_bits - 8) + runtime_weights, fitted to builds of the current core
-#: with the UART link (iCEBreaker, the example 12 -> 32 -> 9). Error on those builds: within
-#: ``error`` (a fraction of the device).
+#: with the UART link, the example 12 -> 32 -> 9 (iCEBreaker, 8 lanes: 8/8 bits 4,588 LC, 8/10
+#: bits 5,264, 8/8 with run-time weights 5,194; ULX3S-85F 32 lanes 16/16: 7,226 LUT; the lane
+#: slope from builds of the previous core at 1, 2, 4 and 8 lanes). The weight-bit slope is not
+#: measured (a guess); ``error`` is the margin, as a fraction of the device, below which an
+#: estimate counts as tight.
 LOGIC_MODEL = {
-    "ice40": {"base": 4204, "per_lane": 48, "per_act_bit": 250, "per_weight_bit": 40,
-              "runtime_weights": 610, "error": 0.03},
+    "ice40": {"base": 4204, "per_lane": 48, "per_act_bit": 338, "per_weight_bit": 40,
+              "runtime_weights": 606, "error": 0.03},
     "ecp5": {"base": 2400, "per_lane": 110, "per_act_bit": 120, "per_weight_bit": 30,
              "runtime_weights": 900, "error": 0.10},
 }
@@ -167,8 +170,9 @@ def choose(model, board, *, runtime_weights: bool = False, widths=WIDTHS,
            lanes_options=None, spec_for=None) -> list[FitEstimate]:
     """Return the configurations estimated to fit, best first.
 
-    Best is fastest (fewest cycles per step, i.e. the most lanes the board's multipliers and
-    memories allow), then widest formats (``widths``, widest first). ``spec_for(wb, ab)`` makes
+    Best is a configuration with room to place and route (not :attr:`FitEstimate.tight`), then
+    the fastest (fewest cycles per step, i.e. the most lanes the board's multipliers and memories
+    allow), then the widest formats (``widths``, widest first). ``spec_for(wb, ab)`` makes
     the QuantSpec of a width (default: :func:`gru_hw.quant.choose_spec`). Raises GruHwError
     naming the resources when nothing fits.
     """
@@ -187,13 +191,14 @@ def choose(model, board, *, runtime_weights: bool = False, widths=WIDTHS,
             est = estimate(qm, b, p, runtime_weights=runtime_weights)
             last = est
             if est.fits:
-                fitting.append((est.cycles_per_step, rank, est))
-                break  # fewer lanes at the same widths are slower
+                fitting.append((est.tight, est.cycles_per_step, rank, est))
+                if not est.tight:
+                    break  # fewer lanes at the same widths are slower
     if not fitting:
         over = ", ".join(f"{k.upper()} {last.used[k]}/{last.available[k]}" for k in last.over)
         raise GruHwError(f"{b.name}: no configuration fits, down to {last.weight_bits}/"
                          f"{last.act_bits} bits and {last.lanes} lane(s) ({over}, estimated)")
-    return [e for _, _, e in sorted(fitting, key=lambda t: t[:2])]
+    return [t[-1] for t in sorted(fitting, key=lambda t: t[:3])]
 
 
 def _lane_options(board, limit: int) -> list[int]:
