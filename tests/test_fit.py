@@ -44,8 +44,10 @@ def test_estimate_matches_the_measured_example_build():
 def test_choose_prefers_speed_then_width():
     model = load_model(EXAMPLE)
     found = choose(model, "icebreaker")
-    assert found[0].lanes == 8 and found[0].fits
-    assert [e.cycles_per_step for e in found] == sorted(e.cycles_per_step for e in found)
+    assert found[0].lanes == 8 and found[0].fits and not found[0].tight
+    roomy = [e for e in found if not e.tight]
+    assert found[:len(roomy)] == roomy  # configurations with room first
+    assert [e.cycles_per_step for e in roomy] == sorted(e.cycles_per_step for e in roomy)
     big = random_model(np.random.default_rng(0), 12, [100], head=9)  # 33,600 weights
     with pytest.raises(GruHwError, match=r"icebreaker: no configuration fits.*estimated"):
         choose(big, "icebreaker")
