@@ -298,9 +298,10 @@ def _parse_simulate(command) -> None:
     _add_inputs(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz",
                    help="where to write the hardware's outputs (required)")
-    p.add_argument("--simulator", choices=SIMULATORS, default=SIMULATORS[0],
+    p.add_argument("--simulator", choices=SIMULATORS, default=None,
                    help="verilator or icarus run the Verilog under cocotb; amaranth runs the "
-                        "same core in Amaranth's simulator (default: %(default)s)")
+                        f"same core in Amaranth's simulator (default: {SIMULATORS[0]}; with "
+                        "--netlist, verilator for iCE40 builds and icarus for ECP5)")
     _add_lanes(p)
     _add_board(p)
     p.add_argument("--netlist", metavar="BUILD_DIR",
@@ -691,16 +692,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if args.simulator == "amaranth":
             raise GruHwError("--netlist runs in --simulator verilator or icarus, not amaranth")
         model, spec, lanes, profile = load_model(args.model), None, None, None
+        simulator = args.simulator
     else:
         from .quant import quantize_model
 
         model, spec, lanes = _model_spec_lanes(args)
         profile = _board_profile(args, quantize_model(model, spec), lanes,
                                  runtime_weights=args.runtime_weights, sequence=args.sequence)
-    what = "netlist" if args.netlist is not None else args.simulator
+        simulator = args.simulator or SIMULATORS[0]
+    what = "netlist" if args.netlist is not None else simulator
     with _Bar(args, f"simulating ({what})", "sequence") as bar:
         result = run_simulation(
-            model, spec, args.inputs, out, simulator=args.simulator, lanes=lanes,
+            model, spec, args.inputs, out, simulator=simulator, lanes=lanes,
             sequence=args.sequence, keep_state=args.keep_state,
             runtime_weights=args.runtime_weights, waves=args.waves, build_dir=args.build_dir,
             progress=bar, profile=profile, netlist=args.netlist,
@@ -718,7 +721,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                                "DP16KD")))
             loaded = (f" (netlist of {args.netlist}: {n['synth']}, {cells}; primitive models of "
                       f"{n['library']})")
-        print(f"{args.simulator}: {result['sequences']} sequence(s), all outputs equal golden "
+        print(f"{result['simulator']}: {result['sequences']} sequence(s), all outputs equal golden "
               f"(bit-exact){loaded}; {result['cycles_mean']:.1f} cycles/sequence mean "
               f"-> {args.output}")
     return 0
@@ -923,7 +926,8 @@ def _one_line(text: str) -> str:
 
 #: The library names what a message is about (GruHwError.subject); the command line names the flag.
 SUBJECT_FLAGS = {"lanes": "--lanes", "seeds": "--seeds", "clock_mhz": "--clock-mhz",
-                 "baud": "--baud", "board": "--board", "port": "--port", "output": "--output"}
+                 "baud": "--baud", "board": "--board", "port": "--port", "output": "--output",
+                 "simulator": "--simulator"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

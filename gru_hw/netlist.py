@@ -54,7 +54,9 @@ def primitive_library(family: str):
         # cell is connected anyway.
         return Library((cells,), defines=(("NO_ICE40_DEFAULT_ASSIGNMENTS", "1"),))
     compat = _icarus_compatible(share)
-    return Library((compat / "cells_sim.v", compat / "mult18x18d_sim.v"), includes=(compat,))
+    # the ECP5 models' ``#`` delays need Verilator's --timing (C++20 coroutines): Icarus only
+    return Library((compat / "cells_sim.v", compat / "mult18x18d_sim.v"), includes=(compat,),
+                   simulators=("icarus",))
 
 
 def _icarus_compatible(share: Path) -> Path:
@@ -68,7 +70,9 @@ def _icarus_compatible(share: Path) -> Path:
     import os
 
     names = sorted(p.name for p in share.glob("*.vh")) + ["cells_sim.v"]
-    digest = hashlib.sha256(b"".join((share / n).read_bytes() for n in names)).hexdigest()[:12]
+    model = mult18x18d_model()
+    digest = hashlib.sha256(b"".join((share / n).read_bytes() for n in names)
+                            + model.encode()).hexdigest()[:12]
     base = Path(os.environ.get("GRU_HW_CACHE") or
                 Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gru-hw")
     out = base / f"ecp5-models-{digest}"
@@ -81,7 +85,7 @@ def _icarus_compatible(share: Path) -> Path:
             if n == "cells_sim.v":  # common_sim.vh includes these two already
                 text = text.replace('`include "cells_ff.vh"\n`include "cells_io.vh"\n', "")
             (out / n).write_text(text)
-        (out / "mult18x18d_sim.v").write_text(mult18x18d_model())
+        (out / "mult18x18d_sim.v").write_text(model)
         (out / "done").write_text(digest)
     return out
 
@@ -101,7 +105,7 @@ def mult18x18d_model() -> str:
     Yosys ships only a blackbox of MULT18X18D; ``synth_ecp5`` maps every ``*`` to one with all
     registers bypassed (the product registers stay in the fabric). This model computes
     P = A * B (each operand signed when SIGNEDA / SIGNEDB is high), passes A, B and C through
-    to ROA, ROB and ROC, and *stops the simulation* for any other configuration (a register
+    to ROA, ROB and ROC, and stops the simulation (``$fatal``) for any other configuration (a register
     enabled, bypass, cascaded sources), which it does not model.
     """
     bits = {n: [f"{n}{i}" for i in range(w - 1, -1, -1)] for n, w in
@@ -136,12 +140,10 @@ module MULT18X18D({", ".join(inputs + outputs)});
     initial begin
         if ({checks} ||
             MULT_BYPASS != "DISABLED") begin
-            $display("MULT18X18D %m: configuration not modelled (registers or bypass)");
-            $finish_and_return(1);
+            $fatal(1, "MULT18X18D %m: configuration not modelled (registers or bypass)");
         end
         #1 if (SOURCEA !== 1'b0 || SOURCEB !== 1'b0) begin
-            $display("MULT18X18D %m: cascaded operands (SOURCEA/SOURCEB) not modelled");
-            $finish_and_return(1);
+            $fatal(1, "MULT18X18D %m: cascaded operands (SOURCEA/SOURCEB) not modelled");
         end
     end
 endmodule
@@ -267,13 +269,14 @@ def from_build(build_dir: str | Path, model) -> dict:
 
 
 def verify_build(build_dir: str | Path, model, sequences: int, *, steps: int = 12,
-                 simulator: str = "verilator", seed: int = 0, progress=None) -> dict:
+                 simulator: str | None = None, seed: int = 0, progress=None) -> dict:
     """Simulate the synthesized core of a build on ``sequences`` random sequences; record it.
 
     The inputs are drawn around zero across the input format's range (seeded, so a rerun is the
     same check), with lengths from 1 to ``steps``. The summary (match, first mismatch, cycles,
     what was synthesized, primitive models, wall time) is returned and stored as report.json's
-    ``verify``.
+    ``verify``. ``simulator``: default Verilator where the family's models allow it (iCE40),
+    else Icarus (ECP5).
     """
     import time
 
@@ -285,6 +288,8 @@ def verify_build(build_dir: str | Path, model, sequences: int, *, steps: int = 1
     nl = from_build(build_dir, model)
     qm, report = nl["qm"], nl["report"]
     steps = max(1, min(steps, int(report.get("max_steps", steps))))
+    if simulator is None:
+        simulator = primitive_library(nl["family"]).simulators[0]
     rng = np.random.default_rng(seed)
     fmt = qm.spec.x_fmt
     x = rng.normal(0.0, fmt.max_value / 3, (sequences, steps, qm.input_size))

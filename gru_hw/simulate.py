@@ -192,6 +192,10 @@ def netlist_run(qm, xq: np.ndarray, lengths: np.ndarray, *, config, family: str,
     from .golden import int_forward_q
     from .netlist import mutate_netlist, primitive_library, synthesize_core
 
+    library = primitive_library(family)
+    if simulator not in library.simulators:
+        raise GruHwError(f"the {family} primitive models run in {' or '.join(library.simulators)}"
+                         f", not {simulator}", subject="simulator")
     lengths = np.asarray(lengths, dtype=np.int64)
     sequence = config.sequence
     if golden is None:
@@ -210,8 +214,7 @@ def netlist_run(qm, xq: np.ndarray, lengths: np.ndarray, *, config, family: str,
         verilog = target
     res = _run_on_core(qm, xq, lengths, verilog, info, golden, simulator=simulator,
                        sequence=sequence, keep_state=keep_state, build_root=build_root,
-                       test_dir=test_dir, waves=waves, options=options,
-                       library=primitive_library(family))
+                       test_dir=test_dir, waves=waves, options=options, library=library)
     res["netlist"] = syn
     return res
 
@@ -229,7 +232,7 @@ def _check_simulator(simulator: str) -> None:
         raise GruHwError(str(exc)) from None
 
 
-def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "verilator",
+def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | None = "verilator",
                    lanes: int, sequence: bool = False, keep_state: bool = False,
                    runtime_weights: bool = False, waves: str | Path | None = None,
                    build_dir: str | Path | None = None, profile=None, progress=None,
@@ -250,23 +253,25 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str = "v
     ``netlist`` (a ``gru-hw build`` folder) simulates the core as synthesized for that build
     instead of its Verilog (:mod:`gru_hw.netlist`): the build's QuantSpec, lanes and profile are
     used (``spec``, ``lanes``, ``profile`` and ``runtime_weights`` are ignored) and the summary
-    gains ``netlist`` (what was synthesized, with which primitive models).
+    gains ``netlist`` (what was synthesized, with which primitive models); ``simulator=None``
+    then picks the first simulator the family's primitive models run in.
     """
     from .fixed import to_float
     from .golden import check_inputs, int_forward_q, quantize_inputs
     from .io import load_inputs, save_outputs
     from .quant import quantize_model
 
-    _check_simulator(simulator)
     nl = None
     if netlist is not None:
-        from .netlist import from_build
+        from .netlist import from_build, primitive_library
 
         if simulator == "amaranth":
             raise GruHwError("a netlist runs in verilator or icarus, not in Amaranth's simulator")
         nl = from_build(netlist, model)
+        simulator = simulator or primitive_library(nl["family"]).simulators[0]
         spec, lanes = nl["qm"].spec, nl["config"].lanes
         profile, runtime_weights = nl["config"].profile, False
+    _check_simulator(simulator)
     out_path = Path(output_path)
     if out_path.suffix.lower() != ".npz":
         raise GruHwError(f"{out_path}: output file must end in .npz")

@@ -262,12 +262,15 @@ class Library:
     files: tuple[Path, ...]
     includes: tuple[Path, ...] = ()
     defines: tuple[tuple[str, str], ...] = ()
+    #: the simulators that accept these models
+    simulators: tuple[str, ...] = SIMULATORS
 
     def key(self) -> bytes:
         """Return bytes that change when any model file or option changes."""
         parts = [p.read_bytes() for p in self.files]
         parts += [str(p).encode() for p in self.includes]
         parts += [f"{k}={v}".encode() for k, v in self.defines]
+
         return hashlib.sha256(b"\0".join(parts)).digest()
 
 
