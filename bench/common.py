@@ -32,10 +32,39 @@ def used_steps(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def machine() -> str:
-    """One line describing this machine."""
+    """One line describing this machine: CPU, cores, memory, OS and Python."""
     import os
 
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")]
+        if names:
+            cpu = f"{platform.machine()} {names[0]}"
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines()
+                      if ln.startswith("MemTotal:")))
+        mem = f", {kb / 2**20:.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores{mem}, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def versions(*packages: str) -> str:
+    """'name version, ...' of the installed Python packages named (those not installed: left out)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in packages:
+        try:
+            out.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(out)
 
 
 def table(headers: list[str], rows: list[list]) -> str:

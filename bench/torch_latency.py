@@ -1,7 +1,8 @@
 """The everyday alternative: PyTorch batch-1 latency per time step on this machine's CPU.
 
 Streams one step at a time through the shipped 12 -> 32 GRU (+ head), as a device doing online
-inference would, and also times a whole 29-step sequence in one call.
+inference would, and also times a whole 29-step sequence in one call. Prints a markdown table, then
+a short note.
 
     python bench/torch_latency.py
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from common import DATA, machine, table
+from common import DATA, table
 
 
 def main() -> None:
@@ -49,10 +50,12 @@ def main() -> None:
                 head(gru(x)[0][:, -1])
             seq_us = (time.perf_counter() - t0) / m * 1e6
             rows.append([threads, f"{step_us:.1f}", f"{seq_us:.1f}", f"{seq_us / 29:.1f}"])
-    print(f"PyTorch {torch.__version__} CPU, batch 1, 12 -> 32 GRU + 9-way head. Machine: {machine()}\n")
     print(table(["threads", "GRUCell step (us)", "29-step sequence + head (us)", "per step in sequence (us)"],
                 rows))
-
+    print(f"\nPyTorch {torch.__version__} on the CPU, batch 1, 12 -> 32 GRU + 9-way head; GRUCell: "
+          f"mean of {n} single-step calls; sequence: mean of {m} calls of the GRU on a whole "
+          "29-step sequence plus the head. Wall-clock times: they depend on what else the "
+          "machine is running.")
 
 if __name__ == "__main__":
     main()
