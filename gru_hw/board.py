@@ -85,7 +85,7 @@ def _cycles_per_step(core, qm, lanes: int) -> int:
 
 # ---- build ---------------------------------------------------------------------------------------
 def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
-          progress: Callable[[str], None] | None = print, clock_mhz: float | None = None,
+          progress: Callable[[str], None] | None = None, clock_mhz: float | None = None,
           baud: int = DEFAULT_BAUD, max_steps: int | None = None,
           runtime_weights: bool = False, core=None, suggest: bool = True,
           seeds: int = 1) -> dict:

@@ -279,8 +279,8 @@ def _parse_qat(command) -> None:
                    metavar="B", help="bits per weight, fixed during training (default: %(default)s)")
     p.add_argument("--act-bits", type=_int_in(*ACT_BITS_RANGE), default=DEFAULT_ACT_BITS,
                    metavar="A", help="bits of inputs, state and gates (default: %(default)s)")
-    p.add_argument("--epochs", type=_int_in(1), default=40, metavar="N",
-                   help="training epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=_int_in(1, 10_000), default=40, metavar="N",
+                   help="training epochs, 1..10000 (default: %(default)s)")
     p.add_argument("--val", metavar="FILE",
                    help="validation data, same form as TRAIN (default: 20%% of TRAIN held out)")
     p.add_argument("--seed", type=_int_in(0), default=0, metavar="S",
@@ -809,7 +809,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         kwargs["seeds"] = args.seeds
     for k, (qm, lanes) in enumerate(candidates):
         try:
-            report = build(qm, args.board, args.output, lanes=lanes, **kwargs)
+            report = build(qm, args.board, args.output, lanes=lanes, progress=print, **kwargs)
             break
         except DoesNotFit as exc:
             if k + 1 == len(candidates):
