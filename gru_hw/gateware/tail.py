@@ -70,6 +70,11 @@ class Tail(wiring.Component):
         hs = list(qm.hidden_sizes)
         nl = len(hs)
         self.latencies = TailLatency(config.profile, qm.reset_after)
+        self.hs, self.nl = hs, nl
+        self.ml = MUL_LATENCY[config.profile.tail_mul]
+        #: accumulator fraction bits of the input and recurrent parts, per layer
+        self.fx = [spec.acc_x_frac(k) for k in range(nl)]
+        self.fh = [spec.acc_h_frac(k) for k in range(nl)]
         sa = max(1, (max(2 * sum(hs), 2) - 1).bit_length())
         ga = max(1, (max(sum(hs), 2) - 1).bit_length())
         h_w, g_w = spec.h_fmt.width, spec.gate_fmt.width
@@ -176,13 +181,9 @@ class Tail(wiring.Component):
         """r / z rows: sum, requantize (point r or z), sigmoid, write (reset_before: r * h)."""
         cfg = self.config
         spec, lat = cfg.spec, self.latencies
-        hs = list(cfg.qm.hidden_sizes)
-        nl = len(hs)
+        hs, nl, ml, fx, fh = self.hs, self.nl, self.ml, self.fx, self.fh
         tm = cfg.profile.tail_mul
-        ml = MUL_LATENCY[tm]
         t = self.row
-        fx = [spec.acc_x_frac(k) for k in range(nl)]
-        fh = [spec.acc_h_frac(k) for k in range(nl)]
         s_rz, f_rz = self._align_sum(m, t.layer, t.ax, fx, t.ah, fh, "s_rz")
         kind3 = self._at(m, self._at(m, t.kind, 1, "kind"), RQ_LATENCY, "kind1")
         layer3 = self._layer_at(m, RQ_LATENCY + 1)
@@ -237,13 +238,9 @@ class Tail(wiring.Component):
         """n rows up to the tanh input: return (sum, its fraction bits per layer, its stage)."""
         cfg = self.config
         spec, lat = cfg.spec, self.latencies
-        hs = list(cfg.qm.hidden_sizes)
-        nl = len(hs)
+        nl, ml, fx, fh = self.nl, self.ml, self.fx, self.fh
         tm = cfg.profile.tail_mul
-        ml = MUL_LATENCY[tm]
         t = self.row
-        fx = [spec.acc_x_frac(k) for k in range(nl)]
-        fh = [spec.acc_h_frac(k) for k in range(nl)]
         if not cfg.qm.reset_after:
             s_n, f_n = self._align_sum(m, t.layer, t.ax, fx, t.ah, fh, "s_n")
             return s_n, f_n, 1
