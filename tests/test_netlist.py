@@ -1,8 +1,9 @@
 """The synthesized netlist (Yosys + its primitive models) against golden, and that the check can fail.
 
 CI runs one small iCE40 core (synth_ice40 -dsp -device u: SB_MAC16, SB_RAM40_4K, LUT4, carries)
-and one small ECP5 core (synth_ecp5: MULT18X18D, LUT RAM), each exact, and two deliberate
-faults that must be caught. ``-m slow`` adds the example at 8 lanes in the iCEBreaker profile.
+and one small ULX3S-25F build at 16/16 bits through ``gru-hw build --verify`` (synth_ecp5:
+MULT18X18D, LUT RAM), each exact, and a deliberate fault that must be caught; ``-m slow`` adds the
+core-only ECP5 case and an inverted LUT.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def _case(reset_after: bool):
     return qm, xq, np.array([5, 2, 4])
 
 
-@pytest.mark.parametrize("family", ["ice40", "ecp5"])
+# CI checks an ECP5 netlist through test_build_verify_ulx3s_16_bits (a real build); the core-only
+# ECP5 case, with idles and backpressure, runs with -m slow.
+@pytest.mark.parametrize("family", ["ice40", pytest.param("ecp5", marks=pytest.mark.slow)])
 def test_netlist_is_exact(family, sim_root, tmp_path):
     require_tool("icarus")
     profile, opts = FAMILIES[family]
