@@ -344,6 +344,13 @@ def _parse_build(command) -> None:
     p.add_argument("--seeds", type=_int_in(1, 100), default=None, metavar="N",
                    help="if routing misses the clock, place and route again with nextpnr seeds "
                         "2..N (stopping when met) and keep the best (default: per board)")
+    p.add_argument("--target-accuracy-drop", type=_number(0.0), metavar="POINTS",
+                   help="without --lanes and widths: only formats losing at most this many "
+                        "points of accuracy against float on --calibrate INPUTS (with 'labels') "
+                        "(default: no budget, the widest formats that allow the fastest build)")
+    p.add_argument("--target-error", type=_number(0.0), metavar="E",
+                   help="without --lanes and widths: only formats with max |y - y_float| <= E "
+                        "on --calibrate INPUTS (default: no budget)")
     p.add_argument("--verify", type=_int_in(0, 1000), default=0, metavar="N",
                    help="after the build, simulate the synthesized core (gate-level netlist) on N "
                         "random sequences against golden; exit 1 on a difference (default: 0, "
@@ -756,11 +763,16 @@ def _build_candidates(args: argparse.Namespace, model):
     """
     import copy
 
-    from .fit import choose, estimate
+    from .fit import WIDTHS, choose, estimate
     from .quant import quantize_model
 
     auto = (args.lanes is None and args.weight_bits is None and args.act_bits is None
             and not args.qconfig)
+    budget = args.target_accuracy_drop is not None or args.target_error is not None
+    if budget and (not auto or not args.calibrate):
+        raise GruHwError("--target-accuracy-drop / --target-error choose the widths: give "
+                         "--calibrate INPUTS, and no --lanes, --weight-bits, --act-bits or "
+                         "--qconfig")
     if not auto:
         model, spec, lanes = _model_spec_lanes(args)
         qm = quantize_model(model, spec)
@@ -781,7 +793,11 @@ def _build_candidates(args: argparse.Namespace, model):
         a.weight_bits, a.act_bits = wb, ab
         return resolve_spec(model, a)
 
-    found = choose(model, args.board, runtime_weights=args.runtime_weights, spec_for=spec_for)
+    widths = WIDTHS
+    if budget:
+        widths = _widths_within_budget(args, model)
+    found = choose(model, args.board, runtime_weights=args.runtime_weights, spec_for=spec_for,
+                   widths=widths)
     best = found[0]
     print(f"{args.board}: chose {best.describe()}, profile {best.profile}, "
           f"{best.cycles_per_step} cycles/step: the fastest configuration estimated to fit, at "
@@ -789,6 +805,29 @@ def _build_candidates(args: argparse.Namespace, model):
                            if best.tight else ""))
     return [(quantize_model(model, spec_for(e.weight_bits, e.act_bits)), e.lanes)
             for e in found[:3]]
+
+
+def _widths_within_budget(args: argparse.Namespace, model) -> list[tuple[int, int]]:
+    """Return the widths (widest first) at least as wide as the narrowest meeting the budget."""
+    from .calibrate import recommend
+    from .fit import WIDTHS
+    from .io import load_inputs, load_labels
+
+    x, lengths = load_inputs(args.calibrate, model.input_size)
+    labels = load_labels(args.calibrate, x.shape[0])
+    with _Bar(args, "finding the narrowest formats", "width") as bar:
+        rec = recommend(model, x, lengths, labels=labels,
+                        target_accuracy_drop=args.target_accuracy_drop,
+                        target_error=args.target_error, calibration_name=args.calibrate,
+                        progress=bar)["recommended"]
+    if rec is None:
+        raise CheckFailed(f"no widths up to 24 bits meet the target on {args.calibrate}")
+    wb, ab = rec["weight_bits"], rec["act_bits"]
+    widths = sorted({w for w in WIDTHS if w[0] >= wb and w[1] >= ab} | {(wb, ab)},
+                    key=lambda w: (-w[0] - w[1], -w[0]))
+    print(f"{args.calibrate}: {wb}/{ab} bits are the narrowest within the target; choosing "
+          f"among {', '.join(f'{a}/{b}' for a, b in widths)}")
+    return widths
 
 
 def cmd_build(args: argparse.Namespace) -> int:

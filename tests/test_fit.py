@@ -67,3 +67,17 @@ def test_info_board_says_whether_it_fits(capsys):
     assert cli.main(["info", str(EXAMPLE), "--board", "icebreaker", "--lanes", "8",
                      "--weight-bits", "8", "--act-bits", "8"]) == 0
     assert "icebreaker: fits" in capsys.readouterr().out
+
+
+def test_build_budget_flags(tmp_path, capsys):
+    """An accuracy or error budget chooses the widths: it needs --calibrate and no explicit
+    widths; a budget no width meets is refused before any synthesis."""
+    train = Path(EXAMPLE).parent / "japanese_vowels_train.npz"
+    out = tmp_path / "b"
+    assert cli.main(["build", str(EXAMPLE), "--board", "icebreaker", "-o", str(out),
+                     "--lanes", "8", "--target-error", "0.1"]) == 2
+    assert "--target-accuracy-drop / --target-error choose the widths" in capsys.readouterr().err
+    assert cli.main(["build", str(EXAMPLE), "--board", "icebreaker", "-o", str(out),
+                     "--calibrate", str(train), "--target-error", "0.0001"]) == 1
+    assert "no widths up to 24 bits meet the target" in capsys.readouterr().err
+    assert not out.exists()
