@@ -2,9 +2,9 @@
 
 A board is one entry of :data:`BOARDS`; what its FPGA family contributes (PLL, synthesis
 options, tools, bitstream, default flashing, resource names, core profile) is its
-:class:`~gru_hw.boards.family.Family` object. The gateware for a board lives here
-(``gru_hw.boards.top``: the board top, ``uart``, ``pll``, ``family``); the top-level ``boards/``
-folder holds per-board notes (wiring, flashing) for people.
+:class:`~gru_hw.boards.family.Family` object. This package is the top-level ``boards/`` folder
+(installed as ``gru_hw.boards``): the board top (``top``), the link (``link``), ``uart``,
+``pll``, ``family``; its README has the wiring and flashing notes for people.
 """
 
 from __future__ import annotations

@@ -147,16 +147,15 @@ class Family:
 
         ``model``: a QuantModel, GRUModel or Shapes. The "seq" profile (the tail's four products
         as small sequential logic multipliers) when the lanes plus the tail would need more hard
-        multipliers than the device has, so every hard multiplier serves a MAC lane; else "dsp".
-        A tail product is wider than 16 x 16 (e.g. r * hn): it counts as two hard blocks.
-        Without a budget: "dsp".
+        multipliers than the device has (:attr:`gru_hw.schedule.Schedule.dsp_blocks_bound`), so
+        every hard multiplier serves a MAC lane; else "dsp". Without a budget: "dsp".
         """
         from ..schedule import Schedule
 
         if dsp_budget is None:
             return PROFILES["dsp"]
-        tail = Schedule(model, lanes, profile=PROFILES["dsp"]).tail_multipliers
-        return PROFILES["seq"] if lanes + 2 * tail > dsp_budget else PROFILES["dsp"]
+        need = Schedule(model, lanes, profile=PROFILES["dsp"]).dsp_blocks_bound
+        return PROFILES["seq"] if need > dsp_budget else PROFILES["dsp"]
 
     # ---- flashing ----
     def flash_tool(self, board: "Board") -> FlashTool:

@@ -74,11 +74,14 @@ class LinkTop(wiring.Component):
         self.divisor = divisor
         self.timeout_cycles = timeout_cycles
         self.max_steps = max_steps if max_steps is not None else default_max_steps(qm)
-        if not 1 <= self.max_steps <= 0xFFFF:
-            raise GruHwError(f"max_steps must be within 1..65535, got {self.max_steps}")
         self.descriptor = proto.BoardDescriptor.for_model(
-            qm, lanes=lanes, max_steps=self.max_steps, clock_hz=clock_hz,
+            qm, lanes=lanes, max_steps=max(1, self.max_steps), clock_hz=clock_hz,
             runtime_weights=self.runtime_weights)
+        most = proto.MAX_PAYLOAD // self.descriptor.step_bytes
+        if not 1 <= self.max_steps <= most:
+            raise GruHwError(f"max_steps must be within 1..{most} (a RUN frame of {most} steps "
+                             f"of {self.descriptor.step_bytes} bytes fills the 16-bit length), got "
+                             f"{self.max_steps}", subject="max_steps")
         self.heartbeat_log2 = heartbeat_log2
         self.stretch_log2 = stretch_log2
         super().__init__()

@@ -131,9 +131,8 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     if not report["timing_met"]:
         raise TimingNotMet(
             f"{b.name}: timing not met: Fmax after routing is {report['fmax_mhz']:.1f} MHz, the "
-            f"clock is {report['clock_mhz']:.2f} MHz; rebuild with --clock-mhz "
-            f"{math.floor(report['fmax_mhz']):d} or fewer --lanes "
-            f"(report in {out / 'report.json'})")
+            f"clock is {report['clock_mhz']:.2f} MHz; rebuild at {math.floor(report['fmax_mhz']):d}"
+            f" MHz or with fewer lanes (report in {out / 'report.json'})")
     return report
 
 
@@ -343,13 +342,13 @@ def _tool_failed(qm, b: Board, out: Path, tool: str, log: Path, lanes: int, *,
         if suggest:
             fits = [suggest_lanes(qm, b, lanes, r, u, a, real_core=real_core) for r, u, a in over]
             best = None if None in fits else min(fits)
-        hint = (f"; the largest --lanes estimated to fit is {best}" if best
+        hint = (f"; the largest lane count estimated to fit is {best}" if best
                 else "; fewer lanes alone will not make it fit (weights or fixed logic): use "
-                     "fewer --weight-bits/--act-bits or a larger board")
+                     "narrower weights or activations, or a larger board")
         what = ", ".join(f"{r} {u}/{a} ({u - a} over, {100 * u / a:.0f}%)" for r, u, a in over)
         res, used, avail = over[0]
         raise DoesNotFit(
-            f"{b.name} ({b.device}): the design does not fit: {what} at --lanes {lanes}{hint}",
+            f"{b.name} ({b.device}): the design does not fit: {what} at {lanes} lanes{hint}",
             resource=res, used=used, available=avail, suggested_lanes=best)
     detail = errors[-1] if errors else "exit status non-zero"
     raise BuildFailed(f"{b.name}: {_stage(b, tool)} failed: {detail} (log: {log})")

@@ -159,7 +159,7 @@ def _add_board(p: argparse.ArgumentParser, required: bool = False) -> None:
         p.add_argument("--board", default=None, metavar="BOARD",
                        help=f"build the core exactly as `build --board BOARD` does (that board "
                             f"family's profile: multipliers, memories, registers), one of {names} "
-                            "(default: the generic core, as on ECP5)")
+                            "(default: the \"dsp\" profile, with the tail on hard multipliers)")
 
 
 def _add_json(p: argparse.ArgumentParser, what: str = "the summary") -> None:
@@ -475,7 +475,9 @@ def _model_spec_lanes(args: argparse.Namespace):
     """Load MODEL, resolve the quant flags and the lane count (default: up to 8)."""
     model = load_model(args.model)
     if args.lanes is not None:
-        limit = 3 * max(layer.hidden_size for layer in model.layers)
+        from .schedule import Shapes
+
+        limit = Shapes.of(model).max_lanes
         if args.lanes > limit:
             raise GruHwError(f"--lanes must be in 1..{limit} for {args.model} (3 x its largest "
                              f"hidden size), got {args.lanes}")
@@ -966,7 +968,7 @@ def _one_line(text: str) -> str:
 #: The library names what a message is about (GruHwError.subject); the command line names the flag.
 SUBJECT_FLAGS = {"lanes": "--lanes", "seeds": "--seeds", "clock_mhz": "--clock-mhz",
                  "baud": "--baud", "board": "--board", "port": "--port", "output": "--output",
-                 "simulator": "--simulator"}
+                 "simulator": "--simulator", "load_weights": "--load-weights"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,8 +25,8 @@ class CoreProfile:
 
     * ``tail_mul``: the tail's four multipliers. ``"dsp"``: ``*`` with registered output (hard
       multipliers); ``"lut"``: shift-and-add in logic, one product per cycle; ``"seq"``:
-      sequential shift-and-add, one product per :data:`SEQ_STEPS` cycles (the smallest; the tail
-      then takes one emitted row per SEQ_STEPS cycles).
+      sequential shift-and-add, one product per :data:`gru_hw.gateware.arith.SEQ_STEPS` cycles
+      (the smallest; the tail then takes one emitted row per SEQ_STEPS cycles).
     * ``park_read_reg``: register the park buffer's read (and the paired new sum) before the
       tail (the ECP5 critical path was the block-RAM read into the first rounding adder).
     * ``product_reset_less``: the MAC product register has no reset, so iCE40 synthesis packs

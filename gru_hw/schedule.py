@@ -8,7 +8,7 @@ cycles this model predicts.
 
 Every latency here is the sum of the gateware components' own declared latencies (controller
 issue, MAC lanes, chain exit, requantizers, PWL units, tail multipliers): one source of truth,
-checked against simulation component by component in tests/test_gateware_units.py.
+checked against simulation component by component in tests/test_components.py.
 
 Architecture in one paragraph (details in :mod:`gru_hw.gateware.core`): P MAC lanes work row-parallel.
 A *phase* multiplies a set of gate rows (``rows``) by one vector (``source``): the rows are cut
@@ -104,6 +104,11 @@ class Shapes:
                        bool(model.reset_after), head)
         raise TypeError(f"cannot take shapes from {type(model).__name__}")
 
+    @property
+    def max_lanes(self) -> int:
+        """The most MAC lanes a core can use: 3H of the widest layer (one per gate row)."""
+        return 3 * max(self.hidden_sizes)
+
     def describe(self) -> str:
         """Return e.g. ``12 inputs, hidden [32], head 9, reset_after``."""
         return (f"{self.input_size} inputs, hidden {list(self.hidden_sizes)}, head "
@@ -144,7 +149,7 @@ class Schedule:
     def __init__(self, model, lanes: int, *, profile: CoreProfile | str | None = None) -> None:
         shapes = Shapes.of(model)
         object.__setattr__(self, "shapes", shapes)
-        limit = 3 * max(shapes.hidden_sizes)
+        limit = shapes.max_lanes
         if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= limit:
             raise GruHwError(f"lanes must be in 1..3H = {limit}, got {lanes!r}")
         object.__setattr__(self, "lanes", lanes)
@@ -201,18 +206,6 @@ class Schedule:
 
     # ---- pipeline depths: sums of the components' declared latencies ---------------------------
     @property
-    def mul_latency(self) -> int:
-        """Register stages of one tail multiplier."""
-        from .gateware.arith import MUL_LATENCY
-
-        return MUL_LATENCY[self.tail_mul]
-
-    @property
-    def park_read_reg(self) -> bool:
-        """Whether the park buffer's read (and the paired new sum) is registered before the tail."""
-        return self.profile.park_read_reg
-
-    @property
     def mac_latency(self) -> int:
         """Cycles from issuing a group's last column to its first row entering the tail.
 
@@ -238,16 +231,6 @@ class Schedule:
         from .gateware.tail import TailLatency
 
         return TailLatency(self.profile, self.shapes.reset_after)
-
-    @property
-    def pwl_latency(self) -> int:
-        """Cycles from a PWL unit's input to its registered output."""
-        return self._tail.pwl
-
-    @property
-    def update_latency(self) -> int:
-        """Cycles from n to h' = requant(n + z (h - n)): difference, product, sum, requantizer."""
-        return self._tail.update
 
     @property
     def tail_rz_latency(self) -> int:
@@ -284,6 +267,12 @@ class Schedule:
     def dsp_multipliers(self) -> int:
         """Multipliers built with ``*`` (mapped to DSP blocks by synthesis)."""
         return self.lanes + (self.tail_multipliers if self.tail_mul == "dsp" else 0)
+
+    @property
+    def dsp_blocks_bound(self) -> int:
+        """Hard multiplier blocks the core may take: one per lane, and on the "dsp" profile two
+        for each tail product (some are wider than one 16 x 16 or 18 x 18 block)."""
+        return self.lanes + (2 * self.tail_multipliers if self.tail_mul == "dsp" else 0)
 
     @property
     def weight_depth(self) -> int:

@@ -232,7 +232,7 @@ def _check_simulator(simulator: str) -> None:
         raise GruHwError(str(exc)) from None
 
 
-def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | None = "verilator",
+def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | None = None,
                    lanes: int, sequence: bool = False, keep_state: bool = False,
                    runtime_weights: bool = False, waves: str | Path | None = None,
                    build_dir: str | Path | None = None, profile=None, progress=None,
@@ -253,8 +253,8 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
     ``netlist`` (a ``gru-hw build`` folder) simulates the core as synthesized for that build
     instead of its Verilog (:mod:`gru_hw.netlist`): the build's QuantSpec, lanes and profile are
     used (``spec``, ``lanes``, ``profile`` and ``runtime_weights`` are ignored) and the summary
-    gains ``netlist`` (what was synthesized, with which primitive models); ``simulator=None``
-    then picks the first simulator the family's primitive models run in.
+    gains ``netlist`` (what was synthesized, with which primitive models). ``simulator=None``:
+    Verilator, or for a netlist the first simulator the family's primitive models run in.
     """
     from .fixed import to_float
     from .golden import check_inputs, int_forward_q, quantize_inputs
@@ -271,6 +271,7 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
         simulator = simulator or primitive_library(nl["family"]).simulators[0]
         spec, lanes = nl["qm"].spec, nl["config"].lanes
         profile, runtime_weights = nl["config"].profile, False
+    simulator = simulator or SIMULATORS[0]
     _check_simulator(simulator)
     out_path = Path(output_path)
     if out_path.suffix.lower() != ".npz":
@@ -338,7 +339,7 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
         "cycles_mean": float(np.mean(cycles)) if cycles.size else 0.0,
         "cycles": [int(c) for c in cycles],
         "simulator": simulator,
-        "runtime_weights": bool(runtime_weights),
+        "runtime_weights": bool(nl["config"].runtime_weights if nl else runtime_weights),
         "profile": get_profile(profile).name,
         "cycles_per_step_schedule": CoreConfig(qm, lanes, profile).schedule.cycles_per_step,
         "waves": res.get("waves"),

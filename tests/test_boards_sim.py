@@ -201,7 +201,7 @@ def test_board_loads_weights_over_the_uart(qm):
         d = link.BoardClient(port, expect=qm).identify()  # power-up: A's weights
         assert d.runtime_weights and d.weights_crc == crc_of["a"]
         assert d.model_hash == model_hash(qb, weights=False)  # shape and formats only
-        with pytest.raises(GruHwError, match=r"holds other weights .*--load-weights"):
+        with pytest.raises(GruHwError, match=r"holds other weights .*load them first"):
             link.BoardClient(port, expect=qb).identify()
         ya = [link.BoardClient(port, expect=qm).run_sequence(xq[n, :lengths[n]]).y
               for n in range(len(xq))]
@@ -248,7 +248,7 @@ def test_fixed_board_refuses_weights(qm):
     def host(port):
         _expect_refusal(port, encode_frame(CMD_WEIGHTS, bytes(6)),
                         ERR_UNKNOWN_COMMAND)
-        with pytest.raises(GruHwError, match=r"built without --runtime-weights"):
+        with pytest.raises(GruHwError, match=r"built without run-time weights"):
             link.BoardClient(port).load_weights(qm)
         return True
 

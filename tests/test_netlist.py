@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gru_hw.config import CoreConfig
+from gru_hw.boards import get_board
+from gru_hw.boards.family import core_config_for
 from gru_hw.errors import GruHwError
 from gru_hw.golden import quantize_inputs
 from gru_hw.netlist import from_build, mutate_netlist, primitive_library
@@ -24,7 +25,14 @@ from gru_hw.simulate import netlist_run
 
 from conftest import random_model
 
-FAMILIES = {"ice40": ("seq", "-dsp -device u"), "ecp5": ("dsp", None)}
+#: family -> a small board of it: the core configuration and synthesis options are the board's
+BOARD_OF = {"ice40": "icebreaker", "ecp5": "ulx3s-25f"}
+
+
+def _board_core(qm, family: str):
+    """Return (core configuration, synthesis options) of a 3-lane build for the family's board."""
+    board = get_board(BOARD_OF[family])
+    return core_config_for(qm, board, 3), board.family.synth_opts(board)
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +54,8 @@ def _case(reset_after: bool):
 @pytest.mark.parametrize("family", ["ice40", pytest.param("ecp5", marks=pytest.mark.slow)])
 def test_netlist_is_exact(family, sim_root, tmp_path):
     require_tool("icarus")
-    profile, opts = FAMILIES[family]
     qm, xq, lengths = _case(reset_after=family == "ice40")
-    config = CoreConfig(qm, 3, profile)
+    config, opts = _board_core(qm, family)
     res = netlist_run(qm, xq, lengths, config=config, family=family, synth_opts=opts,
                       build_root=sim_root, test_dir=tmp_path,
                       options={"idle": [0, 1, 0], "backpressure": {"random": 0.3, "seed": 2}})
@@ -65,9 +72,9 @@ def test_netlist_is_exact(family, sim_root, tmp_path):
 def test_altered_netlist_is_caught(kind, sim_root, tmp_path):
     require_tool("icarus")
     qm, xq, lengths = _case(reset_after=True)
-    config = CoreConfig(qm, 3, "seq")
+    config, opts = _board_core(qm, "ice40")
     res = netlist_run(qm, xq, lengths, config=config, family="ice40",
-                      synth_opts="-dsp -device u", build_root=sim_root, test_dir=tmp_path,
+                      synth_opts=opts, build_root=sim_root, test_dir=tmp_path,
                       mutate=kind)
     assert not res["match"]
     assert res["mismatch"].startswith("sequence 0, step ")

@@ -229,8 +229,8 @@ class Requantizer(wiring.Component):
 class TailMultiplier(wiring.Component):
     """A pipelined multiplier as used in the tail. Ports ``a``, ``b`` (in), ``p`` (out).
 
-    Latency MUL_LATENCY[kind] cycles, one product per cycle ("seq": one product per
-    MUL_LATENCY["seq"] cycles, operands marked by the ``start`` input).
+    Latency MUL_LATENCY[kind] cycles, one product per cycle ("seq": one product per SEQ_STEPS
+    cycles, operands marked by the ``start`` input).
     """
 
     def __init__(self, a_shape: Shape, b_shape: Shape, kind: str = "dsp") -> None:

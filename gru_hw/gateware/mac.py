@@ -22,7 +22,7 @@ class MACLanes(wiring.Component):
         (``signed(vector_width)``), whether the column is the first of its group (the
         accumulators restart from 0) and a tag carried alongside (``tag_layout``).
       * ``sums`` (out): every lane's running sum including this column's product, with
-        ``o_valid``, ``o_tag``, ``o_first`` — combinational, in cycle i + 1 + :attr:`LATENCY`.
+        ``o_valid`` and ``o_tag`` — combinational, in cycle i + 1 + :attr:`LATENCY`.
         At a group's last column these are the group's P dot products.
       * ``w_en`` (in, P bits), ``w_addr``, ``w_data`` (in; only with run-time weights): write
         ``w_data`` at ``w_addr`` into the weight memory of every lane whose ``w_en`` bit is set.
@@ -46,7 +46,7 @@ class MACLanes(wiring.Component):
             "waddr": In(range(max(self.depth, 2))),
             "valid": In(1), "first": In(1), "vec": In(signed(self.vector_width)),
             "tag": In(tag_layout),
-            "o_valid": Out(1), "o_first": Out(1), "o_tag": Out(tag_layout),
+            "o_valid": Out(1), "o_tag": Out(tag_layout),
             "sums": Out(data.ArrayLayout(signed(self.acc_width), self.lanes)),
         }
         if config.runtime_weights:
@@ -68,7 +68,7 @@ class MACLanes(wiring.Component):
         v2, f2 = Signal(name="v2"), Signal(name="f2")
         t2 = Signal(self.tag.shape(), name="t2")
         m.d.sync += [v2.eq(v1), f2.eq(f1), t2.eq(t1)]
-        m.d.comb += [self.o_valid.eq(v2), self.o_first.eq(f2), self.o_tag.eq(t2)]
+        m.d.comb += [self.o_valid.eq(v2), self.o_tag.eq(t2)]
         for lane in range(self.lanes):
             wmem = Memory(shape=signed(self.weight_width), depth=max(self.depth, 1),
                           init=mm.lane_words[lane] if cfg.init_weights else [])

@@ -17,8 +17,9 @@ def _depth_bits(depth: int) -> int:
 class StateMemories(wiring.Component):
     """The hidden state of every layer (two banks each) and the gate memories.
 
-    Layout: layer k's bank b starts at ``state_base(k) + b * H_k`` of the state memory; the gate
-    memories hold one word per hidden unit of every layer, layer k from ``gate_base(k)``.
+    Layout: layer k's bank b starts at ``2 * sum(H_0..H_k-1) + b * H_k`` of the state memory;
+    the gate memories hold one word per hidden unit of every layer, layer k from
+    ``sum(H_0..H_k-1)``.
     ``z`` holds the update gate; reset_after cores keep ``r`` (the reset gate), reset_before
     cores ``rh`` (r * h, requantized to the state format: the vector of the n pass).
 
@@ -56,14 +57,6 @@ class StateMemories(wiring.Component):
         else:
             members.update(rh_h_rd=rd(sa, h_w), rh_wr=wr(ga, h_w), rh_rd=rd(ga, h_w))
         super().__init__(members)
-
-    def state_base(self, k: int) -> int:
-        """First word of layer k's two banks in the state memory."""
-        return 2 * sum(self.hidden_sizes[:k])
-
-    def gate_base(self, k: int) -> int:
-        """First word of layer k in the gate memories."""
-        return sum(self.hidden_sizes[:k])
 
     def elaborate(self, platform):
         m = Module()
