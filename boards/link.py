@@ -503,10 +503,16 @@ class RequestExecutor(wiring.Component):
         # x element k is bytes [k*xb, (k+1)*xb) of a step, little-endian
         for k in range(d.input_size):
             m.d.comb += xs.payload.x[k].eq(s.xreg[8 * xb * k:8 * xb * k + xw])
+        # The count starts at the sequence's first beat taken (cycle t: 0 at t + 1). The start
+        # is registered first (the core's ready is combinational from its controller, and the
+        # 32-bit counter sat far from it: the iCEBreaker's critical path), so the counter is
+        # loaded one cycle later with the value it would have had.
+        start = Signal()
+        m.d.sync += start.eq(xs.valid & xs.ready & (s.xfirst | ~s.counting))
         with m.If(xs.valid & xs.ready):
             m.d.sync += s.xvalid.eq(0)
-            with m.If(s.xfirst | ~s.counting):
-                m.d.sync += [s.counting.eq(1), s.cycles.eq(0)]
+        with m.If(start):
+            m.d.sync += [s.counting.eq(1), s.cycles.eq(1)]
         with m.If(s.counting):
             m.d.sync += s.cycles.eq(s.cycles + 1)
 
