@@ -132,7 +132,10 @@ class Controller(wiring.Component):
         m.d.comb += s.o_free.eq(~self.o_valid | self.o_ready)
         m.d.comb += s.go.eq(Mux(~s.c_zero, 1, group_ok & Mux(s.g_zero, s.k_ok, 1)))
         m.d.comb += self.i_stream.ready.eq(s.ph_zero & at_phase_start & group_ok & ~self.w_block)
-        m.d.comb += self.accept.eq(s.go & s.ph_zero & at_phase_start)
+        # == go & ph_zero & at_phase_start (phase 0's only start condition is the beat itself),
+        # written as the handshake: shallower logic into the input registers' enables, which
+        # was the iCEBreaker's critical path through the other phases' conditions
+        m.d.comb += self.accept.eq(self.i_stream.valid & self.i_stream.ready)
         last_col = s.c == s.k_lastc
         last_group = s.g == s.k_lastg
         m.d.comb += [s.last_col.eq(last_col), s.n_rows.eq(Mux(last_group, s.k_last_rows, P))]
