@@ -78,6 +78,12 @@ class Family:
     resources: Mapping[str, tuple[str, ...]] = {}
     #: Regular expression of the flip-flop cell types in Yosys' statistics.
     ff_cells: str = ""
+    #: The Yosys synthesis command of the family (the platform's, e.g. ``synth_ice40``).
+    synth_command: str = ""
+    #: Block RAM shapes (depth, width) a memory can be cut into.
+    bram_shapes: tuple[tuple[int, int], ...] = ()
+    #: Memories up to this many bits become LUT RAM rather than block RAM (0: no LUT RAM).
+    lutram_bits: int = 0
     #: Extra nextpnr options (after the flow's own --report and --timing-allow-fail).
     nextpnr_extra: str = ""
 
@@ -200,6 +206,8 @@ class ICE40Family(Family):
     resources = {"lut": ("ICESTORM_LC",), "dsp": ("ICESTORM_DSP",), "bram": ("ICESTORM_RAM",),
                  "spram": ("ICESTORM_SPRAM",), "pll": ("ICESTORM_PLL",), "io": ("SB_IO",)}
     ff_cells = r"SB_DFF\w*"
+    synth_command = "synth_ice40"
+    bram_shapes = ((256, 16), (512, 8), (1024, 4), (2048, 2))  # SB_RAM40_4K
 
     def synth_opts(self, board: "Board", *, runtime_weights: bool = False) -> str | None:
         """``-dsp`` (else multipliers become logic: one 16 x 16 is ~1000 LUTs), and on UltraPlus
@@ -235,6 +243,9 @@ class ECP5Family(Family):
     resources = {"lut": ("TRELLIS_COMB",), "ff": ("TRELLIS_FF",), "dsp": ("MULT18X18D",),
                  "bram": ("DP16KD",), "pll": ("EHXPLLL",), "io": ("TRELLIS_IO",)}
     ff_cells = r"TRELLIS_FF"
+    synth_command = "synth_ecp5"
+    bram_shapes = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))  # DP16KD
+    lutram_bits = 1024  # TRELLIS_DPR16X4
 
     def pll_config(self, fin_mhz: float, fout_mhz: float, *,
                    not_above: bool = False) -> ECP5PLLConfig:

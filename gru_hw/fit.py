@@ -20,14 +20,6 @@ from .errors import GruHwError
 
 __all__ = ["FitEstimate", "estimate", "block_rams", "choose", "LOGIC_MODEL"]
 
-#: Block RAM shapes (depth, width) per family: SB_RAM40_4K (4 Kbit), DP16KD (18 Kbit).
-_BRAM_SHAPES = {
-    "ice40": ((256, 16), (512, 8), (1024, 4), (2048, 2)),
-    "ecp5": ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)),
-}
-#: ECP5 memories this small become LUT RAM (TRELLIS_DPR16X4), not block RAM.
-_ECP5_LUTRAM_BITS = 1024
-
 #: Logic cells (iCE40 LC, ECP5 LUT4) = base + per_lane * lanes + per_act_bit * (act_bits - 8)
 #: + per_weight_bit * (weight_bits - 8) + runtime_weights, fitted to builds of the current core
 #: with the UART link, the example 12 -> 32 -> 9 (iCEBreaker, 8 lanes: 8/8 bits 4,588 LC, 8/10
@@ -89,18 +81,22 @@ class FitEstimate:
                 f"{', '.join(parts)} (estimated)")
 
 
-def block_rams(depth: int, width: int, read_ports: int, family: str, rom: bool) -> int:
+def block_rams(depth: int, width: int, read_ports: int, family, rom: bool) -> int:
     """Return the block RAMs one memory takes (0: it becomes logic).
 
-    Each read port beyond the first duplicates the memory (the blocks have one read port);
-    small read-only tables (up to 64 words) become logic; on ECP5, memories up to 1 Kbit
-    become LUT RAM.
+    ``family``: a :class:`gru_hw.boards.family.Family` or its name (its block RAM shapes and
+    LUT RAM limit). Each read port beyond the first duplicates the memory (the blocks have one
+    read port); small read-only tables (up to 64 words) become logic, and so do memories within
+    the family's LUT RAM limit (ECP5: 1 Kbit).
     """
+    from .boards.family import get_family
+
+    fam = get_family(family)
     if rom and depth <= 64:
         return 0
-    if family == "ecp5" and depth * width <= _ECP5_LUTRAM_BITS:
+    if depth * width <= fam.lutram_bits:
         return 0
-    best = min(math.ceil(depth / d) * math.ceil(width / w) for d, w in _BRAM_SHAPES[family])
+    best = min(math.ceil(depth / d) * math.ceil(width / w) for d, w in fam.bram_shapes)
     return best * max(1, read_ports)
 
 
@@ -139,7 +135,8 @@ def estimate(qm, board, lanes: int, *, runtime_weights: bool = False,
     if top.pll is not None:
         top.pll._MustUse__silence = True  # only the core and link are elaborated here
     mems = _memories(top)
-    bram = sum(block_rams(m["depth"], m["width"], m["read_ports"], fam, m["rom"]) for m in mems)
+    bram = sum(block_rams(m["depth"], m["width"], m["read_ports"], b.family, m["rom"])
+               for m in mems)
     model = LOGIC_MODEL[fam]
     spec = qm.spec
     lut = (model["base"] + model["per_lane"] * lanes

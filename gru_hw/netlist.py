@@ -28,7 +28,8 @@ __all__ = ["primitive_library", "synthesize_core", "mutate_netlist", "from_build
 
 NETLIST_FILE = "netlist.v"
 TOP = "gru_core"
-_SYNTH = {"ice40": "synth_ice40", "ecp5": "synth_ecp5"}
+#: The families whose primitive models this module knows how to simulate.
+_MODELLED = ("ice40", "ecp5")
 
 
 def yosys_share() -> Path:
@@ -42,9 +43,9 @@ def primitive_library(family: str):
     """Return the :class:`gru_hw.sim.runner.Library` of ``family``'s primitive models."""
     from .sim.runner import Library
 
-    if family not in _SYNTH:
+    if family not in _MODELLED:
         raise GruHwError(f"no netlist simulation for the {family!r} family "
-                         f"(known: {', '.join(_SYNTH)})")
+                         f"(known: {', '.join(_MODELLED)})")
     share = yosys_share() / family
     cells = share / "cells_sim.v"
     if not cells.exists():
@@ -179,7 +180,9 @@ def synthesize_core(config, out_dir: str | Path, *, family: str, synth_opts: str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = rtlil.convert(GRUCore(config), name=TOP)
-    synth = f"{_SYNTH[family]} {synth_opts or ''}".strip()
+    from .boards.family import get_family
+
+    synth = f"{get_family(family).synth_command} {synth_opts or ''}".strip()
     script = (f"read_rtlil core.il\n{synth} -top {TOP}\n"
               f"tee -q -o stat.json stat -json\nwrite_verilog -noattr {NETLIST_FILE}\n")
     key = hashlib.sha256(f"{text}\0{script}\0{library_version()}".encode()).hexdigest()
