@@ -596,18 +596,25 @@ class RequestExecutor(wiring.Component):
                              s.pending.eq(0), s.step_idx.eq(0)]
                 m.next = "RUN_FEED"
 
+    def _fetch(self, m: Module, s: "_ExecutorState", n: int, asm: Signal) -> None:
+        """Read ``n`` bytes from the buffer, one per cycle, shifting each into ``asm``.
+
+        A byte read in one cycle arrives the next (``s.pending``); ``issued`` and ``got_bytes``
+        count them (the caller resets both and advances ``rd_addr``'s start).
+        """
+        m.d.sync += s.pending.eq(0)
+        with m.If((s.issued != n) & (s.got_bytes != n)):
+            m.d.sync += [s.rd_addr.eq(s.rd_addr + 1), s.issued.eq(s.issued + 1),
+                         s.pending.eq(1)]
+        with m.If(s.pending):
+            m.d.sync += [asm.eq(Cat(asm[8:], self.buf_r.data)), s.got_bytes.eq(s.got_bytes + 1)]
+
     def _run(self, m: Module, s: "_ExecutorState") -> None:
         """States RUN_FEED, RUN_WAIT, RUN_REPLY: the steps to the core, its output back."""
         d, step_bytes = self.descriptor, self.descriptor.step_bytes
         with m.State("RUN_FEED"):
             # read the step's bytes from the buffer, a byte per cycle, while the last step waits
-            m.d.sync += s.pending.eq(0)
-            with m.If((s.issued != step_bytes) & (s.got_bytes != step_bytes)):
-                m.d.sync += [s.rd_addr.eq(s.rd_addr + 1), s.issued.eq(s.issued + 1),
-                             s.pending.eq(1)]
-            with m.If(s.pending):
-                m.d.sync += [s.asm.eq(Cat(s.asm[8:], self.buf_r.data)),
-                             s.got_bytes.eq(s.got_bytes + 1)]
+            self._fetch(m, s, step_bytes, s.asm)
             # step_idx == steps - 1, registered (step_idx changes at most every
             # step_bytes + 2 cycles, and not in the first cycle of RUN_FEED)
             m.d.sync += s.is_last.eq(s.step_idx == self.frame.steps_m1)
@@ -637,14 +644,9 @@ class RequestExecutor(wiring.Component):
             ws, wb = self.w_stream, self.window.word_bytes
             m.d.comb += [ws.valid.eq(s.w_valid), ws.payload.addr.eq(s.w_cur),
                          ws.payload.data.eq(s.w_reg[-8 * wb:]), ws.payload.last.eq(s.w_last)]
-            m.d.sync += s.pending.eq(0)
-            with m.If((s.issued != wb) & (s.got_bytes != wb)):
-                m.d.sync += [s.rd_addr.eq(s.rd_addr + 1), s.issued.eq(s.issued + 1),
-                             s.pending.eq(1)]
+            self._fetch(m, s, wb, s.w_asm)
             with m.If(s.pending):
-                m.d.sync += [s.w_asm.eq(Cat(s.w_asm[8:], self.buf_r.data)),
-                             s.got_bytes.eq(s.got_bytes + 1),
-                             s.wcrc.eq(crc_step(proto.crc16_parameters, s.wcrc,
+                m.d.sync += [s.wcrc.eq(crc_step(proto.crc16_parameters, s.wcrc,
                                                 self.buf_r.data))]
             with m.If((s.got_bytes == wb) & ~s.w_valid):
                 m.d.sync += [s.w_reg.eq(s.w_asm), s.w_valid.eq(1),
