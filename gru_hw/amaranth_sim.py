@@ -29,7 +29,7 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
              valid_pattern=None, ready_pattern=None, profile=None,
              max_cycles: int | None = None, vcd: str | Path | None = None,
              runtime_weights: bool = False, load=None, init_weights: bool = True,
-             load_after: int = 0, weight_pattern=None):
+             load_after: int = 0, weight_pattern=None, weight_memory: str = "bram"):
     """Simulate the core on quantized inputs ``xq`` (N, T, I) int64 in x_fmt.
 
     Returns ``(y, h, cycles)``: y (N, O) int64 in out_fmt (the head output, or the top layer's
@@ -44,6 +44,10 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
     spec) is then written through the port: its beats are offered (``weight_pattern`` decides per
     cycle, like ``valid_pattern``) from the cycle after input beat ``load_after - 1`` was accepted
     (``load_after=0``: from the start, before any input is taken).
+
+    ``weight_memory="spram"``: the weights sit in (an Amaranth model of) SPRAM, which starts
+    empty; ``load`` defaults to ``qm`` and is written through the port as a board's loader would
+    (a fixed build: the packed rows only).
     """
     from .gateware import GRUCore
 
@@ -57,9 +61,12 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
     if lengths.shape != (n_seq,) or np.any(lengths < 1) or np.any(lengths > t_max):
         raise GruHwError(f"lengths must be {n_seq} integers in 1..{t_max}")
     dut = GRUCore(qm, lanes, sequence=sequence, profile=profile,
-                  runtime_weights=runtime_weights, init_weights=init_weights)
-    wbeats = dut.memory_map.image(load) if load is not None else []
-    if wbeats and not runtime_weights:
+                  runtime_weights=runtime_weights, init_weights=init_weights,
+                  weight_memory=weight_memory, spram_cells=False)
+    if weight_memory == "spram" and load is None:
+        load = qm
+    wbeats = dut.memory_map.load_image(load) if load is not None else []
+    if load is not None and not dut.config.weight_port:
         raise GruHwError("load= needs runtime_weights=True")
     if n_in != qm.input_size:
         raise GruHwError(f"x has {n_in} features per step, the model takes {qm.input_size}")
@@ -100,7 +107,7 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
                                    f"{wi} of {len(wbeats)} weight words)")
             # a weight beat, once offered, stays offered until taken (the stream rules)
             w_offer = wi < len(wbeats) and bi >= load_after and (w_held or next(wpat))
-            if runtime_weights:
+            if dut.config.weight_port:
                 if w_offer:
                     ctx.set(dut.w_stream.payload, {"addr": wbeats[wi][0], "data": wbeats[wi][1],
                                                    "last": int(wi == len(wbeats) - 1)})

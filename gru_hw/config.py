@@ -14,9 +14,14 @@ from functools import cached_property
 
 from .errors import GruHwError
 
-__all__ = ["CoreProfile", "PROFILES", "DEFAULT_PROFILE", "CoreConfig", "get_profile"]
+__all__ = ["CoreProfile", "PROFILES", "DEFAULT_PROFILE", "CoreConfig", "get_profile",
+           "WEIGHT_MEMORIES"]
 
 TAIL_MULTIPLIERS = ("dsp", "lut", "seq")
+#: Where the MAC lanes' weights live: ``"bram"``, one block-RAM memory per lane, initialised by
+#: the bitstream; ``"spram"``, one packed row of all lanes' weights per address in iCE40 UltraPlus
+#: SB_SPRAM256KA blocks, which the bitstream cannot initialise (loaded through the weight port).
+WEIGHT_MEMORIES = ("bram", "spram")
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,14 @@ class CoreConfig:
     step), ``runtime_weights`` (add the weight port; memories and accumulators are then sized
     for any weights the formats can hold) and ``init_weights`` (with runtime_weights: start with
     ``qm``'s weights, else zeros). The schedule and the memory map are derived here, once.
+
+    ``weight_memory`` (:data:`WEIGHT_MEMORIES`): ``"spram"`` packs the lanes' weights into
+    SB_SPRAM256KA rows, which start empty: such a core always has the weight port (its packed
+    region at least) and must be loaded before it runs. Without run-time weights it keeps the
+    fixed build's accumulator sizing and bias memory contents; only its own weights may be
+    loaded. ``spram_cells`` (default True): instantiate the SB_SPRAM256KA cells (Verilog,
+    synthesis; simulators take Yosys's model of the cell); False: an equivalent Amaranth memory
+    (Amaranth's simulator cannot run the cell).
     """
 
     qm: object
@@ -92,8 +105,13 @@ class CoreConfig:
     sequence: bool = False
     runtime_weights: bool = False
     init_weights: bool = True
+    weight_memory: str = "bram"
+    spram_cells: bool = True
 
     def __post_init__(self) -> None:
+        if self.weight_memory not in WEIGHT_MEMORIES:
+            raise GruHwError(f"weight memory must be one of {list(WEIGHT_MEMORIES)}, got "
+                             f"{self.weight_memory!r}", subject="weight_memory")
         object.__setattr__(self, "profile", get_profile(self.profile))
         object.__setattr__(self, "sequence", bool(self.sequence))
         object.__setattr__(self, "runtime_weights", bool(self.runtime_weights))
@@ -118,17 +136,24 @@ class CoreConfig:
         """Memory layout, widths and weight-port address map (:class:`gru_hw.memory_map.MemoryMap`)."""
         from .memory_map import MemoryMap
 
-        return MemoryMap(self.qm, self.schedule, runtime_weights=self.runtime_weights)
+        return MemoryMap(self.qm, self.schedule, runtime_weights=self.runtime_weights,
+                         weight_memory=self.weight_memory)
+
+    @property
+    def weight_port(self) -> bool:
+        """Whether the core has the weight port (run-time weights, or weights in SPRAM)."""
+        return self.runtime_weights or self.weight_memory == "spram"
 
     def with_(self, **changes) -> "CoreConfig":
         """Return a copy with some fields changed."""
         fields = {"qm": self.qm, "lanes": self.lanes, "profile": self.profile,
                   "sequence": self.sequence, "runtime_weights": self.runtime_weights,
-                  "init_weights": self.init_weights}
+                  "init_weights": self.init_weights, "weight_memory": self.weight_memory,
+                  "spram_cells": self.spram_cells}
         fields.update(changes)
         return CoreConfig(**fields)
 
     def to_json(self) -> dict:
         """Return the configuration's choices (not the weights) as a JSON-ready dict."""
         return {"lanes": self.lanes, "profile": self.profile.to_json(), "sequence": self.sequence,
-                "runtime_weights": self.runtime_weights}
+                "runtime_weights": self.runtime_weights, "weight_memory": self.weight_memory}

@@ -31,7 +31,7 @@ def port_layout(core) -> list[dict]:
     i_bits, i_arrays = _fields(core.i_layout)
     o_bits, o_arrays = _fields(core.o_layout)
     weights = []
-    if core.runtime_weights:
+    if core.config.weight_port:
         w_bits, _ = _fields(core.w_layout)
         weights = [
             {"name": "w_stream__payload", "direction": "input", "width": core.w_layout.size,
@@ -59,12 +59,16 @@ def weight_port_info(core) -> dict:
 
     mm = core.memory_map
     image = [w for _, w in mm.image()]
+    load = mm.load_image()
     return {
         "port": "w_stream",
         **mm.to_json(),
         "words": len(image),
         "checksum_crc16": weights_checksum(image, mm.word_bytes),
-        "initialised": core.config.init_weights,
+        "initialised": core.config.init_weights and not mm.packed,
+        "writable_regions": [r.name for r in (mm.regions() if core.runtime_weights
+                                                else mm.boot_regions())],
+        "load_words": len(load),
         "file": WEIGHTS_FILE,
         "rules": "a load is a packet of beats {addr, data, last} ending with last=1; beats wait "
                  "(ready low) while a sequence is in flight (first input beat accepted .. last "
@@ -81,7 +85,7 @@ QCONFIG_FILE = "qconfig.json"
 
 def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gru_core",
              profile=None, runtime_weights: bool = False,
-             init_weights: bool = True) -> dict:
+             init_weights: bool = True, weight_memory: str = "bram") -> dict:
     """Write ``<name>.v``, ``spec.json`` and ``qconfig.json`` into ``out_dir``; return spec.json.
 
     The Verilog module is named ``name``; its ports are ``clk``, ``rst`` and the two streams'
@@ -90,6 +94,9 @@ def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gr
     ``spec.json``'s ``weights`` section), ``weights.npz`` holds the model's words for it
     (``addr``, ``data``), and ``init_weights=False`` leaves the weight memories zero at power-up.
     ``qconfig.json`` is the QuantSpec used (see :meth:`gru_hw.quant.QuantSpec.load`).
+    ``weight_memory="spram"`` keeps the weights in SB_SPRAM256KA cells (simulate with Yosys's
+    ice40 cell models), which start empty: the port is there, and ``weights.npz`` holds the words
+    to load through it before the first input (a fixed build: the packed rows only).
 
     The files are written into a temporary folder beside ``out_dir`` and moved into it only when
     all of them are done: a failure leaves ``out_dir`` as it was (and creates nothing); files of
@@ -103,7 +110,7 @@ def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gr
     with output_dir(out, replaces=_stale_names(out, name)) as tmp:
         info = _generate_into(tmp, qm, lanes=lanes, sequence=sequence, name=name,
                               profile=profile, runtime_weights=runtime_weights,
-                              init_weights=init_weights)
+                              init_weights=init_weights, weight_memory=weight_memory)
     return info
 
 
@@ -122,11 +129,12 @@ def _stale_names(out: Path, name: str) -> list[str]:
 
 
 def _generate_into(out: Path, qm, *, lanes: int, sequence: bool, name: str, profile,
-                   runtime_weights: bool, init_weights: bool) -> dict:
+                   runtime_weights: bool, init_weights: bool, weight_memory: str) -> dict:
     from .gateware import GRUCore
 
     core = GRUCore(qm, lanes, sequence=sequence, profile=profile,
-                   runtime_weights=runtime_weights, init_weights=init_weights)
+                   runtime_weights=runtime_weights, init_weights=init_weights,
+                   weight_memory=weight_memory)
     text = verilog.convert(core, name=name, emit_src=False)
     vfile = out / f"{name}.v"
     vfile.write_text(text)
@@ -141,6 +149,7 @@ def _generate_into(out: Path, qm, *, lanes: int, sequence: bool, name: str, prof
         "sequence": bool(sequence),
         "lanes": lanes,
         "profile": core.profile.to_json(),
+        "weight_memory": weight_memory,
         "model": {
             "input_size": qm.input_size,
             "hidden_sizes": list(qm.hidden_sizes),
@@ -171,12 +180,12 @@ def _generate_into(out: Path, qm, *, lanes: int, sequence: bool, name: str, prof
         },
         "quant": spec.to_json(),
     }
-    if runtime_weights:
+    if core.config.weight_port:
         import numpy as np
 
-        info["runtime_weights"] = True
+        info["runtime_weights"] = bool(runtime_weights)
         info["weights"] = weight_port_info(core)
-        image = core.memory_map.image()
+        image = core.memory_map.load_image() if not runtime_weights else core.memory_map.image()
         np.savez(out / WEIGHTS_FILE, addr=np.array([a for a, _ in image], dtype=np.int64),
                  data=np.array([w for _, w in image], dtype=np.int64))
     qm.spec.save(out / QCONFIG_FILE)

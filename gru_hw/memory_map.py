@@ -13,8 +13,14 @@ Layout (see :class:`gru_hw.schedule.Schedule` for the program):
 * **Park buffer** (shared), ``buffer_rows`` accumulator words; **state banks** (two per layer),
   **gate memories** (z, and r or r*h), all written by the core itself.
 
-Weight port: region ``s`` (lane s's weight memory for s < P, the bias memory for s = P) starts at
-``s << offset_bits``; a word is ``data_width`` bits, sent in ``word_bytes`` bytes.
+With ``weight_memory="spram"`` the P lanes' weights are one **packed row** per address instead
+(lane p's word in bits ``[p*ww, (p+1)*ww)``, ``ww`` = ``weight_width``), held in SB_SPRAM256KA
+blocks of 16K x 16 bits: ``spram_shape`` = (blocks side by side, banks in depth).
+
+Weight port: region ``s`` starts at ``s << offset_bits``; a word is ``data_width`` bits, sent in
+``word_bytes`` bytes. Block RAM: region s is lane s's weight memory for s < P, the bias memory
+for s = P. SPRAM: region 0 is the packed rows, region 1 the bias memory (written only with
+run-time weights; a fixed SPRAM build loads region 0 alone, its biases are in the bitstream).
 
 Accumulator sizing: a fixed-weight core sizes its accumulators (and bias memory) for *its own*
 weights over every input the formats can hold; a run-time-weights core for *any* weights the
@@ -30,7 +36,11 @@ import numpy as np
 from .errors import GruHwError
 from .fixed import bits_for_int_range
 
-__all__ = ["MemoryMap", "Region", "byte_width"]
+__all__ = ["MemoryMap", "Region", "byte_width", "SPRAM_DEPTH", "SPRAM_WIDTH"]
+
+#: One SB_SPRAM256KA: 16,384 words of 16 bits.
+SPRAM_DEPTH = 16384
+SPRAM_WIDTH = 16
 
 
 def byte_width(bits: int) -> int:
@@ -54,8 +64,10 @@ class Region:
 class MemoryMap:
     """The memories of a core for one quantized model, schedule and weight-port choice."""
 
-    def __init__(self, qm, schedule, *, runtime_weights: bool = False) -> None:
+    def __init__(self, qm, schedule, *, runtime_weights: bool = False,
+                 weight_memory: str = "bram") -> None:
         self.qm = qm
+        self.weight_memory = weight_memory
         self.spec = qm.spec
         self.schedule = schedule
         self.lanes = schedule.lanes
@@ -77,8 +89,35 @@ class MemoryMap:
         self.bias_width = bbits
         self.weight_depth = len(wdata[0])
         self.offset_bits = max(1, (max(self.weight_depth, len(brows)) - 1).bit_length())
-        self.addr_width = self.offset_bits + max(1, self.lanes.bit_length())
-        self.data_width = max(self.weight_width, self.bias_width)
+        #: width of a weight-memory word: one lane's weight, or a packed row of all P (SPRAM)
+        self.row_width = self.weight_width * (self.lanes if self.packed else 1)
+        self.addr_width = self.offset_bits + max(1, (self.bias_region).bit_length())
+        self.data_width = max(self.row_width, self.bias_width)
+
+    # ---- geometry ----------------------------------------------------------------------------
+    @property
+    def packed(self) -> bool:
+        """Whether the lanes' weights are packed rows (SPRAM) rather than one memory per lane."""
+        return self.weight_memory == "spram"
+
+    @property
+    def bias_region(self) -> int:
+        """The weight-port region of the bias memory (P, or 1 with packed rows)."""
+        return 1 if self.packed else self.lanes
+
+    @property
+    def spram_shape(self) -> tuple[int, int]:
+        """(blocks side by side, banks in depth) of SB_SPRAM256KA that hold the packed rows."""
+        wide = -(-self.row_width // SPRAM_WIDTH)
+        return wide, max(1, -(-self.weight_depth // SPRAM_DEPTH))
+
+    @property
+    def spram_blocks(self) -> int:
+        """SB_SPRAM256KA blocks the weights take (0 in block RAM)."""
+        if not self.packed:
+            return 0
+        wide, banks = self.spram_shape
+        return wide * banks
 
     # ---- contents --------------------------------------------------------------------------
     @property
@@ -195,8 +234,9 @@ class MemoryMap:
     def regions(self, qm=None) -> list[Region]:
         """Return the weight-port regions filled with ``qm``'s words (default: the map's model).
 
-        In order: lane 0's weight memory, ..., lane P-1's, then the bias memory. Word ``i`` of a
-        region goes to address ``base + i``. ``qm`` must have the map's shape and QuantSpec.
+        In order: lane 0's weight memory, ..., lane P-1's (or the packed rows), then the bias
+        memory. Word ``i`` of a region goes to address ``base + i``. ``qm`` must have the map's
+        shape and QuantSpec.
         """
         if qm is None or qm is self.qm:
             wdata, brows = self._wdata, self._brows
@@ -204,10 +244,39 @@ class MemoryMap:
             self.check_compatible(qm)
             wdata, brows, _, _ = self._tables(qm)
         step = 1 << self.offset_bits
-        out = [Region(f"lane{p}", p * step, self.weight_width, tuple(words))
-               for p, words in enumerate(wdata)]
-        out.append(Region("bias", self.lanes * step, self.bias_width, tuple(brows)))
+        if self.packed:
+            out = [Region("weights", 0, self.row_width, tuple(self.pack_rows(wdata)))]
+        else:
+            out = [Region(f"lane{p}", p * step, self.weight_width, tuple(words))
+                   for p, words in enumerate(wdata)]
+        out.append(Region("bias", self.bias_region * step, self.bias_width, tuple(brows)))
         return out
+
+    def pack_rows(self, lane_words) -> list[int]:
+        """Return the packed rows of per-lane words, as signed ``data_width``-bit values."""
+        ww, dw = self.weight_width, self.data_width
+        mask = (1 << ww) - 1
+        rows = []
+        for words in zip(*lane_words):
+            v = 0
+            for p, w in enumerate(words):
+                v |= (int(w) & mask) << (p * ww)
+            rows.append(v - (1 << dw) if v >> (dw - 1) & 1 else v)
+        return rows
+
+    def boot_regions(self, qm=None) -> list[Region]:
+        """Return the regions a board must load before it runs (those the bitstream cannot
+        initialise): the packed rows of an SPRAM build; none in block RAM."""
+        return self.regions(qm)[:1] if self.packed else []
+
+    def load_image(self, qm=None) -> list[tuple[int, int]]:
+        """Return the ``(address, word)`` a core must be loaded with before it runs ``qm``.
+
+        Run-time weights: the whole image (every region); a fixed SPRAM build: its packed rows
+        (:meth:`boot_regions`); a fixed block-RAM build: nothing (the bitstream holds it).
+        """
+        regions = self.regions(qm) if self.runtime_weights else self.boot_regions(qm)
+        return [(r.base + i, w) for r in regions for i, w in enumerate(r.words)]
 
     def image(self, qm=None) -> list[tuple[int, int]]:
         """Return every ``(address, word)`` of ``qm`` for the weight port, in region order."""
@@ -216,6 +285,7 @@ class MemoryMap:
     def to_json(self) -> dict:
         """Return the address map (not the words) as a JSON-ready dict."""
         return {
+            "weight_memory": self.weight_memory,
             "addr_width": self.addr_width, "data_width": self.data_width,
             "offset_bits": self.offset_bits, "word_bytes": self.word_bytes,
             "regions": [{"name": r.name, "base": r.base, "words": len(r.words), "width": r.width}

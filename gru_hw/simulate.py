@@ -111,7 +111,8 @@ def stall_cycles(info: dict) -> int:
 def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: int,
             sequence: bool = False, keep_state: bool = False, build_root: str | Path,
             test_dir: str | Path, waves: bool = False, options: dict | None = None,
-            golden=None, runtime_weights: bool = False, core_qm=None, profile=None) -> dict:
+            golden=None, runtime_weights: bool = False, core_qm=None, profile=None,
+            weight_memory: str = "bram") -> dict:
     """Run integer inputs through the generated core in an RTL simulator; compare with golden.
 
     With ``runtime_weights`` the core has the weight port and is generated from ``core_qm``
@@ -121,26 +122,39 @@ def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: i
     Returns the bench's result dict (``match``, ``mismatch``, ``cycles`` (N,), ``waves``, ...)
     plus ``y`` (N, O) and, with ``sequence``, ``h`` (N, T, H): the hardware's integer outputs.
     ``options`` are :class:`gru_hw.sim.job.Options` fields (idle, backpressure, reset_after_beats, ...).
+    ``weight_memory="spram"``: the weights in SB_SPRAM256KA cells (Yosys's iCE40 cell models),
+    loaded through the port before the first input, as a board's flash loader does.
     """
     from .golden import int_forward_q
 
     lengths = np.asarray(lengths, dtype=np.int64)
     if golden is None:
         golden = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state)
-    weights = None
+    weights = library = None
     profile = get_profile(profile)
+    extra = {"weight_memory": weight_memory} if weight_memory != "bram" else {}
+    if weight_memory == "spram":
+        from .netlist import primitive_library
+
+        library = primitive_library("ice40")
     if runtime_weights:
         core_qm = qm if core_qm is None else core_qm
-        config = CoreConfig(core_qm, lanes, profile, sequence=sequence, runtime_weights=True)
+        config = CoreConfig(core_qm, lanes, profile, sequence=sequence, runtime_weights=True,
+                            weight_memory=weight_memory)
         weights = config.memory_map.image(qm)
         verilog, info = generate_cached(core_qm, build_root, lanes=lanes, sequence=sequence,
-                                        runtime_weights=True, init_weights=False, profile=profile)
+                                        runtime_weights=True, init_weights=False, profile=profile,
+                                        **extra)
     else:
         verilog, info = generate_cached(qm, build_root, lanes=lanes, sequence=sequence,
-                                        profile=profile)
+                                        profile=profile, **extra)
+        if weight_memory == "spram":
+            config = CoreConfig(qm, lanes, profile, sequence=sequence, weight_memory="spram")
+            weights = config.memory_map.load_image(qm)
     return _run_on_core(qm, xq, lengths, verilog, info, golden, simulator=simulator,
                         sequence=sequence, keep_state=keep_state, build_root=build_root,
-                        test_dir=test_dir, waves=waves, options=options, weights=weights)
+                        test_dir=test_dir, waves=waves, options=options, weights=weights,
+                        library=library)
 
 
 def _run_on_core(qm, xq, lengths, verilog, info, golden, *, simulator, sequence, keep_state,
@@ -200,8 +214,11 @@ def netlist_run(qm, xq: np.ndarray, lengths: np.ndarray, *, config, family: str,
     sequence = config.sequence
     if golden is None:
         golden = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state)
+    extra = ({"weight_memory": config.weight_memory} if config.weight_memory != "bram" else {})
     _, info = generate_cached(qm, build_root, lanes=config.lanes, sequence=sequence,
-                              profile=config.profile, runtime_weights=config.runtime_weights)
+                              profile=config.profile, runtime_weights=config.runtime_weights,
+                              **extra)
+    weights = config.memory_map.load_image(qm) if config.weight_memory == "spram" else None
     key = hashlib.sha256(f"{_qm_hash(qm)} {config.to_json()} {family} {synth_opts} "
                          f"{_source_hash()}".encode()).hexdigest()[:16]
     syn = synthesize_core(config, Path(build_root) / f"netlist-{key}", family=family,
@@ -214,7 +231,8 @@ def netlist_run(qm, xq: np.ndarray, lengths: np.ndarray, *, config, family: str,
         verilog = target
     res = _run_on_core(qm, xq, lengths, verilog, info, golden, simulator=simulator,
                        sequence=sequence, keep_state=keep_state, build_root=build_root,
-                       test_dir=test_dir, waves=waves, options=options, library=library)
+                       test_dir=test_dir, waves=waves, options=options, library=library,
+                       weights=weights)
     res["netlist"] = syn
     return res
 
@@ -236,7 +254,7 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
                    lanes: int, sequence: bool = False, keep_state: bool = False,
                    runtime_weights: bool = False, waves: str | Path | None = None,
                    build_dir: str | Path | None = None, profile=None, progress=None,
-                   netlist: str | Path | None = None) -> dict:
+                   netlist: str | Path | None = None, weight_memory: str = "bram") -> dict:
     """Simulate the generated core on INPUTS, compare with golden, write OUTPUTS; return a summary.
 
     The summary has ``match`` (bool), ``mismatch`` (the first difference: sequence, step, index,
@@ -247,7 +265,8 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
     folder, which is then kept: its path is in the mismatch message). ``runtime_weights``
     simulates the core with the weight port and zeroed weight memories, loading the model's
     weights through the port before the first input. ``profile`` (a CoreProfile or its name)
-    builds the core the way a board family builds it. ``progress(done, total)``, when given,
+    builds the core the way a board family builds it; ``weight_memory="spram"`` keeps the
+    weights in (models of) iCE40 SPRAM, loaded through the port first. ``progress(done, total)``, when given,
     is told the sequences simulated (before the simulator starts and when it is done).
 
     ``netlist`` (a ``gru-hw build`` folder) simulates the core as synthesized for that build
@@ -271,6 +290,7 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
         simulator = simulator or primitive_library(nl["family"]).simulators[0]
         spec, lanes = nl["qm"].spec, nl["config"].lanes
         profile, runtime_weights = nl["config"].profile, False
+        weight_memory = nl["config"].weight_memory
     simulator = simulator or SIMULATORS[0]
     _check_simulator(simulator)
     out_path = Path(output_path)
@@ -307,12 +327,14 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
         elif simulator == "amaranth":
             res = _amaranth_run(qm, xq, lengths, golden, lanes=lanes, sequence=sequence,
                                 keep_state=keep_state, root=root, waves_dir=waves_dir,
-                                runtime_weights=runtime_weights, profile=profile)
+                                runtime_weights=runtime_weights, profile=profile,
+                                weight_memory=weight_memory)
         else:
             res = rtl_run(qm, xq, lengths, simulator=simulator, lanes=lanes, sequence=sequence,
                           keep_state=keep_state, build_root=root, test_dir=root / "run",
                           waves=waves_dir is not None, golden=golden,
-                          runtime_weights=runtime_weights, profile=profile)
+                          runtime_weights=runtime_weights, profile=profile,
+                          weight_memory=weight_memory)
         if simulator != "amaranth" and res.get("waves") and waves_dir is not None:
             target = waves_dir / Path(res["waves"]).name
             shutil.copyfile(res["waves"], target)
@@ -341,6 +363,7 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
         "simulator": simulator,
         "runtime_weights": bool(nl["config"].runtime_weights if nl else runtime_weights),
         "profile": get_profile(profile).name,
+        "weight_memory": weight_memory,
         "cycles_per_step_schedule": CoreConfig(qm, lanes, profile).schedule.cycles_per_step,
         "waves": res.get("waves"),
         "build_dir": None if temp and not keep else str(root),
@@ -350,16 +373,18 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
 
 
 def _amaranth_run(qm, xq, lengths, golden, *, lanes, sequence, keep_state, root: Path,
-                  waves_dir: Path | None, runtime_weights: bool = False, profile=None) -> dict:
+                  waves_dir: Path | None, runtime_weights: bool = False, profile=None,
+                  weight_memory: str = "bram") -> dict:
     from .amaranth_sim import simulate
 
     def run(vcd):
         if runtime_weights:  # zero memories, the model's weights loaded through the port
             return simulate(qm, xq, lengths, lanes=lanes, sequence=sequence,
                             keep_state=keep_state, vcd=vcd, runtime_weights=True,
-                            init_weights=False, load=qm, profile=profile)
+                            init_weights=False, load=qm, profile=profile,
+                            weight_memory=weight_memory)
         return simulate(qm, xq, lengths, lanes=lanes, sequence=sequence, keep_state=keep_state,
-                        vcd=vcd, profile=profile)
+                        vcd=vcd, profile=profile, weight_memory=weight_memory)
 
     vcd = waves_dir / "waves.vcd" if waves_dir is not None else None
     y, h, cycles = run(vcd)

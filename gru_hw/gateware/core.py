@@ -48,8 +48,10 @@ class GRUCore(wiring.Component):
         sequence=True: one beat per step, y = the top layer's h (h_fmt), last copied from the
         input beat; with a head, ``y_head`` (O x out_fmt) carries the head output, valid on the
         beats with last = 1 (zero or stale otherwise).
-      * ``w_stream`` (in; only with run-time weights): weight words, payload ``{addr, data,
-        last}`` in the address map of :attr:`memory_map` (:mod:`gru_hw.memory_map`). A load is
+      * ``w_stream`` (in; with run-time weights, or weights in SPRAM): weight words, payload
+        ``{addr, data, last}`` in the address map of :attr:`memory_map` (:mod:`gru_hw.memory_map`).
+        An SPRAM core starts with no weights: load its packed region before the first sequence
+        (without run-time weights, only that region is writable). A load is
         a packet ending with ``last``; each word is written in the cycle it is taken. ``ready``
         is low while a sequence is in flight (first input beat taken .. last output beat
         taken); a packet offered between sequences holds the next input beat back until its
@@ -91,7 +93,7 @@ class GRUCore(wiring.Component):
                                       head_width=spec.out_fmt.width)
         ports = {"i_stream": In(stream.Signature(self.i_layout)),
                  "o_stream": Out(stream.Signature(self.o_layout))}
-        if self.runtime_weights:
+        if config.weight_port:
             mm = self.memory_map
             self.w_layout = weight_layout(mm.addr_width, mm.data_width)
             ports["w_stream"] = In(stream.Signature(self.w_layout))
@@ -157,7 +159,7 @@ class GRUCore(wiring.Component):
                      op.last.eq(ctrl.o_last), op.y.eq(tail.y)]
         if self.sequence and self.has_head:
             m.d.comb += op.y_head.eq(tail.y_head)
-        if self.runtime_weights:
+        if cfg.weight_port:
             self._weight_port(m, ctrl, lanes, chain)
         return m
 
@@ -182,10 +184,14 @@ class GRUCore(wiring.Component):
             m.d.sync += loading.eq(~ws.payload.last)
         m.d.comb += ctrl.w_block.eq((ws.valid & ~seq_open) | loading)
         # a word is written in the cycle it is taken
-        m.d.comb += [lanes.w_addr.eq(w_off), lanes.w_data.eq(ws.payload.data),
-                     chain.w_addr.eq(w_off), chain.w_data.eq(ws.payload.data),
-                     chain.w_en.eq(w_v & (w_sel == self.lanes))]
-        m.d.comb += [lanes.w_en[p].eq(w_v & (w_sel == p)) for p in range(self.lanes)]
+        m.d.comb += [lanes.w_addr.eq(w_off), lanes.w_data.eq(ws.payload.data)]
+        if mm.packed:
+            m.d.comb += lanes.w_en.eq(w_v & (w_sel == 0))
+        else:
+            m.d.comb += [lanes.w_en[p].eq(w_v & (w_sel == p)) for p in range(self.lanes)]
+        if self.runtime_weights:  # else the biases are fixed (bitstream contents)
+            m.d.comb += [chain.w_addr.eq(w_off), chain.w_data.eq(ws.payload.data),
+                         chain.w_en.eq(w_v & (w_sel == mm.bias_region))]
         o_done = self.o_stream.valid & self.o_stream.ready & self.o_stream.payload.last
         with m.If(ctrl.accept):
             m.d.sync += seq_open.eq(~self.i_stream.payload.last)

@@ -7,6 +7,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .weights import PackedWeights
+
 __all__ = ["MACLanes"]
 
 
@@ -24,8 +26,13 @@ class MACLanes(wiring.Component):
       * ``sums`` (out): every lane's running sum including this column's product, with
         ``o_valid`` and ``o_tag`` — combinational, in cycle i + 1 + :attr:`LATENCY`.
         At a group's last column these are the group's P dot products.
-      * ``w_en`` (in, P bits), ``w_addr``, ``w_data`` (in; only with run-time weights): write
+      * ``w_en`` (in, P bits), ``w_addr``, ``w_data`` (in; only with the weight port): write
         ``w_data`` at ``w_addr`` into the weight memory of every lane whose ``w_en`` bit is set.
+        With packed rows (weights in SPRAM) ``w_en`` is one bit and ``w_data`` a whole row.
+
+    Weight memories: one block RAM per lane, or one :class:`~gru_hw.gateware.weights.
+    PackedWeights` whose row holds every lane's weight (``weight_memory="spram"``); both read
+    one cycle after ``waddr``.
 
     Latency :attr:`LATENCY` = 2 cycles from operands to sums (operands registered before the
     multipliers, product register); throughput one column per cycle, no stall.
@@ -49,8 +56,9 @@ class MACLanes(wiring.Component):
             "o_valid": Out(1), "o_tag": Out(tag_layout),
             "sums": Out(data.ArrayLayout(signed(self.acc_width), self.lanes)),
         }
-        if config.runtime_weights:
-            members.update(w_en=In(self.lanes), w_addr=In(range(max(self.depth, 2))),
+        if config.weight_port:
+            members.update(w_en=In(1 if mm.packed else self.lanes),
+                           w_addr=In(range(max(self.depth, 2))),
                            w_data=In(signed(mm.data_width)))
         super().__init__(members)
 
@@ -69,20 +77,12 @@ class MACLanes(wiring.Component):
         t2 = Signal(self.tag.shape(), name="t2")
         m.d.sync += [v2.eq(v1), f2.eq(f1), t2.eq(t1)]
         m.d.comb += [self.o_valid.eq(v2), self.o_tag.eq(t2)]
+        words = self._weight_words(m)
         for lane in range(self.lanes):
-            wmem = Memory(shape=signed(self.weight_width), depth=max(self.depth, 1),
-                          init=mm.lane_words[lane] if cfg.init_weights else [])
-            m.submodules[f"wmem{lane}"] = wmem
-            wr = wmem.read_port()
-            if cfg.runtime_weights:
-                ww = wmem.write_port()
-                m.d.comb += [ww.addr.eq(self.w_addr), ww.data.eq(self.w_data),
-                             ww.en.eq(self.w_en[lane])]
-            m.d.comb += wr.addr.eq(self.waddr)
             # the weight word is registered before the multiplier (block RAM output -> hard
             # multiplier was the ECP5 critical path)
             w_q = Signal(signed(self.weight_width), name=f"wq{lane}", reset_less=True)
-            m.d.sync += w_q.eq(wr.data)
+            m.d.sync += w_q.eq(words[lane])
             # iCE40 profile: a product register without reset lets Yosys (ice40_dsp) put it,
             # w_q and vec into the SB_MAC16's own registers and the accumulator's adder into its
             # adder. Safe: the product is only used under v2.
@@ -96,6 +96,32 @@ class MACLanes(wiring.Component):
                 m.d.sync += acc.eq(acc_next)
             m.d.comb += self.sums[lane].eq(acc_next)
         return m
+
+    def _weight_words(self, m):
+        """Add the weight memories; return each lane's weight word (one cycle after waddr)."""
+        cfg = self.config
+        mm = cfg.memory_map
+        ww = self.weight_width
+        if mm.packed:
+            m.submodules.wmem = pw = PackedWeights(width=mm.row_width, depth=self.depth,
+                                                   data_width=mm.data_width,
+                                                   cells=cfg.spram_cells)
+            m.d.comb += [pw.raddr.eq(self.waddr), pw.w_en.eq(self.w_en),
+                         pw.w_addr.eq(self.w_addr), pw.w_data.eq(self.w_data)]
+            return [pw.rdata[p * ww:(p + 1) * ww].as_signed() for p in range(self.lanes)]
+        words = []
+        for lane in range(self.lanes):
+            wmem = Memory(shape=signed(ww), depth=max(self.depth, 1),
+                          init=mm.lane_words[lane] if cfg.init_weights else [])
+            m.submodules[f"wmem{lane}"] = wmem
+            wr = wmem.read_port()
+            if cfg.weight_port:
+                wp = wmem.write_port()
+                m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data),
+                             wp.en.eq(self.w_en[lane])]
+            m.d.comb += wr.addr.eq(self.waddr)
+            words.append(wr.data)
+        return words
 
 
 def tag_layout(config) -> data.StructLayout:
