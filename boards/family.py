@@ -186,6 +186,19 @@ class Family:
             return [tool, "-b", board.loader_board, bit]
         raise ValueError(f"{board.name}: unknown flash method {method!r}")
 
+    def flash_data_command(self, board: "Board", path: str | os.PathLike, offset: int, *,
+                           env: Mapping[str, str] | None = None) -> list[str]:
+        """Return the command that writes the file ``path`` into ``board``'s configuration
+        flash at byte ``offset`` (the weight image of an SPRAM build)."""
+        tool = self.flash_tool(board).resolve(env)
+        if board.flash_method == "iceprog":
+            where = f"{offset // 1024}k" if offset % 1024 == 0 else str(offset)
+            return [tool, "-o", where, str(path)]
+        if board.flash_method == "jtag":
+            return [tool, "-b", board.loader_board, "-f", "-o", str(offset), str(path)]
+        raise ValueError(f"{board.name}: cannot write data into the flash with "
+                         f"{board.flash_method}")
+
     def flash_prepare(self, board: "Board", bitstream: str | os.PathLike) -> list[list[str]]:
         """Return the commands to run on the bitstream before flashing (each optional: skipped
         when its tool is missing), e.g. the DFU suffix of a DFU-bootloader board."""
@@ -275,19 +288,35 @@ def get_family(family: Family | str) -> Family:
 
 
 def core_config_for(qm, board: "Board | str", lanes: int, *, runtime_weights: bool = False,
-                    sequence: bool = False) -> CoreConfig:
+                    sequence: bool = False, weight_memory: str = "bram") -> CoreConfig:
     """Return the core configuration a build of ``qm`` for ``board`` at ``lanes`` lanes makes.
 
     ``board`` is a :class:`gru_hw.boards.Board` or its name. The profile comes from the board's
     family and hard-multiplier count (:meth:`Family.core_profile`); ``runtime_weights`` adds the
     weight port (the memories start with ``qm``'s weights); ``sequence`` emits the top layer's
-    h every step (simulation: a board build has ``sequence=False``). Lanes outside 1..3H raise
+    h every step (simulation: a board build has ``sequence=False``); ``weight_memory`` "spram"
+    puts the weights in the device's SPRAM (:func:`gru_hw.fit.resolve_weight_memory` picks one
+    for "auto"). Lanes outside 1..3H, or SPRAM the board lacks or the model overflows, raise
     GruHwError.
     """
+    from ..errors import GruHwError
+
     if isinstance(board, str):
         from . import get_board
 
         board = get_board(board)
     profile = board.core_profile(qm, lanes)
-    return CoreConfig(qm, lanes, profile, sequence=sequence, runtime_weights=runtime_weights)
+    config = CoreConfig(qm, lanes, profile, sequence=sequence, runtime_weights=runtime_weights,
+                        weight_memory=weight_memory)
+    if weight_memory == "spram":
+        need = config.memory_map.spram_blocks
+        if not board.spram:
+            raise GruHwError(f"{board.name} has no SPRAM (its {board.device} has block RAM only)",
+                             subject="weight_memory")
+        if need > board.spram:
+            mm = config.memory_map
+            raise GruHwError(
+                f"the weights need {need} SPRAM blocks ({mm.weight_depth} rows of {mm.row_width} "
+                f"bits), {board.name} has {board.spram}", subject="weight_memory")
+    return config
 

@@ -72,8 +72,9 @@ def crc_step(parameters, value, word):
 class WeightWindow:
     """The core's weight port as WEIGHTS frames see it: word size and address map.
 
-    An address is ``region << offset_bits | offset``: regions ``0 .. lanes - 1`` hold ``depth``
-    words each, region ``lanes`` the ``bias_rows`` bias words.
+    An address is ``region << offset_bits | offset``: regions ``0 .. bias_region - 1`` hold
+    ``depth`` words each (one per lane, or the packed rows of an SPRAM build), region
+    ``bias_region`` the ``bias_rows`` bias words.
     """
 
     word_bytes: int   #: bytes per word on the link
@@ -82,6 +83,7 @@ class WeightWindow:
     lanes: int
     depth: int
     bias_rows: int
+    bias_region: int
 
     @classmethod
     def of_map(cls, memory_map, word_bytes: int) -> "WeightWindow":
@@ -89,7 +91,7 @@ class WeightWindow:
         take ``word_bytes`` bytes on the link (the descriptor's ``weight_bytes``)."""
         mm = memory_map
         return cls(word_bytes, mm.addr_width, mm.offset_bits, mm.lanes, mm.weight_depth,
-                   mm.schedule.bias_rows)
+                   mm.schedule.bias_rows, mm.bias_region)
 
 
 # ---- interfaces between the three ------------------------------------------------------------
@@ -450,6 +452,8 @@ class RequestExecutor(wiring.Component):
         }
         if window is not None:
             members["w_stream"] = Out(w_stream)
+        if descriptor.spram:
+            members["boot_state"] = In(3)
         super().__init__(members)
 
     def elaborate(self, platform) -> Module:
@@ -458,11 +462,9 @@ class RequestExecutor(wiring.Component):
         s = _ExecutorState(d, self.max_len, self.window)
         self._core_streams(m, s)
         src = self.reply.sources
-        desc_head = d.to_bytes()[:proto.WEIGHTS_CRC_OFFSET]  # constant but for the checksum
         m.d.comb += [self.buf_r.addr.eq(s.rd_addr), self.error.eq(s.err_led),
                      src.error.eq(Cat(s.error, self.frame.code)),
-                     src.desc.eq(Cat(Const(int.from_bytes(desc_head, "little"),
-                                           8 * len(desc_head)), s.wcrc)),
+                     src.desc.eq(self._descriptor(s)),
                      src.result.eq(s.result), src.wcrc.eq(s.wcrc),
                      # the reply's done is when the frame is handled
                      self.frame.release.eq(self.reply.done)]
@@ -481,6 +483,19 @@ class RequestExecutor(wiring.Component):
         busy = ("RUN_FEED", "RUN_WAIT", "RUN_REPLY") + (("W_FEED",) if self.window else ())
         m.d.comb += self.busy.eq(Cat(*[fsm.ongoing(state) for state in busy]).any())
         return m
+
+    def _descriptor(self, s: "_ExecutorState"):
+        """The IDENTIFY payload: constant but for the boot state (SPRAM builds) and checksum."""
+        head = self.descriptor.to_bytes()[:proto.WEIGHTS_CRC_OFFSET]
+
+        def const(b: bytes):
+            return Const(int.from_bytes(b, "little"), 8 * len(b))
+
+        fo = proto.FLAGS_OFFSET
+        if not self.descriptor.spram:
+            return Cat(const(head), s.wcrc)
+        flags = Cat(Const(head[fo] & 0x0F, 4), self.boot_state, Const(0, 1))
+        return Cat(const(head[:fo]), flags, const(head[fo + 1:]), s.wcrc)
 
     def _reply(self, m: Module, code, length: int, source: str) -> None:
         """Ask for a reply of ``code`` and ``length`` bytes from ``source``; wait for it."""
@@ -536,11 +551,11 @@ class RequestExecutor(wiring.Component):
             if self.window is not None:
                 win = self.window
                 region, offset = f.w_start[win.offset_bits:], f.w_start[:win.offset_bits]
-                depth = Mux(region == win.lanes, win.bias_rows, win.depth)
+                depth = Mux(region == win.bias_region, win.bias_rows, win.depth)
                 wlen_bad = ((length <= proto.WEIGHTS_ADDRESS_BYTES) | (length > max_len) |
                             ~f.whole_words)
                 m.d.sync += [s.is_weights.eq(code == proto.CMD_WEIGHTS),
-                             s.addr_bad.eq(f.w_high | (region > win.lanes) |
+                             s.addr_bad.eq(f.w_high | (region > win.bias_region) |
                                            (offset + f.w_words > depth))]
             commands = proto.commands(self.window is not None)
             m.d.sync += [
@@ -551,12 +566,15 @@ class RequestExecutor(wiring.Component):
                 s.is_identify.eq(code == proto.CMD_IDENTIFY),
                 s.is_reset.eq(code == proto.CMD_RESET_STATE),
                 s.is_read.eq(code == proto.CMD_READ),
+                # a board loading its weights from flash runs nothing until they passed
+                s.not_loaded.eq(is_run & ((self.boot_state != 0) if self.descriptor.spram
+                                          else Const(0))),
             ]
             m.next = "CHECK"
         with m.State("CHECK"):
             conds = [s.crc_bad, s.cmd_unknown, s.len_bad, s.is_read & ~s.has_result,
-                     s.is_weights & s.addr_bad, s.is_weights, s.is_identify, s.is_reset,
-                     s.is_read, Const(1)]
+                     s.not_loaded, s.is_weights & s.addr_bad, s.is_weights, s.is_identify,
+                     s.is_reset, s.is_read, Const(1)]
             taken = Const(0)
             for a, cond in zip(s.act, conds):
                 m.d.sync += s.act[a].eq(cond & ~taken)
@@ -569,7 +587,7 @@ class RequestExecutor(wiring.Component):
         with m.State("ACT"):
             refusals = (("crc", proto.ERR_CRC), ("unknown", proto.ERR_UNKNOWN_COMMAND),
                         ("length", proto.ERR_LENGTH), ("no_result", proto.ERR_NO_RESULT),
-                        ("addr", proto.ERR_ADDRESS))
+                        ("not_loaded", proto.ERR_NOT_LOADED), ("addr", proto.ERR_ADDRESS))
             for i, (a, err) in enumerate(refusals):
                 with (m.If if i == 0 else m.Elif)(act[a]):
                     self._refuse(m, s, err)
@@ -663,8 +681,8 @@ class RequestExecutor(wiring.Component):
 class _ExecutorState:
     """The executor's registers."""
 
-    ACTIONS = ("crc", "unknown", "length", "no_result", "addr", "weights", "identify", "reset",
-               "read", "run")
+    ACTIONS = ("crc", "unknown", "length", "no_result", "not_loaded", "addr", "weights",
+               "identify", "reset", "read", "run")
 
     def __init__(self, d: proto.BoardDescriptor, max_len: int,
                  window: WeightWindow | None) -> None:
@@ -674,6 +692,7 @@ class _ExecutorState:
         self.crc_bad, self.cmd_unknown, self.len_bad = Signal(), Signal(), Signal()
         self.is_identify, self.is_reset, self.is_read = Signal(), Signal(), Signal()
         self.is_weights, self.addr_bad = Signal(), Signal()
+        self.not_loaded = Signal()
         self.act = {a: Signal(name=f"act_{a}") for a in self.ACTIONS}
         self.error = Signal(8)
         self.err_led = Signal()

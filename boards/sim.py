@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
+from amaranth import Elaboratable, Module
+from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 
@@ -79,6 +81,31 @@ class SimSerial:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
+
+
+class WithFlash(Elaboratable):
+    """A board top whose weights boot from SPI flash, beside a model of that flash.
+
+    ``image``: the flash's bytes at the top's image offset (default: the build's own weight
+    image, :meth:`~gru_hw.boards.top.LinkTop.flash_image`); ``rx`` / ``tx`` are the top's.
+    """
+
+    def __init__(self, top, image: bytes | None = None) -> None:
+        from .flash import SPIFlashModel
+
+        self.top = top
+        link = getattr(top, "link", top)
+        self.link = link
+        self.image = link.flash_image() if image is None else bytes(image)
+        self.flash = SPIFlashModel(self.image, link.image_offset)
+        self.rx, self.tx = top.rx, top.tx
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.top = self.top
+        m.submodules.flash = self.flash
+        wiring.connect(m, self.link.flash, self.flash.spi)
+        return m
 
 
 def run_board_sim(top, divisor: int, host: Callable[[SimSerial], object], *,

@@ -1,7 +1,7 @@
 """The board top: the GRU core behind the UART link (:mod:`gru_hw.protocol`), PLL and LEDs."""
 
 
-from amaranth import Cat, ClockDomain, Elaboratable, Module, ResetInserter, Signal
+from amaranth import Cat, ClockDomain, Const, Elaboratable, Module, Mux, ResetInserter, Signal
 from amaranth.build import Subsignal
 from amaranth.build import ResourceError
 from amaranth.lib import io, memory, stream, wiring
@@ -11,6 +11,8 @@ from .. import protocol as proto
 from ..config import CoreConfig
 from ..errors import GruHwError
 from . import Board
+from ..flash_image import BOOT_OK, DEFAULT_IMAGE_OFFSET, build_image
+from .flash import FlashLoader, spi_pins_signature
 from .link import FrameReceiver, ReplySender, RequestExecutor, WeightWindow, reply_sources
 from .family import core_config_for
 from .uart import UARTReceiver, UARTTransmitter, uart_divisor
@@ -44,8 +46,13 @@ class LinkTop(wiring.Component):
     Ports:
         rx    In(1): serial line from the host (8N1, ``divisor`` clocks per bit).
         tx    Out(1): serial line to the host.
-        leds  Out(4): heartbeat, busy (a RUN or WEIGHTS in progress), error (the last request was
-              refused), activity (bytes received recently); registered.
+        leds  Out(4): heartbeat, busy (a RUN or WEIGHTS in progress, or the weights loading from
+              flash), error (the last request was refused; steady when the weights did not load
+              from flash), activity (bytes received recently); registered.
+        flash Out(:func:`~gru_hw.boards.flash.spi_pins_signature`) (SPRAM builds only): the SPI
+              configuration flash, from which :attr:`loader` (a
+              :class:`~gru_hw.boards.flash.FlashLoader`) loads the weight image at
+              ``image_offset`` after reset; RUN is refused until it loaded with a good CRC.
 
     Only wiring: UART receiver -> :class:`~gru_hw.boards.link.FrameReceiver` (the payload into a
     ``max_steps`` x step-bytes RAM) -> :class:`~gru_hw.boards.link.RequestExecutor` (checks the
@@ -58,25 +65,37 @@ class LinkTop(wiring.Component):
     Throughput: one request at a time; the core sees a step per ``step_bytes + 2`` clocks at most.
     """
 
-    rx: In(1, init=1)
-    tx: Out(1, init=1)
-    leds: Out(4)
-
     def __init__(self, qm, lanes: int, *, core=None, divisor: int, timeout_cycles: int,
                  clock_hz: int, max_steps: int | None = None, heartbeat_log2: int = 24,
                  stretch_log2: int = 20, config: CoreConfig | None = None,
-                 runtime_weights: bool = False) -> None:
+                 runtime_weights: bool = False, image_offset: int = DEFAULT_IMAGE_OFFSET,
+                 spi_divisor: int = 2) -> None:
         self.qm = qm
         self.lanes = lanes
         self.core, self.core_kind = ((core, "custom") if core is not None
                                      else make_core(qm, lanes, config, runtime_weights))
         self.runtime_weights = bool(getattr(self.core, "runtime_weights", False))
+        core_config = getattr(self.core, "config", None)
+        #: where the weights are: "spram" boots them from the SPI flash (:attr:`loader`)
+        self.weight_memory = core_config.weight_memory if core_config is not None else "bram"
         self.divisor = divisor
         self.timeout_cycles = timeout_cycles
+        self.clock_hz = clock_hz
         self.max_steps = max_steps if max_steps is not None else default_max_steps(qm)
         self.descriptor = proto.BoardDescriptor.for_model(
             qm, lanes=lanes, max_steps=max(1, self.max_steps), clock_hz=clock_hz,
-            runtime_weights=self.runtime_weights)
+            runtime_weights=self.runtime_weights, weight_memory=self.weight_memory)
+        self.image_offset = image_offset
+        self.loader = None
+        members = {"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(4)}
+        if self.weight_memory == "spram":
+            mm = self.core.memory_map
+            words = mm.boot_image()
+            self.loader = FlashLoader(
+                words=len(words), word_bytes=mm.word_bytes, model_hash=self.descriptor.model_hash,
+                base=0, addr_width=mm.addr_width, data_width=mm.data_width, clock_hz=clock_hz,
+                image_offset=image_offset, divisor=spi_divisor)
+            members["flash"] = Out(spi_pins_signature())
         most = proto.MAX_PAYLOAD // self.descriptor.step_bytes
         if not 1 <= self.max_steps <= most:
             raise GruHwError(f"max_steps must be within 1..{most} (a RUN frame of {most} steps "
@@ -84,7 +103,14 @@ class LinkTop(wiring.Component):
                              f"{self.max_steps}", subject="max_steps")
         self.heartbeat_log2 = heartbeat_log2
         self.stretch_log2 = stretch_log2
-        super().__init__()
+        super().__init__(members)
+
+    def flash_image(self) -> bytes:
+        """Return the weight image this board loads from its flash (SPRAM builds)."""
+        if self.loader is None:
+            raise GruHwError("this build keeps its weights in block RAM: it has no flash image")
+        mm = self.core.memory_map
+        return build_image(mm.boot_image(), mm.word_bytes, self.descriptor.model_hash)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -117,7 +143,22 @@ class LinkTop(wiring.Component):
         wiring.connect(m, tx.o_stream, utx.i_stream)
         wiring.connect(m, ex.x_stream, core.i_stream)
         wiring.connect(m, core.o_stream, ex.y_stream)
-        if window is not None:
+        boot_failed = Const(0)
+        if self.loader is not None:
+            m.submodules.loader = ld = self.loader
+            wiring.connect(m, wiring.flipped(self.flash), ld.spi)
+            m.d.comb += ex.boot_state.eq(ld.state)
+            boot_failed = ld.done & (ld.state != BOOT_OK)
+            # the loader owns the core's weight port until it is done, then WEIGHTS frames
+            cw, lw = core.w_stream, ld.w_stream
+            if window is not None:
+                ew = ex.w_stream
+                m.d.comb += [cw.valid.eq(Mux(ld.done, ew.valid, lw.valid)),
+                             cw.payload.eq(Mux(ld.done, ew.payload, lw.payload)),
+                             lw.ready.eq(~ld.done & cw.ready), ew.ready.eq(ld.done & cw.ready)]
+            else:
+                wiring.connect(m, lw, cw)
+        elif window is not None:
             wiring.connect(m, ex.w_stream, core.w_stream)
 
         # ---- LEDs ----
@@ -128,7 +169,10 @@ class LinkTop(wiring.Component):
             m.d.sync += stretch.eq(-1)
         with m.Elif(stretch != 0):
             m.d.sync += stretch.eq(stretch - 1)
-        m.d.sync += self.leds.eq(Cat(beat[-1], ex.busy, ex.error, (stretch != 0) | rx.active))
+        # error: the last request was refused, or the weights did not load from flash (steady)
+        loading = ~self.loader.done if self.loader is not None else Const(0)
+        m.d.sync += self.leds.eq(Cat(beat[-1], ex.busy | loading, ex.error | boot_failed,
+                                     (stretch != 0) | rx.active))
         return m
 
 
@@ -144,7 +188,8 @@ class BoardTop(Elaboratable):
                  baud: int = proto.DEFAULT_BAUD, core=None, max_steps: int | None = None,
                  timeout_ms: float = 50.0, divisor: int | None = None,
                  timeout_cycles: int | None = None, clock_not_above: bool = False,
-                 runtime_weights: bool = False) -> None:
+                 runtime_weights: bool = False, weight_memory: str = "bram",
+                 image_offset: int = DEFAULT_IMAGE_OFFSET) -> None:
         self.board = board
         if board is not None:
             want = clock_mhz if clock_mhz is not None else board.default_clock_mhz
@@ -162,12 +207,23 @@ class BoardTop(Elaboratable):
         self.link = LinkTop(qm, lanes, core=core, divisor=div, timeout_cycles=tmo,
                             clock_hz=int(round(hz)), max_steps=max_steps,
                             heartbeat_log2=log2, stretch_log2=max(2, log2 - 4),
-                            config=(core_config_for(qm, board, lanes,
-                                                    runtime_weights=runtime_weights)
-                                    if board is not None and core is None else None),
-                            runtime_weights=runtime_weights)
+                            config=self._config(qm, lanes, board, core, runtime_weights,
+                                                weight_memory),
+                            runtime_weights=runtime_weights, image_offset=image_offset)
         self.rx = self.link.rx
         self.tx = self.link.tx
+
+    @staticmethod
+    def _config(qm, lanes, board, core, runtime_weights, weight_memory):
+        """The core's configuration: the board's; without a board (simulation) the default
+        profile, and SPRAM as an Amaranth memory (the simulator cannot run the cell)."""
+        if core is not None:
+            return None
+        if board is not None:
+            return core_config_for(qm, board, lanes, runtime_weights=runtime_weights,
+                                   weight_memory=weight_memory)
+        return CoreConfig(qm, lanes, runtime_weights=runtime_weights,
+                          weight_memory=weight_memory, spram_cells=False)
 
     @property
     def core(self):
@@ -191,6 +247,8 @@ class BoardTop(Elaboratable):
         m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
         m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
         m.d.comb += [self.link.rx.eq(rx_buf.i), tx_buf.o.eq(self.link.tx)]
+        if self.link.loader is not None:
+            self._flash_pins(m, platform)
         leds = []
         for i in range(4):
             try:
@@ -204,3 +262,15 @@ class BoardTop(Elaboratable):
             m.submodules[f"led_buf{i}"] = buf = io.Buffer("o", port)
             m.d.comb += buf.o.eq(self.link.leds[i])
         return m
+
+    def _flash_pins(self, m: Module, platform) -> None:
+        """Connect the link's flash port to the board's SPI configuration flash (1x mode)."""
+        res = platform.lookup("spi_flash_1x", 0)
+        pins = platform.request("spi_flash_1x", 0, dir={sub.name: "-" for sub in res.ios
+                                                        if isinstance(sub, Subsignal)})
+        fl = self.link.flash
+        for name in ("cs", "clk", "copi"):
+            m.submodules[f"flash_{name}_buf"] = buf = io.Buffer("o", getattr(pins, name))
+            m.d.comb += buf.o.eq(getattr(fl, name))
+        m.submodules.flash_cipo_buf = buf = io.Buffer("i", pins.cipo)
+        m.d.comb += fl.cipo.eq(buf.i)

@@ -35,6 +35,10 @@ YOWASP_TOOLS = {t: y for f in FAMILIES.values() for t, y in f.yowasp_tools.items
 _OTHER_STAGES = {"dfu-suffix": "DFU suffix"}
 
 
+#: The weight image of an SPRAM build, written beside the bitstream.
+WEIGHT_IMAGE_FILE = "weights.bin"
+
+
 def _stage(b: Board, tool: str) -> str:
     """The build stage ``tool`` runs, for messages."""
     return b.family.tools.get(tool) or _OTHER_STAGES.get(tool, tool)
@@ -88,7 +92,7 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
           progress: Callable[[str], None] | None = None, clock_mhz: float | None = None,
           baud: int = DEFAULT_BAUD, max_steps: int | None = None,
           runtime_weights: bool = False, core=None, suggest: bool = True,
-          seeds: int = 1) -> dict:
+          seeds: int = 1, weight_memory: str = "bram") -> dict:
     """Build a bitstream for ``board`` into ``out_dir``; write and return report.json's dict.
 
     ``clock_mhz`` is the core clock asked of the PLL (default: the board's); when left to the
@@ -100,6 +104,11 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     --load-weights``). ``seeds`` > 1: when place and route misses the clock, it is run again with
     nextpnr seeds 2, 3, ... (up to ``seeds`` runs, stopping at the first that meets the clock) and
     the best routing is kept (report.json's ``pnr_seeds``: seed -> Fmax).
+
+    ``weight_memory="spram"`` (iCE40 UltraPlus) keeps the weights in SPRAM, which the bitstream
+    cannot fill: the build also writes the weight image the board loads from its flash at
+    power-up (``weights.bin``; report.json's ``weight_image``: file, flash offset, size, CRC) and
+    :func:`flash` writes both.
     """
     say = progress or (lambda _msg: None)
     b = get_board(board)
@@ -116,7 +125,8 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     t0 = time.monotonic()
     report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=clock_mhz, baud=baud,
                          max_steps=max_steps, core=core, suggest=suggest,
-                         runtime_weights=runtime_weights, seeds=seeds)
+                         runtime_weights=runtime_weights, seeds=seeds,
+                         weight_memory=weight_memory)
     if auto_clock and not report["timing_met"]:
         # Routing varies from run to run: leave a 10 % margin so the retry itself meets timing.
         retry = math.floor(report["fmax_mhz"] * 0.90 * 4) / 4
@@ -124,7 +134,8 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
             f"rebuilding at {retry:g} MHz")
         report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=retry, baud=baud,
                              max_steps=max_steps, core=core, suggest=suggest, not_above=True,
-                             runtime_weights=runtime_weights, seeds=seeds)
+                             runtime_weights=runtime_weights, seeds=seeds,
+                             weight_memory=weight_memory)
     report["build_seconds"] = round(time.monotonic() - t0, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     say(format_report(report))
@@ -138,12 +149,13 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
 
 def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_steps, core,
                 suggest, not_above: bool = False, runtime_weights: bool = False,
-                seeds: int = 1) -> dict:
+                seeds: int = 1, weight_memory: str = "bram") -> dict:
     from .boards.top import BoardTop
     from .protocol import model_hash
 
     top = BoardTop(qm, lanes, b, clock_mhz=clock_mhz, baud=baud, core=core, max_steps=max_steps,
-                   clock_not_above=not_above, runtime_weights=runtime_weights)
+                   clock_not_above=not_above, runtime_weights=runtime_weights,
+                   weight_memory=weight_memory)
     link = top.link
     fam = b.family
     platform = b.platform_class()()
@@ -151,7 +163,7 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
     overrides = fam.build_overrides(b, runtime_weights=runtime_weights)
     say(f"{b.name}: elaborating {link.core_kind} (lanes={lanes}) at {top.clock_mhz:.2f} MHz, "
         f"UART {baud} baud")
-    for stale in ("nextpnr-report.json", fam.bitstream_name()):
+    for stale in ("nextpnr-report.json", fam.bitstream_name(), WEIGHT_IMAGE_FILE):
         (out / stale).unlink(missing_ok=True)
     plan = platform.prepare(top, name="top", **overrides)
     plan.extract(str(out))
@@ -201,6 +213,13 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
     d = link.descriptor
     bitfile = out / fam.bitstream_name()
     config = getattr(link.core, "config", None)
+    image = None
+    if link.loader is not None:
+        data = link.flash_image()
+        (out / WEIGHT_IMAGE_FILE).write_bytes(data)
+        image = {"file": WEIGHT_IMAGE_FILE, "offset": link.image_offset, "bytes": len(data),
+                 "words": link.loader.words, "word_bytes": link.loader.word_bytes,
+                 "crc16": int.from_bytes(data[-2:], "big")}
     return {
         "board": b.name,
         "device": b.device,
@@ -221,6 +240,8 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
         "max_steps": link.max_steps,
         "model_hash": model_hash(qm, weights=not d.runtime_weights).hex(),
         "runtime_weights": d.runtime_weights,
+        "weight_memory": link.weight_memory,
+        **({"weight_image": image} if image is not None else {}),
         "link": d.to_json(),
         "bitstream": bitfile.name,
         "notes": notes,
@@ -382,7 +403,8 @@ def format_report(r: dict) -> str:
     """Return the human table of a build report."""
     u = r["utilization"]
     rows = [("board", f"{r['board']} ({r['device']})"),
-            ("core", f"{r['core']}, {r['lanes']} lanes"),
+            ("core", f"{r['core']}, {r['lanes']} lanes, weights in "
+                     f"{r.get('weight_memory', 'bram').upper()}"),
             ("Fmax (routed)", f"{r['fmax_mhz']:.2f} MHz"),
             ("clock", f"{r['clock_mhz']:.2f} MHz ({'met' if r['timing_met'] else 'NOT MET'})"),
             ("cycles/step", str(r["cycles_per_step"])),
@@ -394,6 +416,10 @@ def format_report(r: dict) -> str:
             rows.append((label, f"{v['used']}/{v['available']} "
                                 f"({100 * v['used'] / v['available']:.0f}%)"))
     rows.append(("UART", f"{r['uart']['baud']} baud 8N1, {r['uart']['where']}"))
+    if r.get("weight_image"):
+        wi = r["weight_image"]
+        rows.append(("weight image", f"{wi['file']}, {wi['bytes']} bytes, flash offset "
+                                     f"0x{wi['offset']:x} (gru-hw flash writes it)"))
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
 
@@ -414,8 +440,12 @@ def _read_report(build_dir: str | os.PathLike) -> tuple[Path, dict]:
 
 
 def flash(build_dir: str | os.PathLike, dry_run: bool = False, *,
-          persist: bool = True) -> list[str]:
-    """Program the board the build in ``build_dir`` was made for; return the command.
+          persist: bool = True) -> list[list[str]]:
+    """Program the board the build in ``build_dir`` was made for; return the commands.
+
+    An SPRAM build has two: the bitstream, then its weight image at its flash offset (iCEBreaker:
+    ``iceprog -o 1024k weights.bin``), which the board loads at power-up; the image is written
+    even when the bitstream goes to SRAM only (``persist`` False).
 
     The command comes from the board's entry and family (:meth:`Family.flash_command`):
     iCEBreaker ``iceprog top.bin`` (SPI flash; ``-S``: SRAM only, when not ``persist``); ULX3S
@@ -433,23 +463,31 @@ def flash(build_dir: str | os.PathLike, dry_run: bool = False, *,
     bit = d / fam.bitstream_name()
     if not bit.exists():
         raise GruHwError(f"{d}: no bitstream {bit.name} (did the build finish?)")
-    cmd = fam.flash_command(b, bit, persist=persist)
+    cmds = [fam.flash_command(b, bit, persist=persist)]
+    wi = report.get("weight_image")
+    if wi:
+        image = d / str(wi.get("file", WEIGHT_IMAGE_FILE))
+        if not image.exists():
+            raise GruHwError(f"{d}: no weight image {image.name} (the build keeps its weights in "
+                             "SPRAM and writes them there; rebuild)")
+        cmds.append(fam.flash_data_command(b, image, int(wi["offset"])))
     if dry_run:
-        return cmd
-    if shutil.which(cmd[0]) is None:
+        return cmds
+    if shutil.which(cmds[0][0]) is None:
         tool = fam.flash_tool(b)
-        raise GruHwError(f"flash: {cmd[0]} not found; install it with `{tool.install}` "
+        raise GruHwError(f"flash: {cmds[0][0]} not found; install it with `{tool.install}` "
                          f"(or set {tool.env_var})")
     for prep in fam.flash_prepare(b, bit):  # optional steps: skipped without their tool
         if shutil.which(prep[0]):
             subprocess.run(prep, capture_output=True)
-    try:
-        subprocess.run(cmd, check=True)
-    except subprocess.CalledProcessError as exc:
-        raise GruHwError(f"flash: {' '.join(cmd)} failed with status {exc.returncode} "
-                         "(is the board plugged in, and do you have permission for its USB "
-                         "device?)") from None
-    return cmd
+    for cmd in cmds:
+        try:
+            subprocess.run(cmd, check=True)
+        except subprocess.CalledProcessError as exc:
+            raise GruHwError(f"flash: {' '.join(cmd)} failed with status {exc.returncode} "
+                             "(is the board plugged in, and do you have permission for its "
+                             "USB device?)") from None
+    return cmds
 
 
 # ---- run on a flashed board ----------------------------------------------------------------------

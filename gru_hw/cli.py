@@ -162,6 +162,29 @@ def _add_board(p: argparse.ArgumentParser, required: bool = False) -> None:
                             "(default: the \"dsp\" profile, with the tail on hard multipliers)")
 
 
+def _add_weight_memory(p: argparse.ArgumentParser, build: bool = False) -> None:
+    p.add_argument("--weight-memory", choices=("auto", "bram", "spram"), default="auto",
+                   help="where the MAC lanes' weights live: bram (block RAM, in the bitstream), "
+                        "spram (iCE40 UltraPlus SPRAM, loaded from the board's flash at power-up"
+                        + ("; the build writes the image and flash writes both" if build else
+                           "; simulated with Yosys's SB_SPRAM256KA model, loaded through the "
+                           "weight port first") +
+                        "), auto (block RAM if the model fits there, else SPRAM; without "
+                        "--board: bram) (default: auto)")
+
+
+def _weight_memory(args: argparse.Namespace, qm, lanes: int, runtime_weights: bool = False) -> str:
+    """Return the weight memory of --weight-memory (auto: the board build's choice)."""
+    wm = getattr(args, "weight_memory", "auto")
+    if wm != "auto":
+        return wm
+    if getattr(args, "board", None) is None:
+        return "bram"
+    from .fit import resolve_weight_memory
+
+    return resolve_weight_memory(qm, args.board, lanes, runtime_weights=runtime_weights)[0]
+
+
 def _add_json(p: argparse.ArgumentParser, what: str = "the summary") -> None:
     p.add_argument("--json", action="store_true", help=f"print {what} as JSON (default: text)")
 
@@ -208,6 +231,7 @@ def _parse_info(command) -> None:
     _add_model(p)
     _add_lanes(p)
     _add_board(p)
+    _add_weight_memory(p)
     p.add_argument("--steps", type=_int_in(1, MAX_STEPS), default=None, metavar="T",
                    help=f"also give the exact cycles of a T-step sequence, 1..{MAX_STEPS} "
                         "(default: not shown)")
@@ -253,6 +277,7 @@ def _parse_generate(command) -> None:
                         "are replaced (required)")
     _add_lanes(p)
     _add_board(p)
+    _add_weight_memory(p)
     p.add_argument("--sequence", action="store_true",
                    help="emit the hidden state every step (default: one output per sequence)")
     p.add_argument("--runtime-weights", action="store_true",
@@ -304,6 +329,7 @@ def _parse_simulate(command) -> None:
                         "--netlist, verilator for iCE40 builds and icarus for ECP5)")
     _add_lanes(p)
     _add_board(p)
+    _add_weight_memory(p)
     p.add_argument("--netlist", metavar="BUILD_DIR",
                    help="simulate the core as synthesized for the build in BUILD_DIR (Yosys "
                         "netlist with its primitive models, verilator or icarus) instead of its "
@@ -341,6 +367,7 @@ def _parse_build(command) -> None:
                    help="UART baud rate (default: the board's)")
     p.add_argument("--runtime-weights", action="store_true",
                    help="weights loadable over the UART with run --load-weights (default: off)")
+    _add_weight_memory(p, build=True)
     p.add_argument("--seeds", type=_int_in(1, 100), default=None, metavar="N",
                    help="if routing misses the clock, place and route again with nextpnr seeds "
                         "2..N (stopping when met) and keep the best (default: per board)")
@@ -576,15 +603,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = model_info(model, spec, lanes=lanes, steps=args.steps, profile=profile)
     fit_line = ""
     if args.board is not None:
-        from .fit import estimate
+        from .fit import resolve_weight_memory, spram_capacity_hint
 
         info["board"] = args.board
-        est = estimate(qm, args.board, lanes)
+        wm, est = resolve_weight_memory(qm, args.board, lanes, requested=args.weight_memory)
         info["fit"] = est.to_json()
         verdict = ("fits" if est.fits and not est.tight else "fits, tightly" if est.fits
                    else "does not fit: " + ", ".join(f"{k.upper()} {v} over"
                                                       for k, v in est.over.items()))
         fit_line = f"\n  {args.board}: {verdict} ({est.describe()}, profile {est.profile})"
+        if wm == "spram":
+            fit_line += ("\n  weights in SPRAM: the board loads them from its flash at power-up "
+                         "(gru-hw build writes the image, gru-hw flash writes it)")
+        if not est.fits and "spram" in est.over:
+            hint = spram_capacity_hint(qm, args.board, lanes)
+            info["fit"]["hint"] = hint
+            fit_line += f"\n  {hint}"
     text_extra = ""
     if args.calibrate:
         from .calibrate import format_report, point_report, recommend
@@ -668,17 +702,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model, spec, lanes = _model_spec_lanes(args)
     qm = quantize_model(model, spec)
     profile = _board_profile(args, qm, lanes, runtime_weights=args.runtime_weights)
+    wm = _weight_memory(args, qm, lanes, args.runtime_weights)
     info = generate(qm, out, lanes=lanes, sequence=args.sequence,
-                    runtime_weights=args.runtime_weights, profile=profile)
+                    runtime_weights=args.runtime_weights, profile=profile, weight_memory=wm)
     sched = info.get("schedule", {})
     print(f"generated {out / info.get('verilog', 'gru_core.v')}, spec.json and {QCONFIG_FILE} "
           f"in {out}: {model.describe()}, {lanes} lane(s), "
           f"{sched.get('cycles_per_step', '?')} cycles/step")
-    if args.runtime_weights:
+    if "weights" in info:
         w = info["weights"]
         print(f"weight port w_stream: {w['words']} words of {w['data_width']} bits "
               f"({w['addr_width']}-bit addresses), CRC-16 0x{w['checksum_crc16']:04x}; "
               f"this model's words in {out / w['file']}")
+    if wm == "spram":
+        print("weights in SPRAM (SB_SPRAM256KA, no initial contents): load weights.npz through "
+              "w_stream before the first input")
     return 0
 
 
@@ -701,13 +739,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if args.simulator == "amaranth":
             raise GruHwError("--netlist runs in --simulator verilator or icarus, not amaranth")
         model, spec, lanes, profile = load_model(args.model), None, None, None
-        simulator = args.simulator
+        simulator, wm = args.simulator, "bram"  # the build's, read by the netlist run
     else:
         from .quant import quantize_model
 
         model, spec, lanes = _model_spec_lanes(args)
-        profile = _board_profile(args, quantize_model(model, spec), lanes,
-                                 runtime_weights=args.runtime_weights, sequence=args.sequence)
+        qm = quantize_model(model, spec)
+        profile = _board_profile(args, qm, lanes, runtime_weights=args.runtime_weights,
+                                 sequence=args.sequence)
+        wm = _weight_memory(args, qm, lanes, args.runtime_weights)
         simulator = args.simulator or SIMULATORS[0]
     what = "netlist" if args.netlist is not None else simulator
     with _Bar(args, f"simulating ({what})", "sequence") as bar:
@@ -715,14 +755,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             model, spec, args.inputs, out, simulator=simulator, lanes=lanes,
             sequence=args.sequence, keep_state=args.keep_state,
             runtime_weights=args.runtime_weights, waves=args.waves, build_dir=args.build_dir,
-            progress=bar, profile=profile, netlist=args.netlist,
+            progress=bar, profile=profile, netlist=args.netlist, weight_memory=wm,
         )
     if args.json:
         _print_json(result)
     if not result["match"]:
         raise CheckFailed(result["mismatch"])
     if not args.json:
-        loaded = " (weights loaded through the weight port)" if args.runtime_weights else ""
+        loaded = (" (weights loaded through the weight port)" if args.runtime_weights else
+                  " (weights in SPRAM, loaded through the weight port)"
+                  if result.get("weight_memory") == "spram" else "")
         if args.netlist is not None:
             n = result["netlist"]
             cells = ", ".join(f"{v} {k}" for k, v in sorted(n["cells"].items())
@@ -765,7 +807,7 @@ def _build_candidates(args: argparse.Namespace, model):
     """
     import copy
 
-    from .fit import WIDTHS, choose, estimate
+    from .fit import WIDTHS, choose, resolve_weight_memory, spram_capacity_hint
     from .quant import quantize_model
 
     auto = (args.lanes is None and args.weight_bits is None and args.act_bits is None
@@ -778,17 +820,24 @@ def _build_candidates(args: argparse.Namespace, model):
     if not auto:
         model, spec, lanes = _model_spec_lanes(args)
         qm = quantize_model(model, spec)
-        est = estimate(qm, args.board, lanes, runtime_weights=args.runtime_weights)
+        wm, est = resolve_weight_memory(qm, args.board, lanes,
+                                        runtime_weights=args.runtime_weights,
+                                        requested=args.weight_memory)
         if not est.fits:
             over = ", ".join(f"{k.upper()} {est.used[k]}/{est.available[k]}" for k in est.over)
             try:
-                alt = choose(model, args.board, runtime_weights=args.runtime_weights)[0]
+                alt = choose(model, args.board, runtime_weights=args.runtime_weights,
+                             weight_memory=args.weight_memory)[0]
                 hint = f"; would fit: {alt.describe()} (omit --lanes and the width flags)"
             except GruHwError:
-                hint = ""
+                hint = spram_capacity_hint(qm, args.board, lanes)
+                hint = f"; {hint}" if hint else ""
             raise CheckFailed(f"{args.board}: {lanes} lanes at {spec.weight_bits}/{spec.act_bits} "
                               f"bits does not fit ({over}, estimated before synthesis){hint}")
-        return [(qm, lanes)]
+        print(f"{args.board}: weights in {wm.upper()}" +
+              (" (block RAM cannot hold them; loaded from flash at power-up)"
+               if wm == "spram" and args.weight_memory == "auto" else ""))
+        return [(qm, lanes, wm)]
 
     def spec_for(wb, ab):
         a = copy.copy(args)
@@ -799,13 +848,13 @@ def _build_candidates(args: argparse.Namespace, model):
     if budget:
         widths = _widths_within_budget(args, model)
     found = choose(model, args.board, runtime_weights=args.runtime_weights, spec_for=spec_for,
-                   widths=widths)
+                   widths=widths, weight_memory=args.weight_memory)
     best = found[0]
     print(f"{args.board}: chose {best.describe()}, profile {best.profile}, "
           f"{best.cycles_per_step} cycles/step: the fastest configuration estimated to fit, at "
           f"the widest formats that allow it" + (" (tight: a build that does not fit falls back to the next)"
                            if best.tight else ""))
-    return [(quantize_model(model, spec_for(e.weight_bits, e.act_bits)), e.lanes)
+    return [(quantize_model(model, spec_for(e.weight_bits, e.act_bits)), e.lanes, e.weight_memory)
             for e in found[:3]]
 
 
@@ -848,14 +897,15 @@ def cmd_build(args: argparse.Namespace) -> int:
         kwargs["runtime_weights"] = True
     if args.seeds is not None:
         kwargs["seeds"] = args.seeds
-    for k, (qm, lanes) in enumerate(candidates):
+    for k, (qm, lanes, wm) in enumerate(candidates):
         try:
-            report = build(qm, args.board, args.output, lanes=lanes, progress=print, **kwargs)
+            report = build(qm, args.board, args.output, lanes=lanes, progress=print,
+                           weight_memory=wm, **kwargs)
             break
         except DoesNotFit as exc:
             if k + 1 == len(candidates):
                 raise CheckFailed(str(exc)) from None
-            nq, nl = candidates[k + 1]
+            nq, nl, _ = candidates[k + 1]
             print(f"{args.board}: {exc}; trying {nl} lanes at {nq.spec.weight_bits}/"
                   f"{nq.spec.act_bits} bits")
         except TimingNotMet as exc:  # a failed check, not a usage mistake
@@ -882,9 +932,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_flash(args: argparse.Namespace) -> int:
     from .board import flash
 
-    cmd = flash(args.build_dir, dry_run=args.dry_run)
+    cmds = flash(args.build_dir, dry_run=args.dry_run)
     if args.dry_run:
-        print(" ".join(cmd))
+        for cmd in cmds:
+            print(" ".join(cmd))
     return 0
 
 
@@ -968,7 +1019,8 @@ def _one_line(text: str) -> str:
 #: The library names what a message is about (GruHwError.subject); the command line names the flag.
 SUBJECT_FLAGS = {"lanes": "--lanes", "seeds": "--seeds", "clock_mhz": "--clock-mhz",
                  "baud": "--baud", "board": "--board", "port": "--port", "output": "--output",
-                 "simulator": "--simulator", "load_weights": "--load-weights"}
+                 "simulator": "--simulator", "load_weights": "--load-weights",
+                 "weight_memory": "--weight-memory"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 
 from .errors import GruHwError
 
-__all__ = ["FitEstimate", "estimate", "block_rams", "choose", "LOGIC_MODEL"]
+__all__ = ["FitEstimate", "estimate", "block_rams", "choose", "LOGIC_MODEL",
+           "resolve_weight_memory", "WEIGHT_MEMORY_CHOICES"]
+
+#: What ``--weight-memory`` takes: a memory, or "auto" (block RAM when the model fits there,
+#: else SPRAM where the device has it).
+WEIGHT_MEMORY_CHOICES = ("auto", "bram", "spram")
 
 #: Logic cells (iCE40 LC, ECP5 LUT4) = base + per_lane * lanes + per_act_bit * (act_bits - 8)
 #: + per_weight_bit * (weight_bits - 8) + runtime_weights, fitted to builds of the current core
@@ -29,9 +34,9 @@ __all__ = ["FitEstimate", "estimate", "block_rams", "choose", "LOGIC_MODEL"]
 #: estimate counts as tight.
 LOGIC_MODEL = {
     "ice40": {"base": 4204, "per_lane": 48, "per_act_bit": 338, "per_weight_bit": 40,
-              "runtime_weights": 606, "error": 0.03},
+              "runtime_weights": 606, "flash_boot": 300, "error": 0.03},
     "ecp5": {"base": 2400, "per_lane": 110, "per_act_bit": 120, "per_weight_bit": 30,
-             "runtime_weights": 900, "error": 0.10},
+             "runtime_weights": 900, "flash_boot": 300, "error": 0.10},
 }
 
 
@@ -49,6 +54,7 @@ class FitEstimate:
     available: dict[str, int]
     error: float
     memories: list[dict] = field(default_factory=list)
+    weight_memory: str = "bram"
 
     @property
     def over(self) -> dict[str, int]:
@@ -70,15 +76,18 @@ class FitEstimate:
         """Return the estimate as a JSON-ready dict."""
         return {"board": self.board, "lanes": self.lanes, "weight_bits": self.weight_bits,
                 "act_bits": self.act_bits, "profile": self.profile,
+                "weight_memory": self.weight_memory,
                 "cycles_per_step": self.cycles_per_step, "used": self.used,
                 "available": self.available, "fits": self.fits, "tight": self.tight,
                 "over": self.over, "logic_model_error": self.error}
 
     def describe(self) -> str:
         """Return one line: the configuration and its estimated use."""
-        parts = [f"{self.used[k]}/{self.available[k]} {k.upper()}" for k in ("lut", "bram", "dsp")]
-        return (f"{self.lanes} lanes, {self.weight_bits}/{self.act_bits} bits: "
-                f"{', '.join(parts)} (estimated)")
+        keys = ("lut", "bram", "spram", "dsp") if self.weight_memory == "spram" else \
+            ("lut", "bram", "dsp")
+        parts = [f"{self.used[k]}/{self.available[k]} {k.upper()}" for k in keys]
+        return (f"{self.lanes} lanes, {self.weight_bits}/{self.act_bits} bits, weights in "
+                f"{self.weight_memory.upper()}: {', '.join(parts)} (estimated)")
 
 
 def block_rams(depth: int, width: int, read_ports: int, family, rom: bool) -> int:
@@ -121,17 +130,32 @@ def _memories(top) -> list[dict]:
 
 
 def estimate(qm, board, lanes: int, *, runtime_weights: bool = False,
-             max_steps: int | None = None) -> FitEstimate:
-    """Return the estimated resources of a ``board`` build of ``qm`` at ``lanes`` lanes."""
+             max_steps: int | None = None, weight_memory: str = "bram") -> FitEstimate:
+    """Return the estimated resources of a ``board`` build of ``qm`` at ``lanes`` lanes.
+
+    ``weight_memory`` "auto" estimates the memory :func:`resolve_weight_memory` picks.
+    """
     from .boards import get_board
     from .boards.family import core_config_for
     from .boards.top import BoardTop
+    from .memory_map import MemoryMap
 
     b = get_board(board) if isinstance(board, str) else board
+    if weight_memory == "auto":
+        return resolve_weight_memory(qm, b, lanes, runtime_weights=runtime_weights,
+                                     max_steps=max_steps)[1]
     fam = b.family.name
-    config = core_config_for(qm, b, lanes, runtime_weights=runtime_weights)
+    if weight_memory == "spram":
+        if not b.spram:
+            raise GruHwError(f"{b.name} has no SPRAM (its {b.device} has block RAM only)",
+                             subject="weight_memory")
+        mm = MemoryMap(qm, core_config_for(qm, b, lanes).schedule, weight_memory="spram")
+        if mm.spram_blocks > b.spram:  # not buildable: say how far over, without elaborating
+            return _spram_over(qm, b, lanes, mm, runtime_weights)
+    config = core_config_for(qm, b, lanes, runtime_weights=runtime_weights,
+                             weight_memory=weight_memory)
     top = BoardTop(qm, lanes, b, max_steps=max_steps, runtime_weights=runtime_weights,
-                   divisor=16, timeout_cycles=1000)
+                   divisor=16, timeout_cycles=1000, weight_memory=weight_memory)
     if top.pll is not None:
         top.pll._MustUse__silence = True  # only the core and link are elaborated here
     mems = _memories(top)
@@ -142,14 +166,82 @@ def estimate(qm, board, lanes: int, *, runtime_weights: bool = False,
     lut = (model["base"] + model["per_lane"] * lanes
            + model["per_act_bit"] * (spec.act_bits - 8)
            + model["per_weight_bit"] * (spec.weight_bits - 8)
-           + (model["runtime_weights"] if runtime_weights else 0))
+           + (model["runtime_weights"] if runtime_weights else 0)
+           + (model["flash_boot"] if weight_memory == "spram" else 0))
     caps = b.resources()
     return FitEstimate(
         board=b.name, lanes=lanes, weight_bits=spec.weight_bits, act_bits=spec.act_bits,
         profile=config.profile.name, cycles_per_step=config.schedule.cycles_per_step,
-        used={"lut": int(lut), "bram": bram, "dsp": config.schedule.dsp_blocks_bound},
-        available={"lut": caps["lut"], "bram": caps["bram"], "dsp": caps["dsp"]},
-        error=model["error"], memories=mems)
+        used={"lut": int(lut), "bram": bram, "dsp": config.schedule.dsp_blocks_bound,
+              "spram": config.memory_map.spram_blocks},
+        available={"lut": caps["lut"], "bram": caps["bram"], "dsp": caps["dsp"],
+                   "spram": caps["spram"]},
+        error=model["error"], memories=mems, weight_memory=weight_memory)
+
+
+def _spram_over(qm, b, lanes, mm, runtime_weights) -> FitEstimate:
+    """An estimate for weights that overflow the SPRAM (nothing else counted)."""
+    caps = b.resources()
+    sch = mm.schedule
+    return FitEstimate(
+        board=b.name, lanes=lanes, weight_bits=qm.spec.weight_bits, act_bits=qm.spec.act_bits,
+        profile=b.core_profile(qm, lanes).name, cycles_per_step=sch.cycles_per_step,
+        used={"lut": 0, "bram": 0, "dsp": 0, "spram": mm.spram_blocks},
+        available={"lut": caps["lut"], "bram": caps["bram"], "dsp": caps["dsp"],
+                   "spram": caps["spram"]},
+        error=LOGIC_MODEL[b.family.name]["error"], weight_memory="spram")
+
+
+def resolve_weight_memory(qm, board, lanes: int, *, runtime_weights: bool = False,
+                          max_steps: int | None = None,
+                          requested: str = "auto") -> tuple[str, FitEstimate]:
+    """Return (weight memory, its estimate) for a build: ``requested``, or for "auto" block
+    RAM when the design is estimated to fit with it, else SPRAM when the device has SPRAM."""
+    from .boards import get_board
+
+    b = get_board(board) if isinstance(board, str) else board
+    if requested != "auto":
+        return requested, estimate(qm, b, lanes, runtime_weights=runtime_weights,
+                                   max_steps=max_steps, weight_memory=requested)
+    est = estimate(qm, b, lanes, runtime_weights=runtime_weights, max_steps=max_steps)
+    if est.fits or not b.spram or "bram" not in est.over:
+        return "bram", est
+    sp = estimate(qm, b, lanes, runtime_weights=runtime_weights, max_steps=max_steps,
+                  weight_memory="spram")
+    return ("spram", sp) if sp.fits or len(sp.over) < len(est.over) else ("bram", est)
+
+
+def spram_capacity_hint(qm, board, lanes: int) -> str:
+    """Return what would fit the board's SPRAM at ``lanes`` lanes: the largest hidden size of
+    this shape, and the narrowest weight width that would hold this model ('' if it fits)."""
+    from dataclasses import replace
+
+    from .boards import get_board
+    from .memory_map import SPRAM_DEPTH, SPRAM_WIDTH
+    from .schedule import Schedule, Shapes
+
+    b = get_board(board) if isinstance(board, str) else board
+    shapes = Shapes.of(qm)
+    ww = max(qm.spec.weight_bits, 2)
+
+    def rows_fit(sh, width) -> bool:
+        wide = -(-lanes * width // SPRAM_WIDTH)
+        banks = b.spram // wide if wide else 0
+        return banks > 0 and Schedule(sh, min(lanes, sh.max_lanes)).weight_depth <= \
+            banks * SPRAM_DEPTH
+
+    if rows_fit(shapes, ww):
+        return ""
+    parts = []
+    h = max(shapes.hidden_sizes)
+    while h > 1 and not rows_fit(replace(shapes, hidden_sizes=tuple(
+            min(x, h) for x in shapes.hidden_sizes)), ww):
+        h -= 1
+    parts.append(f"hidden size {h} at {ww}-bit weights")
+    narrow = next((w for w in range(ww - 1, 1, -1) if rows_fit(shapes, w)), None)
+    if narrow is not None:
+        parts.append(f"this model at {narrow}-bit weights (--weight-bits {narrow})")
+    return "would fit: " + ", or ".join(parts)
 
 
 #: Widths tried when the user gives none, widest first (weights, activations).
@@ -157,14 +249,14 @@ WIDTHS = ((16, 16), (12, 12), (10, 10), (8, 10), (8, 9), (8, 8), (6, 8), (4, 8))
 
 
 def choose(model, board, *, runtime_weights: bool = False, widths=WIDTHS,
-           spec_for=None) -> list[FitEstimate]:
+           spec_for=None, weight_memory: str = "auto") -> list[FitEstimate]:
     """Return the configurations estimated to fit, best first.
 
     Best is a configuration with room to place and route (not :attr:`FitEstimate.tight`), then
     the fastest (fewest cycles per step, i.e. the most lanes the board's multipliers and memories
     allow), then the widest formats (``widths``, widest first). ``spec_for(wb, ab)`` makes
-    the QuantSpec of a width (default: :func:`gru_hw.quant.choose_spec`). Raises GruHwError
-    naming the resources when nothing fits.
+    the QuantSpec of a width (default: :func:`gru_hw.quant.choose_spec`); ``weight_memory``
+    as in :func:`resolve_weight_memory`. Raises GruHwError naming the resources when nothing fits.
     """
     from .boards import get_board
     from .quant import choose_spec, quantize_model
@@ -178,7 +270,8 @@ def choose(model, board, *, runtime_weights: bool = False, widths=WIDTHS,
     for rank, (wb, ab) in enumerate(widths):
         qm = quantize_model(model, spec_for(wb, ab))
         for p in options:
-            est = estimate(qm, b, p, runtime_weights=runtime_weights)
+            _, est = resolve_weight_memory(qm, b, p, runtime_weights=runtime_weights,
+                                           requested=weight_memory)
             last = est
             if est.fits:
                 fitting.append((est.tight, est.cycles_per_step, rank, est))
@@ -186,8 +279,14 @@ def choose(model, board, *, runtime_weights: bool = False, widths=WIDTHS,
                     break  # fewer lanes at the same widths are slower
     if not fitting:
         over = ", ".join(f"{k.upper()} {last.used[k]}/{last.available[k]}" for k in last.over)
+        hint = ""
+        if b.spram and weight_memory != "bram":
+            hint = spram_capacity_hint(qm, b, max(options))
+            if hint:
+                hint = f"; the weights overflow the SPRAM too: at {max(options)} lanes, {hint}"
         raise GruHwError(f"{b.name}: no configuration fits, down to {last.weight_bits}/"
-                         f"{last.act_bits} bits and {last.lanes} lane(s) ({over}, estimated)")
+                         f"{last.act_bits} bits and {last.lanes} lane(s) ({over}, estimated)"
+                         f"{hint}")
     return [t[-1] for t in sorted(fitting, key=lambda t: t[:3])]
 
 

@@ -78,17 +78,22 @@ def _read_exact(port: SerialLike, n: int, what: str) -> bytes:
 
 
 # ---- the weight map ----------------------------------------------------------------------------
-def weight_map(qm, lanes: int):
-    """Return the weight map (:class:`gru_hw.memory_map.MemoryMap`) of a board of ``lanes`` lanes."""
+def weight_map(qm, lanes: int, weight_memory: str = "bram"):
+    """Return the weight map (:class:`gru_hw.memory_map.MemoryMap`) of a board of ``lanes`` lanes
+    whose weights are in ``weight_memory`` ("bram", or "spram": packed rows)."""
     from .memory_map import MemoryMap
     from .schedule import Schedule
 
-    return MemoryMap(qm, Schedule(qm, lanes), runtime_weights=True)
+    return MemoryMap(qm, Schedule(qm, lanes), runtime_weights=True, weight_memory=weight_memory)
 
 
-def weight_words_of(qm, lanes: int) -> list[int]:
+def weight_words_of(qm, lanes: int, weight_memory: str = "bram") -> list[int]:
     """Return ``qm``'s weight image for a board of ``lanes`` lanes, in address order."""
-    return [w for _, w in weight_map(qm, lanes).image(qm)]
+    return [w for _, w in weight_map(qm, lanes, weight_memory).image(qm)]
+
+
+def _memory(desc: BoardDescriptor) -> str:
+    return "spram" if desc.spram else "bram"
 
 
 # ---- the client ----------------------------------------------------------------------------------
@@ -107,6 +112,10 @@ class BoardClient:
     (on a run-time-weights board: another shape or QuantSpec, or, unless ``loading`` is set because
     the caller is about to :meth:`load_weights`, other weights).
     """
+
+    #: IDENTIFY requests made while a board says it is still loading its weights from flash
+    #: (each a round trip of a few milliseconds; the load takes well under a second)
+    BOOT_POLLS = 200
 
     def __init__(self, port: SerialLike, *, expect=None, retries: int = 0,
                  loading: bool = False) -> None:
@@ -127,8 +136,25 @@ class BoardClient:
         return rpayload
 
     def identify(self) -> BoardDescriptor:
-        """Ask the board what it holds; check it against ``expect`` when given."""
+        """Ask the board what it holds; check it against ``expect`` when given.
+
+        A board whose weights failed to load from its flash (or are still loading) raises
+        GruHwError saying so, whatever ``expect``.
+        """
+        from .flash_image import BOOT_LOADING, BOOT_STATE_NAMES
+
         desc = self.identify_raw()
+        for _ in range(self.BOOT_POLLS):  # a board just powered up may still be loading
+            if not (desc.spram and desc.boot_state == BOOT_LOADING):
+                break
+            desc = self.identify_raw()
+        if desc.spram and desc.boot_state != 0:
+            state = BOOT_STATE_NAMES.get(desc.boot_state, f"state {desc.boot_state}")
+            if desc.boot_state == BOOT_LOADING:
+                raise GruHwError("the board is still loading its weights from flash: try again "
+                                 "in a moment")
+            raise GruHwError(f"the board's weights did not load from its flash ({state}): "
+                             "write the build's weight image with gru-hw flash")
         if self.expect is not None:
             want = model_hash(self.expect, weights=not desc.runtime_weights)
             if desc.model_hash != want:
@@ -141,7 +167,8 @@ class BoardClient:
                     f"{desc.num_layers} layer(s)) than the one given (hash {want.hex()}): "
                     "rebuild and flash, or pass the model the board was built for")
             if desc.runtime_weights and not self.loading:
-                crc = weights_checksum(weight_words_of(self.expect, desc.lanes), desc.weight_bytes)
+                crc = weights_checksum(weight_words_of(self.expect, desc.lanes, _memory(desc)),
+                                       desc.weight_bytes)
                 if crc != desc.weights_crc:
                     raise GruHwError(
                         f"the board holds other weights (checksum 0x{desc.weights_crc:04x}) than "
@@ -163,7 +190,7 @@ class BoardClient:
         if d.model_hash != want:
             raise GruHwError(f"the model's shape or formats (hash {want.hex()}) are not the "
                              f"board's ({d.model_hash.hex()})")
-        regions = [(r.base, r.words) for r in weight_map(qm, d.lanes).regions(qm)]
+        regions = [(r.base, r.words) for r in weight_map(qm, d.lanes, _memory(d)).regions(qm)]
         wb = d.weight_bytes
         per_frame = max(1, (min(d.buffer_bytes, MAX_PAYLOAD) - WEIGHTS_ADDRESS_BYTES) // wb)
         frames = [(base + i, words[i:i + per_frame]) for base, words in regions

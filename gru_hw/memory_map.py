@@ -269,6 +269,11 @@ class MemoryMap:
         initialise): the packed rows of an SPRAM build; none in block RAM."""
         return self.regions(qm)[:1] if self.packed else []
 
+    def boot_image(self, qm=None) -> list[int]:
+        """Return the words a board loads from its flash at power-up, from address 0 (the
+        packed rows of an SPRAM build: :meth:`boot_regions`)."""
+        return [w for r in self.boot_regions(qm) for w in r.words]
+
     def load_image(self, qm=None) -> list[tuple[int, int]]:
         """Return the ``(address, word)`` a core must be loaded with before it runs ``qm``.
 

@@ -275,7 +275,8 @@ def from_build(build_dir: str | Path, model) -> dict:
     if want is not None and model_hash(qm, weights=not rw).hex() != want:
         raise GruHwError(f"the model is not the one the build in {build_dir} was made for "
                          f"(hash {model_hash(qm, weights=not rw).hex()}, build {want})")
-    config = core_config_for(qm, board, int(report["lanes"]), runtime_weights=rw)
+    config = core_config_for(qm, board, int(report["lanes"]), runtime_weights=rw,
+                             weight_memory=report.get("weight_memory", "bram"))
     return {"qm": qm, "config": config, "family": board.family.name,
             "synth_opts": board.family.synth_opts(board, runtime_weights=rw), "report": report}
 

@@ -31,8 +31,13 @@ bad CRC, unknown command, wrong length, a frame cut short (no byte for the board
 weights addressed outside the map. The board checks the whole frame before it acts: a refused frame
 changes nothing (a refused WEIGHTS frame writes no word and leaves the weights as they were). The
 checks are made in this order, the first that fails is reported: CRC, command, length, a READ with
-no result yet, the weights' address. Bytes that arrive while the board handles a frame (until the
+no result yet, a RUN before the weights are loaded (SPRAM builds), the weights' address. Bytes that arrive while the board handles a frame (until the
 last byte of its reply is on its way) are dropped.
+
+A board whose weights live in SPRAM (``weight_memory`` "spram" in the descriptor's flags) loads
+them from its configuration flash at power-up (:mod:`gru_hw.flash_image`); until that load has
+passed its CRC check it refuses RUN and RUN_KEEP with "weights not loaded", and IDENTIFY reports
+the load's state (``boot_state``: loaded, loading, no image, an image of another build, corrupt).
 
 The weights checksum in IDENTIFY is that running CRC-16: after loading a model region by region
 in address order (lane 0, ..., lane P-1, biases), it equals :func:`weights_checksum` of the whole
@@ -73,6 +78,7 @@ ERR_LENGTH = 0x03
 ERR_TIMEOUT = 0x04
 ERR_NO_RESULT = 0x05
 ERR_ADDRESS = 0x06
+ERR_NOT_LOADED = 0x07
 ERROR_NAMES = {
     ERR_CRC: "bad CRC",
     ERR_UNKNOWN_COMMAND: "unknown command",
@@ -80,6 +86,7 @@ ERROR_NAMES = {
     ERR_TIMEOUT: "frame cut short (timeout)",
     ERR_NO_RESULT: "no result to read yet",
     ERR_ADDRESS: "weights outside the weight map",
+    ERR_NOT_LOADED: "weights not loaded (the flash image is missing, corrupt or still loading)",
 }
 
 #: bytes of a WEIGHTS frame's start address (before the words)
@@ -253,6 +260,10 @@ _DESC = struct.Struct("<4sB8sHHHBbbBbbBBBBBHHIBBIH")
 DESCRIPTOR_BYTES = _DESC.size
 #: the weights checksum is the descriptor's last field (the board fills it in at run time)
 WEIGHTS_CRC_OFFSET = _DESC.size - 2
+#: the flags byte: bit 0 reset_after, 1 head, 2 run-time weights, 3 weights in SPRAM (loaded from
+#: flash at power-up), bits 4..6 the boot state (:mod:`gru_hw.flash_image` BOOT_*)
+FLAGS_OFFSET = struct.calcsize(_DESC.format[:_DESC.format.index("I") + 1])  # after clock_hz
+BOOT_STATE_SHIFT = 4
 
 
 @dataclass(frozen=True)
@@ -278,6 +289,8 @@ class BoardDescriptor:
     weight_words: int = 0   #: words in the whole weight image
     weights_crc: int = 0    #: CRC-16 of the weights loaded (see the module docstring)
     version: int = PROTOCOL_VERSION
+    spram: bool = False     #: weights in SPRAM, loaded from the board's flash at power-up
+    boot_state: int = 0     #: that load's state (gru_hw.flash_image BOOT_*; 0: loaded)
 
     @property
     def x_bytes(self) -> int:
@@ -318,19 +331,21 @@ class BoardDescriptor:
 
     @classmethod
     def for_model(cls, qm, *, lanes: int, max_steps: int, clock_hz: int,
-                  runtime_weights: bool = False) -> "BoardDescriptor":
-        """Return the descriptor a board built for ``qm`` answers with (at power-up)."""
+                  runtime_weights: bool = False, weight_memory: str = "bram") -> "BoardDescriptor":
+        """Return the descriptor a board built for ``qm`` answers with (once its weights are
+        loaded)."""
         from .link import weight_map
 
         mode = qm.spec.mode("x")
-        wmap = weight_map(qm, lanes)
+        wmap = weight_map(qm, lanes, weight_memory)
         image = [w for _, w in wmap.image()]
         wb = wmap.word_bytes
         return cls(model_hash(qm, weights=not runtime_weights), qm.input_size,
                    qm.hidden_sizes[-1], qm.output_size,
                    len(qm.layers), qm.spec.x_fmt, qm.spec.out_fmt, mode.rounding, mode.overflow,
                    max_steps, lanes, int(clock_hz), bool(qm.reset_after), qm.head_w is not None,
-                   bool(runtime_weights), wb, len(image), weights_checksum(image, wb))
+                   bool(runtime_weights), wb, len(image), weights_checksum(image, wb),
+                   spram=weight_memory == "spram")
 
     def to_bytes(self) -> bytes:
         """Return the IDENTIFY reply payload."""
@@ -340,7 +355,8 @@ class BoardDescriptor:
             self.x_fmt.width, self.out_fmt.int_bits, self.out_fmt.frac_bits, self.out_fmt.width,
             _ROUNDINGS.index(self.x_rounding), _OVERFLOWS.index(self.x_overflow),
             self.x_bytes, self.y_bytes, self.max_steps, self.lanes, self.clock_hz // 1000,
-            int(self.reset_after) | int(self.head) << 1 | int(self.runtime_weights) << 2,
+            int(self.reset_after) | int(self.head) << 1 | int(self.runtime_weights) << 2
+            | int(self.spram) << 3 | (self.boot_state & 7) << BOOT_STATE_SHIFT,
             self.weight_bytes, self.weight_words, self.weights_crc,
         )
 
@@ -361,7 +377,8 @@ class BoardDescriptor:
                        max_steps=f[17], lanes=f[18], clock_hz=f[19] * 1000,
                        reset_after=bool(f[20] & 1), head=bool(f[20] & 2),
                        runtime_weights=bool(f[20] & 4), weight_bytes=f[21], weight_words=f[22],
-                       weights_crc=f[23], version=f[1])
+                       weights_crc=f[23], version=f[1], spram=bool(f[20] & 8),
+                       boot_state=(f[20] >> BOOT_STATE_SHIFT) & 7)
         except (IndexError, GruHwError) as exc:
             raise LinkError(f"board sent a malformed descriptor ({exc})") from None
 
@@ -374,5 +391,6 @@ class BoardDescriptor:
             "out_fmt": self.out_fmt.to_json(), "max_steps": self.max_steps, "lanes": self.lanes,
             "clock_hz": self.clock_hz, "protocol_version": self.version,
             "runtime_weights": self.runtime_weights, "weight_words": self.weight_words,
+            "weight_memory": "spram" if self.spram else "bram",
             "weights_crc16": self.weights_crc,
         }

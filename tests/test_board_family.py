@@ -118,12 +118,12 @@ def test_every_board_has_a_flash_command(tmp_path, no_tool_env):
         b = BOARDS[name]
         d = _fake_build(tmp_path, b)
         bit = str(d / ("top.bin" if b.family is ICE40 else "top.bit"))
-        assert flash(d, dry_run=True) == [bit if a == "{bit}" else a for a in want], name
-        assert b.flash_command(bit) == flash(d, dry_run=True)
+        assert flash(d, dry_run=True)[0] == [bit if a == "{bit}" else a for a in want], name
+        assert b.flash_command(bit) == flash(d, dry_run=True)[0]
     ice = BOARDS["icebreaker"]
-    assert flash(tmp_path / "icebreaker", dry_run=True, persist=False) == \
+    assert flash(tmp_path / "icebreaker", dry_run=True, persist=False)[0] == \
         ["iceprog", "-S", str(tmp_path / "icebreaker" / "top.bin")]
-    assert flash(tmp_path / "ulx3s-85f", dry_run=True, persist=False) == \
+    assert flash(tmp_path / "ulx3s-85f", dry_run=True, persist=False)[0] == \
         ["openFPGALoader", "-b", "ulx3s", str(tmp_path / "ulx3s-85f" / "top.bit")]
     assert ice.flash_command("x.bin", env={"ICEPROG": "/opt/iceprog"}) == ["/opt/iceprog", "x.bin"]
 
@@ -151,7 +151,7 @@ def test_new_ecp5_board_flashes_with_its_own_loader_name(tmp_path, no_tool_env, 
     assert b.family is ECP5 and b.flash_method == "jtag"
     monkeypatch.setitem(BOARDS, b.name, b)
     d = _fake_build(tmp_path, b)
-    assert flash(d, dry_run=True) == ["openFPGALoader", "-b", "colorlight-i5", "-f",
+    assert flash(d, dry_run=True)[0] == ["openFPGALoader", "-b", "colorlight-i5", "-f",
                                       str(d / "top.bit")]
     # a name that starts like a known board takes nothing from it
     odd = _new_ecp5_board("ulx3s-lookalike", loader_board="colorlight-i9")

@@ -95,11 +95,11 @@ def test_flash_commands(tmp_path, monkeypatch):
     monkeypatch.delenv("ICEPROG", raising=False)
     monkeypatch.delenv("OPENFPGALOADER", raising=False)
     d = _fake_build(tmp_path, "icebreaker")
-    assert flash(d, dry_run=True) == ["iceprog", str(d / "top.bin")]
+    assert flash(d, dry_run=True)[0] == ["iceprog", str(d / "top.bin")]
     d = _fake_build(tmp_path, "ulx3s-85f")
-    assert flash(d, dry_run=True) == ["openFPGALoader", "-b", "ulx3s", "-f", str(d / "top.bit")]
+    assert flash(d, dry_run=True)[0] == ["openFPGALoader", "-b", "ulx3s", "-f", str(d / "top.bit")]
     d = _fake_build(tmp_path, "orangecrab-25f")
-    assert flash(d, dry_run=True) == ["openFPGALoader", "-b", "orangeCrab", str(d / "top.bit")]
+    assert flash(d, dry_run=True)[0] == ["openFPGALoader", "-b", "orangeCrab", str(d / "top.bit")]
 
 
 def test_flash_errors(tmp_path, monkeypatch):

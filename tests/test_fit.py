@@ -48,9 +48,14 @@ def test_choose_prefers_speed_then_width():
     roomy = [e for e in found if not e.tight]
     assert found[:len(roomy)] == roomy  # configurations with room first
     assert [e.cycles_per_step for e in roomy] == sorted(e.cycles_per_step for e in roomy)
+    assert found[0].weight_memory == "bram"  # the example fits block RAM: auto keeps it there
     big = random_model(np.random.default_rng(0), 12, [100], head=9)  # 33,600 weights
+    assert choose(big, "icebreaker")[0].weight_memory == "spram"  # too big for block RAM
     with pytest.raises(GruHwError, match=r"icebreaker: no configuration fits.*estimated"):
-        choose(big, "icebreaker")
+        choose(big, "icebreaker", weight_memory="bram")
+    huge = random_model(np.random.default_rng(0), 12, [400], head=9)  # 494,400 weights
+    with pytest.raises(GruHwError, match=r"icebreaker: no configuration fits.*SPRAM"):
+        choose(huge, "icebreaker", widths=((8, 8), (4, 8)))
 
 
 def test_build_refuses_before_synthesis(tmp_path, capsys):

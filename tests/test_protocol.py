@@ -161,7 +161,8 @@ def test_error_payload_round_trip():
     assert protocol.parse_error(payload[:1], 7) == (protocol.ERR_LENGTH, 7)
     assert set(protocol.ERROR_NAMES) == {protocol.ERR_CRC, protocol.ERR_UNKNOWN_COMMAND,
                                          protocol.ERR_LENGTH, protocol.ERR_TIMEOUT,
-                                         protocol.ERR_NO_RESULT, protocol.ERR_ADDRESS}
+                                         protocol.ERR_NO_RESULT, protocol.ERR_ADDRESS,
+                                         protocol.ERR_NOT_LOADED}
     assert protocol.commands(True) == protocol.COMMANDS + (protocol.CMD_WEIGHTS,)
     assert protocol.CMD_WEIGHTS not in protocol.commands(False)
 

@@ -65,7 +65,6 @@ class MACLanes(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
-        mm = cfg.memory_map
         vec = Signal(signed(self.vector_width), name="vec", reset_less=True)
         m.d.sync += vec.eq(self.vec)
         # pipeline control: the operand stage registered once with the operands, then with
