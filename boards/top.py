@@ -181,7 +181,9 @@ class BoardTop(Elaboratable):
 
     ``clock_mhz`` is what the PLL is asked for (default: the board's); :attr:`clock_mhz` is what
     it makes. ``baud`` sets the UART (8N1). Without a platform (simulation) the PLL is skipped:
-    drive :attr:`rx`, watch :attr:`tx`, and use ``divisor`` / ``timeout_cycles`` as given.
+    drive :attr:`rx`, watch :attr:`tx`, and use ``divisor`` / ``timeout_cycles`` as given;
+    without a board, ``profile`` picks the core's profile (default "dsp").
+    ``weight_memory="spram"``: the weights boot from the SPI flash at ``image_offset``.
     """
 
     def __init__(self, qm, lanes: int, board: Board | None, *, clock_mhz: float | None = None,
@@ -189,7 +191,7 @@ class BoardTop(Elaboratable):
                  timeout_ms: float = 50.0, divisor: int | None = None,
                  timeout_cycles: int | None = None, clock_not_above: bool = False,
                  runtime_weights: bool = False, weight_memory: str = "bram",
-                 image_offset: int = DEFAULT_IMAGE_OFFSET) -> None:
+                 image_offset: int = DEFAULT_IMAGE_OFFSET, profile=None) -> None:
         self.board = board
         if board is not None:
             want = clock_mhz if clock_mhz is not None else board.default_clock_mhz
@@ -208,21 +210,21 @@ class BoardTop(Elaboratable):
                             clock_hz=int(round(hz)), max_steps=max_steps,
                             heartbeat_log2=log2, stretch_log2=max(2, log2 - 4),
                             config=self._config(qm, lanes, board, core, runtime_weights,
-                                                weight_memory),
+                                                weight_memory, profile),
                             runtime_weights=runtime_weights, image_offset=image_offset)
         self.rx = self.link.rx
         self.tx = self.link.tx
 
     @staticmethod
-    def _config(qm, lanes, board, core, runtime_weights, weight_memory):
-        """The core's configuration: the board's; without a board (simulation) the default
-        profile, and SPRAM as an Amaranth memory (the simulator cannot run the cell)."""
+    def _config(qm, lanes, board, core, runtime_weights, weight_memory, profile):
+        """The core's configuration: the board's; without a board (simulation) ``profile``
+        (default "dsp"), and SPRAM as an Amaranth memory (the simulator cannot run the cell)."""
         if core is not None:
             return None
         if board is not None:
             return core_config_for(qm, board, lanes, runtime_weights=runtime_weights,
                                    weight_memory=weight_memory)
-        return CoreConfig(qm, lanes, runtime_weights=runtime_weights,
+        return CoreConfig(qm, lanes, profile, runtime_weights=runtime_weights,
                           weight_memory=weight_memory, spram_cells=False)
 
     @property

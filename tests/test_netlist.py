@@ -147,3 +147,22 @@ def test_build_verify_ulx3s_16_bits(tmp_path, capsys):
     assert v["match"] and v["sequences"] == 3 and v["synth"] == "synth_ecp5"
     assert v["cells"].get("MULT18X18D", 0) >= 2
     assert "equals golden on 3 random sequences" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_spram_netlist_is_exact(simulator, sim_root, tmp_path):
+    """Weights in SPRAM: the synthesized netlist has SB_SPRAM256KA cells, simulated with
+    Yosys's own model; the bench loads them through the weight port first, as the board's
+    flash loader does."""
+    require_tool(simulator)
+    qm, xq, lengths = _case(reset_after=False)
+    board = get_board("icebreaker")
+    config = core_config_for(qm, board, 3, weight_memory="spram")
+    res = netlist_run(qm, xq, lengths, config=config, family="ice40",
+                      synth_opts=board.family.synth_opts(board), build_root=sim_root,
+                      test_dir=tmp_path, simulator=simulator,
+                      options={"idle": [0, 1, 0], "backpressure": {"random": 0.3, "seed": 2}})
+    assert res["match"], res["mismatch"]
+    cells = res["netlist"]["cells"]
+    assert cells.get("SB_SPRAM256KA", 0) == config.memory_map.spram_blocks == 2
+    assert cells.get("SB_MAC16", 0) >= 3
