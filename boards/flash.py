@@ -313,9 +313,8 @@ class FlashLoader(wiring.Component):
         bad = Signal()                        # a header byte so far was not the expected one
         in_word = Signal(range(wb))           # byte of the word
         count = Signal(range(n))              # word being assembled
-        asm = Signal(8 * wb)                  # its bytes so far, the last in the top byte
-        word = Cat(asm[8:], byte)             # the word, when ``byte`` is its last
-        w_reg = Signal(8 * wb)
+        w_reg = Signal(8 * wb)                # the word's bytes so far, the last in the top byte
+        word = Cat(w_reg[8:], byte)           # shifted in: the word, when ``byte`` is its last
         w_valid, w_last = Signal(), Signal()
         w_addr = Signal(self.addr_width, init=self.base)
         m.d.comb += [ws.valid.eq(w_valid), ws.payload.addr.eq(w_addr),
@@ -356,12 +355,14 @@ class FlashLoader(wiring.Component):
                         with m.Else():
                             m.next = "WORDS"
             with m.State("WORDS"):
-                # a word's last byte waits while the last word is still on the port
-                m.d.comb += [r.ready.eq((in_word != wb - 1) | ~w_valid), crc.valid.eq(take)]
+                # the word is assembled in the port's register: a byte waits while the last word
+                # is still on the port (the core takes a word at once between sequences; the
+                # bytes come byte_cycles apart, so this costs nothing then)
+                m.d.comb += [r.ready.eq(~w_valid), crc.valid.eq(take)]
                 with m.If(take):
-                    m.d.sync += [asm.eq(word), in_word.eq(in_word + 1)]
+                    m.d.sync += [w_reg.eq(word), in_word.eq(in_word + 1)]
                     with m.If(in_word == wb - 1):
-                        m.d.sync += [in_word.eq(0), w_reg.eq(word), w_valid.eq(1),
+                        m.d.sync += [in_word.eq(0), w_valid.eq(1),
                                      w_last.eq(count == n - 1), count.eq(count + 1)]
                         with m.If(count == n - 1):
                             m.next = "TRAILER"
