@@ -333,6 +333,7 @@ class FlashLoader(wiring.Component):
         # critical path at 33.5 MHz).
         exp_q = Signal(8)
         magic_end, header_end = Signal(), Signal()
+        at_magic_end, at_header_end = Signal(), Signal()  # the byte just taken was that one
         m.d.sync += [exp_q.eq(expected.word_select(idx, 8)),
                      magic_end.eq(idx == fi.MAGIC_BYTES - 1),
                      header_end.eq(idx == fi.HEADER_BYTES - 1)]
@@ -344,16 +345,24 @@ class FlashLoader(wiring.Component):
             with m.State("HEADER"):
                 m.d.comb += [r.ready.eq(1), crc.valid.eq(take & (idx >= fi.MAGIC_BYTES))]
                 with m.If(take):
-                    wrong = bad | (byte != exp_q)
-                    m.d.sync += [idx.eq(idx + 1), bad.eq(wrong)]
-                    with m.If(magic_end & wrong):
-                        finish(fi.BOOT_MISSING)
-                    with m.If(header_end):
-                        m.d.sync += idx.eq(0)
-                        with m.If(wrong):
-                            finish(fi.BOOT_MISMATCH)
-                        with m.Else():
-                            m.next = "WORDS"
+                    m.d.sync += [idx.eq(idx + 1), bad.eq(bad | (byte != exp_q)),
+                                 at_magic_end.eq(magic_end), at_header_end.eq(header_end)]
+                    with m.If(magic_end | header_end):
+                        m.next = "DECIDE"
+            with m.State("DECIDE"):
+                # decided from registers, a cycle after the magic's or the header's last byte
+                # (the next byte is byte_cycles away): the compare is not on the path into the
+                # reader's stop and the FSM
+                with m.If(bad & at_magic_end):
+                    finish(fi.BOOT_MISSING)
+                with m.Elif(at_header_end):
+                    m.d.sync += idx.eq(0)
+                    with m.If(bad):
+                        finish(fi.BOOT_MISMATCH)
+                    with m.Else():
+                        m.next = "WORDS"
+                with m.Else():
+                    m.next = "HEADER"
             with m.State("WORDS"):
                 # the word is assembled in the port's register: a byte waits while the last word
                 # is still on the port (the core takes a word at once between sequences; the

@@ -386,7 +386,7 @@ def test_loader_erased_flash_is_missing():
     beats, state, done_at = _boot(loader, b"\xff" * 64, lambda t: True)
     assert (beats, state) == ([], fi.BOOT_MISSING)
     # decided after the 4 magic bytes
-    assert done_at == loader.timing.first_byte_cycles + 3 * loader.byte_cycles + 1
+    assert done_at == loader.timing.first_byte_cycles + 3 * loader.byte_cycles + 2  # the byte, DECIDE, done
     image = bytearray(fi.build_image(list(range(8)), 2, HASH))
     image[2] ^= 0x04
     beats, state, _ = _boot(_loader(8, 2, 16), bytes(image), lambda t: True)
@@ -417,7 +417,7 @@ def test_loader_foreign_image_is_mismatch(kind):
     loader = _loader(len(words), 2, 16)
     beats, state, done_at = _boot(loader, image, _random_ready(3))
     assert (beats, state) == ([], fi.BOOT_MISMATCH)
-    assert done_at == loader.timing.first_byte_cycles + 17 * loader.byte_cycles + 1
+    assert done_at == loader.timing.first_byte_cycles + 17 * loader.byte_cycles + 2  # the byte, DECIDE, done
     # the same loader takes the right image
     beats, state, _ = _boot(_loader(len(words), 2, 16), fi.build_image(words, 2, HASH),
                             _random_ready(4))
