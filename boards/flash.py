@@ -85,10 +85,12 @@ class SPITiming:
     def first_byte_cycles(self) -> int:
         """Cycles from the cycle ``start`` is high to the first cycle the first byte is valid."""
         d, lo = self.divisor, self.low_cycles
-        # start taken; CS inactive; 0xAB's 8 bits and a low phase; CS inactive; READ and the
-        # address: 32 bits and a low phase; the first byte's 8th rising edge, its register
-        return (1 + self.deselect_cycles + 8 * d + lo + self.wake_cycles + 32 * d + lo + 7 * d
-                + 1)
+        # start taken; CS inactive; per frame a low phase with CS active before the first rising
+        # edge (CS is registered once more at the pin); 0xAB's 8 bits and a low phase; CS
+        # inactive; READ and the address: 32 bits and a low phase; the first byte's 8th rising
+        # edge, its register
+        return (1 + self.deselect_cycles + 1 + 8 * d + lo + self.wake_cycles + 1 + 32 * d + lo
+                + 7 * d + 1)
 
 
 class SPIFlashReader(wiring.Component):
@@ -148,6 +150,12 @@ class SPIFlashReader(wiring.Component):
         rx = Signal(8)            # bits received, last in bit 0
         addr = Signal(FLASH_ADDR_WIDTH)
         m.d.comb += spi.copi.eq(shreg[-1])
+        # CS is registered once more on its way to the pin (the pin's register may sit by the
+        # pin, away from this logic: the frame logic into CS was the SPRAM builds' critical path);
+        # a frame waits one more cycle before its first rising edge, so CS is still set up a full
+        # low phase ahead of it
+        cs = Signal()
+        m.d.sync += spi.cs.eq(cs)
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
 
@@ -175,7 +183,7 @@ class SPIFlashReader(wiring.Component):
                 m.d.sync += [spi.clk.eq(0), timer.eq(lo - 1), shreg.eq(shreg << 1)]
 
         def begin_frame(bits_to_send) -> None:
-            m.d.sync += [spi.cs.eq(1), shreg.eq(bits_to_send), bits.eq(0), timer.eq(lo - 1)]
+            m.d.sync += [cs.eq(1), shreg.eq(bits_to_send), bits.eq(0), timer.eq(lo)]
 
         def leave_on_stop() -> None:
             with m.If(self.stop):
@@ -195,7 +203,7 @@ class SPIFlashReader(wiring.Component):
                 leave_on_stop()
             with m.State("WAKE"):
                 def wake_end() -> None:
-                    m.d.sync += [spi.cs.eq(0), timer.eq(self.wake_cycles - 1)]
+                    m.d.sync += [cs.eq(0), timer.eq(self.wake_cycles - 1)]
                     m.next = "WAKE_WAIT"
                 clock(8, wake_end)
                 leave_on_stop()
@@ -216,7 +224,7 @@ class SPIFlashReader(wiring.Component):
                 clock(0, None)
                 leave_on_stop()
         with m.If(self.stop):
-            m.d.sync += [spi.cs.eq(0), spi.clk.eq(0), o.valid.eq(0)]
+            m.d.sync += [cs.eq(0), spi.clk.eq(0), o.valid.eq(0)]
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
 
@@ -324,7 +332,6 @@ class FlashLoader(wiring.Component):
 
         def finish(state) -> None:
             m.d.sync += [self.state.eq(state), self.done.eq(1)]
-            m.d.comb += reader.stop.eq(1)  # CS inactive from the cycle ``done`` rises
             m.next = "DONE"
 
         # The expected header byte and the position tests are registered from ``idx`` (they
@@ -386,7 +393,10 @@ class FlashLoader(wiring.Component):
                 with m.If(~w_valid):
                     finish(Mux(crc.match_detected, fi.BOOT_OK, fi.BOOT_CORRUPT))
             with m.State("DONE"):
-                m.d.comb += reader.stop.eq(1)
+                pass
+        # the read ends once ``done`` is set (a register: the decisions are not on the path
+        # into the reader's frame logic)
+        m.d.comb += reader.stop.eq(self.done)
         return m
 
 

@@ -118,11 +118,12 @@ class BoardClient:
     BOOT_POLLS = 200
 
     def __init__(self, port: SerialLike, *, expect=None, retries: int = 0,
-                 loading: bool = False) -> None:
+                 loading: bool = False, boot_polls: int | None = None) -> None:
         self.port = port
         self.expect = expect
         self.retries = retries
         self.loading = loading
+        self.boot_polls = self.BOOT_POLLS if boot_polls is None else boot_polls
         self.descriptor: BoardDescriptor | None = None
 
     def request(self, code: int, payload: bytes = b"") -> bytes:
@@ -144,7 +145,7 @@ class BoardClient:
         from .flash_image import BOOT_LOADING, BOOT_STATE_NAMES
 
         desc = self.identify_raw()
-        for _ in range(self.BOOT_POLLS):  # a board just powered up may still be loading
+        for _ in range(self.boot_polls):  # a board just powered up may still be loading
             if not (desc.spram and desc.boot_state == BOOT_LOADING):
                 break
             desc = self.identify_raw()

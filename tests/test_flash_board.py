@@ -176,7 +176,8 @@ def test_large_model_boots_and_runs_exact(name):
     assert top.core.schedule.cycles_per_step <= 1.05 * -(-top.core.schedule.macs_per_step // 8)
 
     def host(port):
-        return _runs(link.BoardClient(port, expect=qm), xq, lengths)
+        # the simulated UART is fast (divisor 4): poll IDENTIFY through the whole boot
+        return _runs(link.BoardClient(port, expect=qm, boot_polls=10_000), xq, lengths)
 
     y = run_board_sim(WithFlash(top), DIVISOR, host, timeout_cycles=200 * TIMEOUT,
                       max_cycles=200_000_000)
