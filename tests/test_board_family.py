@@ -16,6 +16,7 @@ import pytest
 from gru_hw.board import YOWASP_TOOLS, core_config_for, flash, suggest_lanes
 from gru_hw.boards import BOARDS, ECP5, FAMILIES, ICE40, Board, get_board, get_family
 from gru_hw.boards.family import Family
+from gru_hw.errors import GruHwError
 from gru_hw.boards.pll import PLLClockDomain, ecp5_pll, ice40_pll
 from gru_hw.boards.top import BoardTop
 from gru_hw.config import PROFILES
@@ -118,14 +119,35 @@ def test_every_board_has_a_flash_command(tmp_path, no_tool_env):
         b = BOARDS[name]
         d = _fake_build(tmp_path, b)
         bit = str(d / ("top.bin" if b.family is ICE40 else "top.bit"))
-        assert flash(d, dry_run=True)[0] == [bit if a == "{bit}" else a for a in want], name
-        assert b.flash_command(bit) == flash(d, dry_run=True)[0]
+        assert flash(d, dry_run=True) == [[bit if a == "{bit}" else a for a in want]], name
+        assert [b.flash_command(bit)] == flash(d, dry_run=True)
     ice = BOARDS["icebreaker"]
     assert flash(tmp_path / "icebreaker", dry_run=True, persist=False)[0] == \
         ["iceprog", "-S", str(tmp_path / "icebreaker" / "top.bin")]
     assert flash(tmp_path / "ulx3s-85f", dry_run=True, persist=False)[0] == \
         ["openFPGALoader", "-b", "ulx3s", str(tmp_path / "ulx3s-85f" / "top.bit")]
     assert ice.flash_command("x.bin", env={"ICEPROG": "/opt/iceprog"}) == ["/opt/iceprog", "x.bin"]
+
+
+def test_spram_build_flashes_its_weight_image(tmp_path, no_tool_env, capsys):
+    """An SPRAM build: the bitstream, then the weight image at its flash offset (also when the
+    bitstream goes to SRAM only); a missing image is an error naming it."""
+    from gru_hw import cli
+
+    ice = BOARDS["icebreaker"]
+    d = _fake_build(tmp_path, ice)
+    rep = {"board": "icebreaker", "weight_memory": "spram",
+           "weight_image": {"file": "weights.bin", "offset": 0x100000, "bytes": 4}}
+    (d / "report.json").write_text(json.dumps(rep))
+    with pytest.raises(GruHwError, match=r"no weight image weights.bin"):
+        flash(d, dry_run=True)
+    (d / "weights.bin").write_bytes(b"GRUW")
+    bit, image = str(d / "top.bin"), str(d / "weights.bin")
+    want = [["iceprog", bit], ["iceprog", "-o", "1024k", image]]
+    assert flash(d, dry_run=True) == want
+    assert flash(d, dry_run=True, persist=False) == [["iceprog", "-S", bit], want[1]]
+    assert cli.main(["flash", str(d), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines() == [" ".join(c) for c in want]
 
 
 def test_flash_prepare_dfu_suffix_only_for_dfu_boards():
