@@ -31,12 +31,17 @@ WEIGHT_MEMORY_CHOICES = ("auto", "bram", "spram")
 #: bits 5,264, 8/8 with run-time weights 5,194; ULX3S-85F 32 lanes 16/16: 7,226 LUT; the lane
 #: slope from builds of the previous core at 1, 2, 4 and 8 lanes). The weight-bit slope is not
 #: measured (a guess); ``error`` is the margin, as a fraction of the device, below which an
-#: estimate counts as tight.
+#: estimate counts as tight. Weights in SPRAM add the flash loader and the core's weight port
+#: (``flash_boot``: the example in SPRAM, 8/8 bits, 4,984 LC) and per doubling of the widest
+#: hidden size ``per_hidden_doubling`` (wider counters and addresses: 12 -> 128 in SPRAM, 5,184
+#: LC); both from iCEBreaker builds, the ECP5 figures unmeasured (guesses).
 LOGIC_MODEL = {
     "ice40": {"base": 4204, "per_lane": 48, "per_act_bit": 338, "per_weight_bit": 40,
-              "runtime_weights": 606, "flash_boot": 300, "error": 0.03},
+              "runtime_weights": 606, "flash_boot": 396, "per_hidden_doubling": 100,
+              "error": 0.03},
     "ecp5": {"base": 2400, "per_lane": 110, "per_act_bit": 120, "per_weight_bit": 30,
-             "runtime_weights": 900, "flash_boot": 300, "error": 0.10},
+             "runtime_weights": 900, "flash_boot": 400, "per_hidden_doubling": 100,
+             "error": 0.10},
 }
 
 
@@ -167,7 +172,8 @@ def estimate(qm, board, lanes: int, *, runtime_weights: bool = False,
            + model["per_act_bit"] * (spec.act_bits - 8)
            + model["per_weight_bit"] * (spec.weight_bits - 8)
            + (model["runtime_weights"] if runtime_weights else 0)
-           + (model["flash_boot"] if weight_memory == "spram" else 0))
+           + (model["flash_boot"] if weight_memory == "spram" else 0)
+           + model["per_hidden_doubling"] * max(0.0, math.log2(max(qm.hidden_sizes) / 32)))
     caps = b.resources()
     return FitEstimate(
         board=b.name, lanes=lanes, weight_bits=spec.weight_bits, act_bits=spec.act_bits,
