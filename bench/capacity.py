@@ -94,11 +94,22 @@ def identify(r: dict) -> tuple[str, str] | None:
         for model, train in candidates:
             qm = quantize_model(load_model(ROOT / model), spec)
             if model_hash(qm, weights=not r.get("runtime_weights")).hex() == r["model_hash"]:
-                return (str((ROOT / model).relative_to(ROOT)),
-                        str((ROOT / train).relative_to(ROOT)))
+                return str(_shown(ROOT / model)), str(_shown(ROOT / train))
     except Exception:  # noqa: BLE001 - any failure: the model is not known
         pass
     return None
+
+
+def _shown(path) -> Path:
+    """``path`` relative to the repository when it is inside it (as given or resolved), else
+    absolute (build/models may be a link to another checkout's)."""
+    p = Path(path)
+    for cand in (p, p.absolute(), p.resolve()):
+        try:
+            return cand.relative_to(ROOT)
+        except ValueError:
+            continue
+    return p.resolve()
 
 
 def command_for(build_dir: str, r: dict) -> str:
@@ -161,8 +172,7 @@ def sweep(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, hidden in wanted:
             model, train = ((EXAMPLE, EXAMPLE_TRAIN) if name is None else
-                            (paths[name].relative_to(ROOT), split_path(DEFAULT_OUT, name, "train")
-                             .resolve().relative_to(ROOT)))
+                            (_shown(paths[name]), _shown(split_path(DEFAULT_OUT, name, "train"))))
             folder = name or f"h{hidden[0]}"
             out = (Path(args.keep) if args.keep else Path(tmp)) / folder
             opts = ["--lanes", str(LANES), "--weight-bits", str(BITS[0]), "--act-bits",

@@ -179,6 +179,6 @@ def test_large_model_boots_and_runs_exact(name):
         # the simulated UART is fast (divisor 4): poll IDENTIFY through the whole boot
         return _runs(link.BoardClient(port, expect=qm, boot_polls=10_000), xq, lengths)
 
-    y = run_board_sim(WithFlash(top), DIVISOR, host, timeout_cycles=200 * TIMEOUT,
+    y = run_board_sim(WithFlash(top), DIVISOR, host, timeout_cycles=5_000_000,
                       max_cycles=200_000_000)
     np.testing.assert_array_equal(y, gold)
