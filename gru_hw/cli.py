@@ -612,7 +612,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                    else "does not fit: " + ", ".join(f"{k.upper()} {v} over"
                                                       for k, v in est.over.items()))
         fit_line = f"\n  {args.board}: {verdict} ({est.describe()}, profile {est.profile})"
-        if wm == "spram":
+        if wm == "spram" and est.fits:
             fit_line += ("\n  weights in SPRAM: the board loads them from its flash at power-up "
                          "(gru-hw build writes the image, gru-hw flash writes it)")
         if not est.fits and "spram" in est.over:

@@ -214,7 +214,7 @@ def resolve_weight_memory(qm, board, lanes: int, *, runtime_weights: bool = Fals
         return "bram", est
     sp = estimate(qm, b, lanes, runtime_weights=runtime_weights, max_steps=max_steps,
                   weight_memory="spram")
-    return ("spram", sp) if sp.fits or len(sp.over) < len(est.over) else ("bram", est)
+    return ("spram", sp) if sp.fits or len(sp.over) <= len(est.over) else ("bram", est)
 
 
 def spram_capacity_hint(qm, board, lanes: int) -> str:

@@ -86,3 +86,23 @@ def test_build_budget_flags(tmp_path, capsys):
                      "--calibrate", str(train), "--target-error", "0.0001"]) == 1
     assert "no widths up to 24 bits meet the target" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_info_says_how_a_big_model_fits(tmp_path, capsys):
+    """info --board icebreaker: a model too big for block RAM goes to SPRAM (said before
+    synthesis); one too big even for SPRAM is told the largest hidden size and the narrowest
+    weight width that would fit."""
+    big = tmp_path / "big.npz"
+    random_model(np.random.default_rng(0), 12, [100], head=9).save_npz(big)
+    assert cli.main(["info", str(big), "--board", "icebreaker", "--lanes", "8",
+                     "--weight-bits", "8", "--act-bits", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "icebreaker: fits" in out and "weights in SPRAM" in out
+    huge = tmp_path / "huge.npz"
+    random_model(np.random.default_rng(0), 12, [400], head=9).save_npz(huge)
+    assert cli.main(["info", str(huge), "--board", "icebreaker", "--lanes", "8",
+                     "--weight-bits", "8", "--act-bits", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "does not fit" in out and "SPRAM" in out
+    assert "would fit: hidden size 200 at 8-bit weights" in out
+    assert "this model at 2-bit weights (--weight-bits 2)" in out
