@@ -19,8 +19,8 @@ accumulators in a small per-lane buffer, the second one *emits*: when a group en
 (paired with the parked ones) are loaded into a shift chain that feeds the nonlinear tail one row
 per cycle, or with the profile's ``tail_width`` K > 1 one *beat* of rows per cycle (``beat``
 rows of the phase, aligned to multiples of ``beat`` in the phase's row order: a group that
-starts inside a beat sends that beat's rest first). Because the input part of step t+1 does not depend on h_t, layer 0 runs it first and it
-overlaps the tail of step t; upper layers run their recurrent part first (it only needs their own
+starts inside a beat sends that beat's rest first). Because the input part of step t+1 does
+not depend on h_t, layer 0 runs it first and it overlaps the tail of step t; upper layers run their recurrent part first (it only needs their own
 h_{t-1}) and their input part (which needs h of the layer below, step t) second.
 """
 
@@ -154,7 +154,9 @@ class Schedule:
     multipliers change the tail latencies and, for "seq", the rate at which emitted rows leave
     the shift chain (one per SEQ_STEPS cycles: no cycles lost while every emitting group has at
     least SEQ_STEPS * lanes columns, e.g. 8 lanes, H = 32); its extra registers change the
-    latency from the MAC lanes to the tail.
+    latency from the MAC lanes to the tail; its tail width K makes every group leave the chain
+    in beats of up to K rows (:meth:`beat_rows`, :meth:`Phase.group_beats`) instead of one row
+    per cycle.
     """
 
     shapes: Shapes

@@ -8,7 +8,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .chain import ROWSET_CODE, ChainExit
+from .chain import ChainExit
 from .mac import tag_layout
 
 __all__ = ["WideChainExit", "beat_layout"]
@@ -18,9 +18,9 @@ def beat_layout(config) -> data.StructLayout:
     """Return the layout of a beat entering the tail (tail width K > 1).
 
     ``valid`` (K bits, slot i holds an emitted row), the two parts of each slot's row ``ax`` /
-    ``ah`` (biases added), the ``layer``, the ``rowset`` (:data:`ROWSET_CODE`) and the beat's
-    index ``beat`` in its phase: slot i holds the phase's row ``beat * B + i`` (B the phase's
-    rows per beat, :meth:`gru_hw.schedule.Schedule.beat_rows`).
+    ``ah`` (biases added), the ``layer``, the ``rowset`` (:data:`gru_hw.gateware.chain.
+    ROWSET_CODE`) and the beat's index ``beat`` in its phase: slot i holds the phase's row
+    ``beat * B + i`` (B the phase's rows per beat, :meth:`gru_hw.schedule.Schedule.beat_rows`).
     """
     k = config.profile.tail_width
     hs = config.qm.hidden_sizes

@@ -22,7 +22,8 @@ class Controller(wiring.Component):
 
     Inside a group it never stalls; at a group or phase start it waits for its dependencies:
     the input beat, the state of a layer being up to date, the r*h vector, room in the output
-    register, room in the shift chain (it counts the chain's occupancy).
+    register, room in the shift chain (it counts the chain's occupancy: a group's rows, or with
+    tail width K > 1 its beats, :meth:`gru_hw.schedule.Phase.group_beats`).
 
     Ports:
       * ``i_stream`` (in): the input beats (:func:`gru_hw.gateware.streams.input_layout`);
@@ -82,7 +83,7 @@ class Controller(wiring.Component):
     def _phase_decode(self, m, s):
         """The current phase's constants and start conditions (a table indexed by ``ph``)."""
         cfg = self.config
-        hs, nl, top = s.hs, len(s.hs), len(s.hs) - 1
+        top = len(s.hs) - 1
         P = cfg.lanes
         geo = s.geo
         sbase, gbase, hq = geo.sbase, geo.gbase, geo.hq

@@ -11,6 +11,11 @@ latency declared and checked against simulation):
 * :class:`~gru_hw.gateware.tail.Tail`: requantizers, PWL sigmoid/tanh, products, update;
 * :class:`~gru_hw.gateware.state.StateMemories`: hidden-state banks and gate memories.
 
+With the profile's tail width K > 1 (K = 3U) the chain and the tail are
+:class:`~gru_hw.gateware.chain_wide.WideChainExit` (beats of up to K rows per cycle, parked
+and emitted) and :class:`~gru_hw.gateware.tail_wide.UnitTail` (U hidden units per cycle), and
+the state memories are split into U ways.
+
 The cycle model is :class:`gru_hw.schedule.Schedule`, whose latencies are the components'.
 Every requantization point uses its own rounding and overflow mode from the QuantSpec.
 """
@@ -139,23 +144,30 @@ class GRUCore(wiring.Component):
                      lanes.first.eq(ctrl.first), lanes.vec.eq(ctrl.vec), lanes.tag.eq(ctrl.tag),
                      chain.load.eq(lanes.o_valid & lanes.o_tag.last), chain.sums.eq(lanes.sums),
                      chain.tag.eq(lanes.o_tag)]
-        # memories
-        connect(m, ctrl.vec_rd, mems.vec_rd)
-        if not cfg.qm.reset_after:
-            connect(m, ctrl.rh_rd, mems.rh_rd)
-        if wide:
+        if not wide:
+            m.d.comb += tail.row.eq(chain.row)
+            # memories
+            connect(m, ctrl.vec_rd, mems.vec_rd)
+            for name in ("upd_rd", "st_wr", "z_wr", "z_rd"):
+                connect(m, getattr(tail, name), getattr(mems, name))
+            if cfg.qm.reset_after:
+                connect(m, tail.r_wr, mems.r_wr)
+                connect(m, tail.r_rd, mems.r_rd)
+            else:
+                connect(m, tail.rh_h_rd, mems.rh_h_rd)
+                connect(m, tail.rh_wr, mems.rh_wr)
+                connect(m, ctrl.rh_rd, mems.rh_rd)
+        else:
             m.d.comb += tail.beat.eq(chain.beat)
-            names = ["upd_rd", "st_wr"] + ([] if cfg.qm.reset_after else
-                                           ["rh_h_rd", "rh_wr", "z_wr", "z_rd"])
-            for name in names:  # one port per way
+            # memories: the tail's ports one per way
+            connect(m, ctrl.vec_rd, mems.vec_rd)
+            names = ["upd_rd", "st_wr"]
+            if not cfg.qm.reset_after:
+                names += ["rh_h_rd", "rh_wr", "z_wr", "z_rd"]
+                connect(m, ctrl.rh_rd, mems.rh_rd)
+            for name in names:
                 for w in range(mems.geometry.ways):
                     connect(m, getattr(tail, name)[w], getattr(mems, name)[w])
-        else:
-            m.d.comb += tail.row.eq(chain.row)
-            names = ["upd_rd", "st_wr", "z_wr", "z_rd"] + (["r_wr", "r_rd"] if cfg.qm.reset_after
-                                                           else ["rh_h_rd", "rh_wr"])
-            for name in names:
-                connect(m, getattr(tail, name), getattr(mems, name))
         # tail completions -> controller; layer status -> tail
         m.d.comb += [ctrl.n_done.eq(tail.n_done), ctrl.n_layer.eq(tail.n_layer),
                      ctrl.rz_done.eq(tail.rz_done), ctrl.rz_layer.eq(tail.rz_layer),
