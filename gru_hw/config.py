@@ -28,7 +28,8 @@ WEIGHT_MEMORIES = ("bram", "spram")
 class CoreProfile:
     """How a core is built.
 
-    * ``tail_mul``: the tail's four multipliers. ``"dsp"``: ``*`` with registered output (hard
+    * ``tail_mul``: the tail's multipliers (four; five per hidden unit of a beat with
+      ``tail_width`` > 1). ``"dsp"``: ``*`` with registered output (hard
       multipliers); ``"lut"``: shift-and-add in logic, one product per cycle; ``"seq"``:
       sequential shift-and-add, one product per :data:`gru_hw.gateware.arith.SEQ_STEPS` cycles
       (the smallest; the tail then takes one emitted row per SEQ_STEPS cycles).

@@ -317,3 +317,35 @@ def test_verilator_wide_tail_exact_with_backpressure(reset_after, hidden, head, 
     assert free["match"], free["mismatch"]
     sch = Schedule(qm, lanes, profile="dsp-k3")
     assert free["cycles"].tolist() == [sch.cycles_per_sequence(int(t)) for t in lengths]
+
+
+# ---- the board: UART link, host code, run-time weights over the line ---------------------------
+def test_board_with_a_wide_tail_runs_and_loads_weights():
+    """A BoardTop whose core has tail width 3 (lanes 4: groups start inside beats): sequences
+    through the host's code equal golden; a model loaded over the UART (the host's weight map,
+    made without the profile) is exact too."""
+    from gru_hw import link
+    from gru_hw.boards.sim import run_board_sim
+    from gru_hw.boards.top import BoardTop
+
+    qa = _qm(7, 3, [4], reset_after=True, head=2, bits=(8, 10))
+    qb = quantize_model(random_model(np.random.default_rng(21), 3, [4], head=2), qa.spec)
+    rng = np.random.default_rng(4)
+    f = qa.spec.x_fmt
+    xq = rng.integers(f.min_int, f.max_int + 1, (3, 4, 3))
+    lengths = np.array([4, 1, 3])
+    top = BoardTop(qa, 4, None, divisor=4, timeout_cycles=600, max_steps=8,
+                   runtime_weights=True, profile="dsp-k3")
+    assert top.core.config.profile.tail_width == 3
+
+    def host(port):
+        ya = [link.BoardClient(port, expect=qa).run_sequence(xq[n, :lengths[n]]).y
+              for n in range(len(xq))]
+        cb = link.BoardClient(port, expect=qb, loading=True)
+        cb.load_weights(qb)
+        yb = [cb.run_sequence(xq[n, :lengths[n]]).y for n in range(len(xq))]
+        return np.stack(ya), np.stack(yb)
+
+    ya, yb = run_board_sim(top, 4, host, timeout_cycles=12000)
+    np.testing.assert_array_equal(ya, int_forward_q(qa, xq, lengths).y)
+    np.testing.assert_array_equal(yb, int_forward_q(qb, xq, lengths).y)
