@@ -6,6 +6,9 @@ the measured cycles/step on whole 29-step sequences in Amaranth's simulator
 simulated row asserts that the output equals the golden model and the measured cycles the schedule.
 
     python bench/cycles.py [--lanes 1,2,4,8,16,32,96] [--steps 29] [--profile dsp] [--no-sim]
+
+``--profile`` takes a profile name with a tail width, e.g. ``dsp-k3`` (bench/tail_width.py
+compares tail widths).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gru_hw.golden import int_forward_q, quantize_inputs  # noqa: E402
 from gru_hw.model import DenseHead, GRULayer, GRUModel  # noqa: E402
 from gru_hw.quant import choose_spec, quantize_model  # noqa: E402
-from gru_hw.config import PROFILES  # noqa: E402
+from gru_hw.config import PROFILES, get_profile  # noqa: E402
 from gru_hw.schedule import Schedule  # noqa: E402
 
 
@@ -48,10 +51,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lanes", default="1,2,4,8,16,32,96")
     ap.add_argument("--steps", type=int, default=29)
-    ap.add_argument("--profile", default="dsp", choices=sorted(PROFILES),
-                    help="core profile (default: %(default)s; the iCE40 core is 'seq')")
+    ap.add_argument("--profile", default="dsp",
+                    help=f"core profile, one of {sorted(PROFILES)} or one with a tail width "
+                         "such as dsp-k3 (default: %(default)s; the iCE40 core is 'seq')")
     ap.add_argument("--no-sim", action="store_true", help="schedule only, no Amaranth simulation")
     args = ap.parse_args(argv)
+    get_profile(args.profile)  # a bad name fails here, with the list
     model, src = load_model()
     qm = quantize_model(model, choose_spec(model, 16, 16))
     t = args.steps
@@ -92,7 +97,9 @@ def main(argv=None) -> int:
              "excess is cycles in which the lanes wait" if issue_is_ideal else
              "some lane counts issue more cycles than the ideal (partial lane groups)")
     every = " or ".join("every cycle" if i == 1 else f"every {i} cycles" for i in sorted(intervals))
-    print(f"\nSchedule: {issue}; with this profile the tail takes an emitted row {every}.")
+    k = get_profile(args.profile).tail_width
+    what = "an emitted row" if k == 1 else f"a beat of up to {k} emitted rows"
+    print(f"\nSchedule: {issue}; with this profile the tail takes {what} {every}.")
     return 0
 
 

@@ -165,7 +165,10 @@ SECTIONS = [
         packages=("amaranth",),
         parts=lambda a: [Run("bench/cycles.py", timed=True, intro="Profile `dsp`, 1 to 96 lanes:"),
                          Run("bench/cycles.py --profile seq --lanes 8", timed=True,
-                             intro="Profile `seq`, 8 lanes:")],
+                             intro="Profile `seq`, 8 lanes:"),
+                         Run("bench/tail_width.py --sim", timed=True,
+                             intro="Tail width K (`dsp-k3`, `dsp-k6`: the chain hands the tail "
+                                   "K rows per cycle, issue 13), the example and a 40-128 GRU:")],
 ),
     Section(
         "simspeed", "Simulation speed",

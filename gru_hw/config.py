@@ -28,7 +28,8 @@ WEIGHT_MEMORIES = ("bram", "spram")
 class CoreProfile:
     """How a core is built.
 
-    * ``tail_mul``: the tail's four multipliers. ``"dsp"``: ``*`` with registered output (hard
+    * ``tail_mul``: the tail's multipliers (four; five per hidden unit of a beat with
+      ``tail_width`` > 1). ``"dsp"``: ``*`` with registered output (hard
       multipliers); ``"lut"``: shift-and-add in logic, one product per cycle; ``"seq"``:
       sequential shift-and-add, one product per :data:`gru_hw.gateware.arith.SEQ_STEPS` cycles
       (the smallest; the tail then takes one emitted row per SEQ_STEPS cycles).
@@ -38,6 +39,12 @@ class CoreProfile:
       weight/vector/product registers and the accumulator adder into the SB_MAC16.
     * ``ram_delays``: the tail's long, wide delay lines are memories, not register chains
       (a register costs a logic cell per bit and stage on iCE40).
+    * ``tail_width`` (K): gate rows the shift chain hands the tail per cycle. 1: one row per
+      cycle (any kind), the tail of :class:`gru_hw.gateware.tail.Tail`. A multiple of 3,
+      K = 3U: the tail finishes U hidden units per cycle (:class:`gru_hw.gateware.tail_wide.
+      UnitTail`: per unit two sigmoids, a tanh and their products), the chain hands it beats of
+      K rows in the rowset "all" (r_j, z_j, n_j of U units), 2U in "rz", U in "n", K head
+      rows; parked rows leave in beats of the same size.
     """
 
     name: str
@@ -45,16 +52,40 @@ class CoreProfile:
     park_read_reg: bool = True
     product_reset_less: bool = False
     ram_delays: bool = False
+    tail_width: int = 1
 
     def __post_init__(self) -> None:
         if self.tail_mul not in TAIL_MULTIPLIERS:
             raise GruHwError(f"tail multiplier must be one of {list(TAIL_MULTIPLIERS)}, "
                              f"got {self.tail_mul!r}")
+        k = self.tail_width
+        if (not isinstance(k, int) or isinstance(k, bool) or k < 1
+                or (k != 1 and k % 3 != 0)):
+            raise GruHwError(f"tail width must be 1 or a positive multiple of 3 (the rows of "
+                             f"whole hidden units: r, z, n), got {k!r}", subject="tail_width")
+
+    @property
+    def tail_units(self) -> int:
+        """Hidden units the tail finishes per cycle with tail_width K = 3U (0 for K = 1, whose
+        tail takes one row of any kind per cycle)."""
+        return self.tail_width // 3 if self.tail_width > 1 else 0
 
     def to_json(self) -> dict:
         """Return the profile as a JSON-ready dict."""
         return {"name": self.name, "tail_mul": self.tail_mul, "park_read_reg": self.park_read_reg,
-                "product_reset_less": self.product_reset_less, "ram_delays": self.ram_delays}
+                "product_reset_less": self.product_reset_less, "ram_delays": self.ram_delays,
+                "tail_width": self.tail_width}
+
+    def with_(self, **changes) -> "CoreProfile":
+        """Return a copy with some fields changed (named ``<name>-k<tail_width>`` when only the
+        tail width changes and no name is given)."""
+        from dataclasses import replace
+
+        if set(changes) == {"tail_width"} and changes["tail_width"] != self.tail_width:
+            base = self.name.split("-k")[0]
+            changes["name"] = base if changes["tail_width"] == 1 else \
+                f"{base}-k{changes['tail_width']}"
+        return replace(self, **changes)
 
 
 #: The profiles a build can ask for by name. "dsp" is the ECP5 (and generic) core; "seq" the
@@ -70,11 +101,18 @@ DEFAULT_PROFILE = PROFILES["dsp"]
 
 
 def get_profile(profile: "CoreProfile | str | None") -> CoreProfile:
-    """Return a profile given itself, its name, or None (the default)."""
+    """Return a profile given itself, its name, or None (the default).
+
+    A name is one of :data:`PROFILES`, or one of them with a tail width: ``"dsp-k3"`` is the
+    "dsp" profile with ``tail_width=3`` (the ECP5 core for many lanes, issue 13).
+    """
     if profile is None:
         return DEFAULT_PROFILE
     if isinstance(profile, CoreProfile):
         return profile
+    base, sep, width = str(profile).partition("-k")
+    if sep and base in PROFILES and width.isdigit() and not width.startswith("0"):
+        return PROFILES[base].with_(tail_width=int(width))
     if profile not in PROFILES:
         raise GruHwError(f"core profile must be one of {sorted(PROFILES)}, got {profile!r}")
     return PROFILES[profile]

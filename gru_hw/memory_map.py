@@ -9,9 +9,11 @@ Layout (see :class:`gru_hw.schedule.Schedule` for the program):
 * **Weight memories**, one per MAC lane, ``weight_depth`` words: lane p holds, for every phase,
   group g and column c, the weight of row ``g*P + p`` at address ``waddr + g*cols + c``
   (zero where a partial last group has no such row).
-* **Bias memory** (shared), ``bias_rows`` words: row r of phase ph at ``brow + r``.
-* **Park buffer** (shared), ``buffer_rows`` accumulator words; **state banks** (two per layer),
-  **gate memories** (z, and r or r*h), all written by the core itself.
+* **Bias memory** (shared), ``bias_rows`` words: row r of phase ph at ``brow + r`` (with the
+  profile's tail width K > 1 read at K addresses per cycle: a copy per read port).
+* **Park buffer** (shared), ``buffer_rows`` accumulator words (tail width K > 1: K banks of
+  ``buffer_rows`` words, one word per beat); **state banks** (two per layer), **gate memories**
+  (z, and r or r*h; none for reset_after with K > 1), all written by the core itself.
 
 With ``weight_memory="spram"`` the P lanes' weights are one **packed row** per address instead
 (lane p's word in bits ``[p*ww, (p+1)*ww)``, ``ww`` = ``weight_width``), held in SB_SPRAM256KA
@@ -199,17 +201,21 @@ class MemoryMap:
     def memory_bits(self) -> dict[str, int]:
         """Bits of every memory of the core, by name (``total`` included)."""
         sch, spec = self.schedule, self.spec
-        hs = sum(self.qm.hidden_sizes)
         gate_bits = spec.gate_fmt.width
+        k = sch.tail_width
+        ways = max(1, sch.profile.tail_units)
+        hs = ways * sum(-(-h // ways) for h in self.qm.hidden_sizes)  # words of every way
         bits = {
             "weights": self.lanes * self.weight_depth * self.weight_width,
-            "bias": max(sch.bias_rows, 2) * self.bias_width,
-            "park": max(sch.buffer_rows, 2) * self.acc_width,
+            # tail width K: K reads per cycle (a copy per read port)
+            "bias": k * max(sch.bias_rows, 2) * self.bias_width,
+            "park": sch.park_banks * max(sch.buffer_rows, 2) * self.acc_width,
             "state": 2 * hs * spec.h_fmt.width,
-            "z": hs * gate_bits,
-            "r" if self.qm.reset_after else "rh": hs * (gate_bits if self.qm.reset_after
-                                                        else spec.h_fmt.width),
         }
+        if not self.qm.reset_after:
+            bits.update(z=hs * gate_bits, rh=hs * spec.h_fmt.width)
+        elif k == 1:  # with K > 1 the tail passes r and z of a unit to its n row itself
+            bits.update(z=hs * gate_bits, r=hs * gate_bits)
         bits["total"] = sum(bits.values())
         return bits
 

@@ -17,8 +17,10 @@ elements of the vector, one per cycle. A gate pre-activation needs two phases (t
 W_i x and the recurrent part W_h h, with different fraction bits); the first one parks its
 accumulators in a small per-lane buffer, the second one *emits*: when a group ends, its P results
 (paired with the parked ones) are loaded into a shift chain that feeds the nonlinear tail one row
-per cycle. Because the input part of step t+1 does not depend on h_t, layer 0 runs it first and it
-overlaps the tail of step t; upper layers run their recurrent part first (it only needs their own
+per cycle, or with the profile's ``tail_width`` K > 1 one *beat* of rows per cycle (``beat``
+rows of the phase, aligned to multiples of ``beat`` in the phase's row order: a group that
+starts inside a beat sends that beat's rest first). Because the input part of step t+1 does
+not depend on h_t, layer 0 runs it first and it overlaps the tail of step t; upper layers run their recurrent part first (it only needs their own
 h_{t-1}) and their input part (which needs h of the layer below, step t) second.
 """
 
@@ -43,7 +45,8 @@ class Phase:
     the top layer's h for the head), ``emit`` (False: park the accumulators in the buffer; True:
     send the rows to the tail), ``rows``, ``cols``, ``groups``, the first weight address
     ``waddr`` in the lane memories, the first row ``brow`` of its biases in the shared bias
-    memory, the first row ``urow`` of its rows in the shared park buffer, and the controller
+    memory, the first word ``urow`` of its rows in the park buffer (one word per beat in each
+    of its ``beat`` banks), the rows per beat ``beat`` (1 with tail width 1), and the controller
     flags ``accept`` (takes the input beat),
     ``first_h_read`` (the layer's first pass over its own h this step: latches the zero state and
     marks the layer busy), ``final`` (the pass whose rows complete the layer's step, or the
@@ -60,6 +63,7 @@ class Phase:
     waddr: int
     brow: int = 0
     urow: int = 0
+    beat: int = 1
     accept: bool = False
     first_h_read: bool = False
     final: bool = False
@@ -73,6 +77,19 @@ class Phase:
     def group_rows(self, g: int, lanes: int) -> int:
         """Rows in group g (the last group may be partial)."""
         return min(lanes, self.rows - g * lanes)
+
+    def group_lead(self, g: int, lanes: int) -> int:
+        """Rows of group g's first beat that belong to the group before (0 when aligned)."""
+        return (g * lanes) % self.beat
+
+    def group_beats(self, g: int, lanes: int) -> int:
+        """Beats in which group g's rows leave the shift chain."""
+        return _ceil_div(self.group_lead(g, lanes) + self.group_rows(g, lanes), self.beat)
+
+    @property
+    def beats(self) -> int:
+        """Beat indices of the phase (words of each park or bias bank it uses)."""
+        return _ceil_div(self.rows, self.beat)
 
     @property
     def cycles(self) -> int:
@@ -137,7 +154,9 @@ class Schedule:
     multipliers change the tail latencies and, for "seq", the rate at which emitted rows leave
     the shift chain (one per SEQ_STEPS cycles: no cycles lost while every emitting group has at
     least SEQ_STEPS * lanes columns, e.g. 8 lanes, H = 32); its extra registers change the
-    latency from the MAC lanes to the tail.
+    latency from the MAC lanes to the tail; its tail width K makes every group leave the chain
+    in beats of up to K rows (:meth:`beat_rows`, :meth:`Phase.group_beats`) instead of one row
+    per cycle.
     """
 
     shapes: Shapes
@@ -163,6 +182,19 @@ class Schedule:
         """The tail's multiplier kind ("dsp", "lut" or "seq")."""
         return self.profile.tail_mul
 
+    @property
+    def tail_width(self) -> int:
+        """K: the most rows the shift chain hands the tail (or parks) per cycle."""
+        return self.profile.tail_width
+
+    def beat_rows(self, rowset: str) -> int:
+        """Rows per beat of a rowset: 1 with tail width 1; with K = 3U, K in "all" and "head",
+        2U in "rz", U in "n" (the tail finishes U hidden units per beat)."""
+        k = self.profile.tail_width
+        if k == 1:
+            return 1
+        return {"all": k, "rz": 2 * k // 3, "n": k // 3, "head": k}[rowset]
+
     # ---- the program ---------------------------------------------------------------------------
     def _build_program(self) -> tuple[list[Phase], int]:
         sh = self.shapes
@@ -175,9 +207,12 @@ class Schedule:
             cols = (sh.layer_input_size(layer) if source in ("x", "h_below")
                     else sh.hidden_sizes[layer] if layer >= 0 else sh.hidden_sizes[-1])
             groups = _ceil_div(rows, p)
-            urow = 2 * sh.hidden_sizes[layer] if rowset == "n" and not sh.reset_after else 0
+            beat = self.beat_rows(rowset)
+            # the n rows of reset_before follow the layer's r and z rows in the park buffer
+            urow = (_ceil_div(2 * sh.hidden_sizes[layer], self.beat_rows("rz"))
+                    if rowset == "n" and not sh.reset_after else 0)
             out.append(Phase(layer, rowset, source, emit, rows, cols, groups, waddr, brow, urow,
-                             **flags))
+                             beat, **flags))
             waddr += groups * cols
             brow += rows
 
@@ -255,8 +290,11 @@ class Schedule:
 
     @property
     def tail_multipliers(self) -> int:
-        """Multipliers in the nonlinear tail (sigmoid and tanh slope, r*hn or r*h, z*(h-n))."""
-        return 4
+        """Multipliers in the nonlinear tail: sigmoid and tanh slope, r*hn or r*h, z*(h-n);
+        with tail width K = 3U, per hidden unit of a beat two sigmoid slopes, the tanh slope and
+        the two products."""
+        u = self.profile.tail_units
+        return 5 * u if u else 4
 
     @property
     def multipliers(self) -> int:
@@ -286,8 +324,14 @@ class Schedule:
 
     @property
     def buffer_rows(self) -> int:
-        """Words of the shared park buffer (one per gate row of the largest layer)."""
-        return 3 * max(self.shapes.hidden_sizes)
+        """Words of each park buffer bank (one per beat of the largest layer's gate rows; with
+        tail width 1, one per gate row)."""
+        return max(ph.urow + ph.beats for ph in self.phases if ph.layer >= 0)
+
+    @property
+    def park_banks(self) -> int:
+        """Banks of the park buffer: one per row of a beat (K)."""
+        return self.profile.tail_width
 
     @property
     def macs_per_step(self) -> int:
@@ -345,7 +389,8 @@ class Schedule:
                                 s = max(s, rz_clear[ph.layer])
                             if ph.source == "h_top":
                                 s = max(s, pending_clear[top])
-                        # every group's sums leave through the shift chain, one row per cycle
+                        # every group's sums leave through the shift chain, one beat (one
+                        # row with tail width 1) per cycle
                         s = max(s, ser_il + ser_n - ph.cols + 1)
                         if ph.accept and g == 0:
                             accepts.append(s)
@@ -353,8 +398,8 @@ class Schedule:
                                 first_accept = s
                         i_last = s + ph.cols - 1
                         t_free = s + ph.cols
-                        # parked rows leave one per cycle, emitted ones one per tail interval
-                        n = ph.group_rows(g, p)
+                        # parked beats leave one per cycle, emitted ones one per tail interval
+                        n = ph.group_beats(g, p)
                         ser_il, ser_n = i_last, n * (ti if ph.emit else 1)
                         if ph.emit:
                             last_entry = i_last + self.mac_latency + (n - 1) * ti

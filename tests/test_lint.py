@@ -47,16 +47,20 @@ def _lint(verilog: Path, *flags: str) -> subprocess.CompletedProcess:
 
 
 CASES = {
-    "classifier-8-lanes": (_classifier, 8, False),
-    "reset-before-2-layers-sequence": (_reset_before, 3, True),
+    "classifier-8-lanes": (_classifier, 8, False, None),
+    "reset-before-2-layers-sequence": (_reset_before, 3, True, None),
+    # tail width K > 1 (issue 13): beats of 3 rows, groups starting inside a beat; 2 unit ways
+    "classifier-32-lanes-tail-width-3": (_classifier, 32, False, "dsp-k3"),
+    "reset-before-2-layers-tail-width-6": (_reset_before, 5, True, "dsp-k6"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_generated_verilog_lints_clean(case, sim_root):
     require_tool("verilator")
-    make_qm, lanes, sequence = CASES[case]
-    verilog, _ = generate_cached(make_qm(), sim_root, lanes=lanes, sequence=sequence)
+    make_qm, lanes, sequence, profile = CASES[case]
+    verilog, _ = generate_cached(make_qm(), sim_root, lanes=lanes, sequence=sequence,
+                                 **({"profile": profile} if profile else {}))
     # Everything -Wall reports, nothing waived: only the waived kinds may appear.
     raw = _lint(verilog, "-Wno-fatal")
     kinds = Counter(re.findall(r"%Warning-([A-Z0-9_]+):", raw.stderr))

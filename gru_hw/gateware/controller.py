@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
 from .chain import ROWSET_CODE
 from .mac import tag_layout
+from .state import StateGeometry
 from .streams import input_layout
 
 __all__ = ["Controller"]
@@ -21,7 +22,8 @@ class Controller(wiring.Component):
 
     Inside a group it never stalls; at a group or phase start it waits for its dependencies:
     the input beat, the state of a layer being up to date, the r*h vector, room in the output
-    register, room in the shift chain (it counts the chain's occupancy).
+    register, room in the shift chain (it counts the chain's occupancy: a group's rows, or with
+    tail width K > 1 its beats, :meth:`gru_hw.schedule.Phase.group_beats`).
 
     Ports:
       * ``i_stream`` (in): the input beats (:func:`gru_hw.gateware.streams.input_layout`);
@@ -49,8 +51,8 @@ class Controller(wiring.Component):
         sch, mm = config.schedule, config.memory_map
         hs = list(config.qm.hidden_sizes)
         nl = len(hs)
-        sa = max(1, (max(2 * sum(hs), 2) - 1).bit_length())
-        ga = max(1, (max(sum(hs), 2) - 1).bit_length())
+        geo = StateGeometry(config)
+        sa, ga = geo.sa + geo.wb, geo.ga + geo.wb
         h_w = config.spec.h_fmt.width
         members = {
             "i_stream": In(stream.Signature(input_layout(config.qm.input_size,
@@ -81,10 +83,10 @@ class Controller(wiring.Component):
     def _phase_decode(self, m, s):
         """The current phase's constants and start conditions (a table indexed by ``ph``)."""
         cfg = self.config
-        hs, nl, top = s.hs, len(s.hs), len(s.hs) - 1
+        top = len(s.hs) - 1
         P = cfg.lanes
-        sbase = [2 * sum(hs[:k]) for k in range(nl)]
-        gbase = [sum(hs[:k]) for k in range(nl)]
+        geo = s.geo
+        sbase, gbase, hq = geo.sbase, geo.gbase, geo.hq
         i_valid = self.i_stream.valid
         at_phase_start = s.c_zero & s.g_zero
         with m.Switch(s.ph):
@@ -97,6 +99,10 @@ class Controller(wiring.Component):
                         s.k_emit.eq(p_.emit), s.k_src.eq(SRC_CODE[p_.source]),
                         s.k_rowset.eq(ROWSET_CODE[p_.rowset]), s.k_layer.eq(max(p_.layer, 0)),
                     ]
+                    if s.wide:
+                        m.d.comb += [s.k_bsz.eq(p_.beat), s.k_q.eq(P // p_.beat),
+                                     s.k_r.eq(P % p_.beat),
+                                     s.k_last_beats.eq(p_.group_beats(p_.groups - 1, P))]
                     ok = Const(1)
                     if p_.accept:
                         ok = ok & i_valid & ~self.w_block
@@ -113,13 +119,17 @@ class Controller(wiring.Component):
                     m.d.comb += s.k_ok.eq(ok)
                     if p_.source in ("h_below", "h_own", "h_top"):
                         lk = {"h_below": p_.layer - 1, "h_own": p_.layer, "h_top": top}[p_.source]
-                        m.d.comb += s.vec_addr.eq(sbase[lk] + Mux(self.cur[lk], hs[lk], 0) + s.c)
+                        row = sbase[lk] + Mux(self.cur[lk], hq[lk], 0) + s.cq
+                        m.d.comb += s.vec_addr.eq(row if geo.ways == 1 else
+                                                  Cat(row[:geo.sa], s.cw))
                     if p_.source == "h_own":
                         m.d.comb += s.vec_zero.eq(Mux(at_phase_start & Const(int(p_.first_h_read)),
                                                       s.zero_pending[p_.layer],
                                                       self.zero_cur[p_.layer]))
                     if p_.source == "rh":
-                        m.d.comb += s.rh_addr.eq(gbase[p_.layer] + s.c)
+                        row = gbase[p_.layer] + s.cq
+                        m.d.comb += s.rh_addr.eq(row if geo.ways == 1 else
+                                                 Cat(row[:geo.ga], s.cw))
 
     def _sequence(self, m, s):
         """Column, group and phase counters; the go decision; the chain occupancy count."""
@@ -151,18 +161,41 @@ class Controller(wiring.Component):
                     m.d.sync += s.g.eq(s.g + 1)
                 with m.Else():
                     m.d.sync += s.g.eq(0)
+            if s.geo.ways > 1:  # c = cq * U + cw: the state row and way of element c
+                with m.If(~last_col & (s.cw != s.geo.ways - 1)):
+                    m.d.sync += s.cw.eq(s.cw + 1)
+                with m.Elif(~last_col):
+                    m.d.sync += [s.cw.eq(0), s.cq.eq(s.cq + 1)]
+                with m.Else():
+                    m.d.sync += [s.cw.eq(0), s.cq.eq(0)]
             head_step = s.cur_last & Const(int(cfg.qm.head_w is not None))
             step_end = last_col & last_group & (
                 (s.ph == nph - 1) | ((s.ph == sch.step_phases - 1) & ~head_step))
             with m.If(last_col & last_group):
                 m.d.sync += [s.ph.eq(Mux(step_end, 0, s.ph + 1)), s.ph_zero.eq(step_end)]
             m.d.sync += s.waddr.eq(Mux(step_end, 0, s.waddr + 1))
-        # every group's rows leave the chain one per cycle (emitted: one per TI cycles)
+        # every group's rows leave the chain one per cycle (emitted: one per TI cycles), or
+        # with tail width K > 1 its beats (Phase.group_beats)
+        n_out = self._group_beats(m, s, last_col, last_group) if s.wide else s.n_rows
         with m.If(s.go & last_col):
-            m.d.sync += s.ser_hold.eq(Mux(s.k_emit, s.n_rows * TI, s.n_rows))
+            m.d.sync += s.ser_hold.eq(Mux(s.k_emit, n_out * TI, n_out))
         with m.Elif(s.ser_hold != 0):
             m.d.sync += s.ser_hold.eq(s.ser_hold - 1)
         m.d.comb += self.waddr.eq(s.waddr)
+
+    def _group_beats(self, m, s, last_col, last_group):
+        """Beats of the current group: ceil((lead + rows) / B), where the lead (rows of the
+        group's first beat that the group before sent) is tracked when P is not a multiple of
+        every phase's beat size B."""
+        full = s.k_q
+        if s.unaligned:
+            x = s.lead + s.k_r
+            full = s.k_q + (x > 0) + (x > s.k_bsz)
+            with m.If(s.go & last_col):
+                m.d.sync += s.lead.eq(Mux(last_group, 0, Mux(x >= s.k_bsz, x - s.k_bsz, x)))
+        beats = Signal.like(s.n_rows, name="n_beats")
+        m.d.comb += beats.eq(Mux(last_group, s.k_last_beats, full))
+        return beats
 
     def _issue(self, m, s):
         """Input register and the operand stage: vector element and tag in cycle i + 1."""
@@ -260,6 +293,20 @@ class _State:
         self.ph = Signal(range(len(phases)), name="ph")
         self.g = Signal(range(max_groups + 1), name="g")
         self.c = Signal(range(max_cols + 1), name="c")
+        self.geo = geo = StateGeometry(config)
+        # with U > 1 ways: element c of a vector is in way cw = c % U, row cq = c // U
+        self.cq, self.cw = (self.c, None) if geo.ways == 1 else \
+            (Signal(range(max_cols + 1), name="cq"), Signal(range(geo.ways), name="cw"))
+        # tail width K > 1: the phase's rows per beat B, P = k_q * B + k_r, beats of its last
+        # group; the lead of the current group when some P % B != 0
+        self.wide = config.profile.tail_width > 1
+        K = config.profile.tail_width
+        self.k_bsz = Signal(range(K + 1), name="k_bsz")
+        self.k_q = Signal(range(P + 1), name="k_q")
+        self.k_r = Signal(range(K + 1), name="k_r")
+        self.k_last_beats = Signal(range(P + 1), name="k_last_beats")
+        self.unaligned = any(P % ph.beat for ph in phases)
+        self.lead = Signal(range(K + 1), name="lead")
         self.waddr = Signal(range(max(sch.weight_depth, 2)), name="waddr")
         self.ser_hold = Signal(range(P * self.interval + 2), name="ser_hold")
         # c == 0, g == 0, ph == 0 as registered flags (updated with c, g, ph), and the phase's
@@ -277,9 +324,9 @@ class _State:
         self.k_rowset = Signal(range(4), name="k_rowset")
         self.k_layer = Signal(range(max(nl, 2)), name="k_layer")
         self.k_ok = Signal(name="k_ok")
-        self.vec_addr = Signal(range(max(2 * sum(hs), 2)), name="vec_addr")
+        self.vec_addr = Signal(geo.sa + geo.wb, name="vec_addr")
         self.vec_zero = Signal(name="vec_zero")
-        self.rh_addr = Signal(range(max(sum(hs), 2)), name="rh_addr")
+        self.rh_addr = Signal(geo.ga + geo.wb, name="rh_addr")
         self.go = Signal(name="go")
         self.last_col = Signal(name="last_col")
         self.n_rows = Signal(range(P + 1), name="n_rows")

@@ -11,6 +11,11 @@ latency declared and checked against simulation):
 * :class:`~gru_hw.gateware.tail.Tail`: requantizers, PWL sigmoid/tanh, products, update;
 * :class:`~gru_hw.gateware.state.StateMemories`: hidden-state banks and gate memories.
 
+With the profile's tail width K > 1 (K = 3U) the chain and the tail are
+:class:`~gru_hw.gateware.chain_wide.WideChainExit` (beats of up to K rows per cycle, parked
+and emitted) and :class:`~gru_hw.gateware.tail_wide.UnitTail` (U hidden units per cycle), and
+the state memories are split into U ways.
+
 The cycle model is :class:`gru_hw.schedule.Schedule`, whose latencies are the components'.
 Every requantization point uses its own rounding and overflow mode from the QuantSpec.
 """
@@ -24,11 +29,13 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 from ..config import CoreConfig
 from ..errors import GruHwError
 from .chain import ChainExit
+from .chain_wide import WideChainExit
 from .controller import Controller
 from .mac import MACLanes, tag_layout
 from .state import StateMemories
 from .streams import input_layout, output_layout, weight_layout
 from .tail import Tail
+from .tail_wide import UnitTail
 
 __all__ = ["GRUCore"]
 
@@ -123,10 +130,12 @@ class GRUCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
+        wide = cfg.profile.tail_width > 1
         m.submodules.controller = ctrl = Controller(cfg)
         m.submodules.lanes = lanes = MACLanes(cfg, tag_layout(cfg))
-        m.submodules.chain = chain = ChainExit(cfg, Tail.interval_of(cfg.profile))
-        m.submodules.tail = tail = Tail(cfg)
+        chain_cls, tail_cls = (WideChainExit, UnitTail) if wide else (ChainExit, Tail)
+        m.submodules.chain = chain = chain_cls(cfg, Tail.interval_of(cfg.profile))
+        m.submodules.tail = tail = tail_cls(cfg)
         m.submodules.state = mems = StateMemories(cfg)
 
         connect(m, flipped(self.i_stream), ctrl.i_stream)
@@ -135,18 +144,30 @@ class GRUCore(wiring.Component):
                      lanes.first.eq(ctrl.first), lanes.vec.eq(ctrl.vec), lanes.tag.eq(ctrl.tag),
                      chain.load.eq(lanes.o_valid & lanes.o_tag.last), chain.sums.eq(lanes.sums),
                      chain.tag.eq(lanes.o_tag)]
-        m.d.comb += tail.row.eq(chain.row)
-        # memories
-        connect(m, ctrl.vec_rd, mems.vec_rd)
-        for name in ("upd_rd", "st_wr", "z_wr", "z_rd"):
-            connect(m, getattr(tail, name), getattr(mems, name))
-        if cfg.qm.reset_after:
-            connect(m, tail.r_wr, mems.r_wr)
-            connect(m, tail.r_rd, mems.r_rd)
+        if not wide:
+            m.d.comb += tail.row.eq(chain.row)
+            # memories
+            connect(m, ctrl.vec_rd, mems.vec_rd)
+            for name in ("upd_rd", "st_wr", "z_wr", "z_rd"):
+                connect(m, getattr(tail, name), getattr(mems, name))
+            if cfg.qm.reset_after:
+                connect(m, tail.r_wr, mems.r_wr)
+                connect(m, tail.r_rd, mems.r_rd)
+            else:
+                connect(m, tail.rh_h_rd, mems.rh_h_rd)
+                connect(m, tail.rh_wr, mems.rh_wr)
+                connect(m, ctrl.rh_rd, mems.rh_rd)
         else:
-            connect(m, tail.rh_h_rd, mems.rh_h_rd)
-            connect(m, tail.rh_wr, mems.rh_wr)
-            connect(m, ctrl.rh_rd, mems.rh_rd)
+            m.d.comb += tail.beat.eq(chain.beat)
+            # memories: the tail's ports one per way
+            connect(m, ctrl.vec_rd, mems.vec_rd)
+            names = ["upd_rd", "st_wr"]
+            if not cfg.qm.reset_after:
+                names += ["rh_h_rd", "rh_wr", "z_wr", "z_rd"]
+                connect(m, ctrl.rh_rd, mems.rh_rd)
+            for name in names:
+                for w in range(mems.geometry.ways):
+                    connect(m, getattr(tail, name)[w], getattr(mems, name)[w])
         # tail completions -> controller; layer status -> tail
         m.d.comb += [ctrl.n_done.eq(tail.n_done), ctrl.n_layer.eq(tail.n_layer),
                      ctrl.rz_done.eq(tail.rz_done), ctrl.rz_layer.eq(tail.rz_layer),

@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, signed
+from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
 
-__all__ = ["StateMemories"]
+__all__ = ["StateMemories", "StateGeometry"]
 
 
 def _depth_bits(depth: int) -> int:
     return max(1, (max(depth, 2) - 1).bit_length())
+
+
+class StateGeometry:
+    """Where each hidden unit's state and gates live, for a core's tail width.
+
+    With tail width K = 3U > 3 the tail writes U units per cycle, units ``b*U .. b*U + U - 1``
+    of beat b: the memories are split into U *ways*, way w holding the units j = w (mod U) at
+    row ``j // U``. Per way, layer k's bank b starts at ``sbase[k] + b * hq[k]`` of the state
+    memory (``hq[k]`` = ceil(H_k / U)) and its gates at ``gbase[k]``. With one way (K <= 3)
+    this is the plain layout: ``hq`` = H, ``sbase[k]`` = 2 * sum(H_0..H_k-1).
+    """
+
+    def __init__(self, config) -> None:
+        hs = list(config.qm.hidden_sizes)
+        self.ways = max(1, config.profile.tail_units)
+        u = self.ways
+        self.hq = [-(-h // u) for h in hs]
+        self.sbase = [2 * sum(self.hq[:k]) for k in range(len(hs))]
+        self.gbase = [sum(self.hq[:k]) for k in range(len(hs))]
+        self.state_depth = 2 * sum(self.hq)
+        self.gate_depth = sum(self.hq)
+        #: address bits of a row of the state (gate) memory of one way
+        self.sa, self.ga = _depth_bits(self.state_depth), _depth_bits(self.gate_depth)
+        #: bits of the way index in the controller's read addresses (0 with one way)
+        self.wb = (u - 1).bit_length()
 
 
 class StateMemories(wiring.Component):
@@ -32,6 +57,12 @@ class StateMemories(wiring.Component):
       * ``r_wr``, ``r_rd`` (reset_after) or ``rh_wr``, ``rh_rd`` (reset_before; ``rh_rd`` is
         the controller's vector read of r * h).
 
+    With tail width K > 1 (:class:`StateGeometry`): reset_after cores have no gate memories
+    (the tail passes r and z of a unit to its n row itself); the tail's ports are arrays of U
+    (one per way: ``upd_rd[w]``, ``st_wr[w]``, and for reset_before ``rh_h_rd[w]``,
+    ``rh_wr[w]``, ``z_wr[w]``, ``z_rd[w]``), and with U > 1 the controller's ``vec_rd`` /
+    ``rh_rd`` addresses are ``row | way << sa`` (or ``ga``): the data comes from that way.
+
     Latency: one cycle from a read address to its data (synchronous read ports); a write
     takes effect for reads in the following cycles. Throughput: one access per port per cycle.
     """
@@ -42,6 +73,10 @@ class StateMemories(wiring.Component):
         self.hidden_sizes = hs = list(config.qm.hidden_sizes)
         self.reset_after = config.qm.reset_after
         h_w, g_w = spec.h_fmt.width, spec.gate_fmt.width
+        self.geometry = geo = StateGeometry(config)
+        if config.profile.tail_width > 1:
+            self._wide_init(geo, h_w, g_w)
+            return
         sa, ga = _depth_bits(2 * sum(hs)), _depth_bits(sum(hs))
 
         def rd(aw, width):
@@ -58,8 +93,76 @@ class StateMemories(wiring.Component):
             members.update(rh_h_rd=rd(sa, h_w), rh_wr=wr(ga, h_w), rh_rd=rd(ga, h_w))
         super().__init__(members)
 
+    def _wide_init(self, geo, h_w, g_w) -> None:
+        """The signature for tail width K > 1 (per-way ports of the tail)."""
+        u = geo.ways
+
+        def rd(aw, width, n=None):
+            port = Out(ReadPort.Signature(addr_width=aw, shape=signed(width)))
+            return port if n is None else port.array(n)
+
+        def wr(aw, width, n):
+            return Out(WritePort.Signature(addr_width=aw, shape=signed(width))).array(n)
+
+        members = {"vec_rd": rd(geo.sa + geo.wb, h_w), "upd_rd": rd(geo.sa, h_w, u),
+                   "st_wr": wr(geo.sa, h_w, u)}
+        if not self.reset_after:
+            members.update(rh_h_rd=rd(geo.sa, h_w, u), rh_wr=wr(geo.ga, h_w, u),
+                           z_wr=wr(geo.ga, g_w, u), z_rd=rd(geo.ga, g_w, u),
+                           rh_rd=rd(geo.ga + geo.wb, h_w))
+        super().__init__(members)
+
+    def _wide_elaborate(self, m) -> None:
+        """Tail width K > 1: U ways of each memory; the controller's reads pick their way."""
+        spec = self.config.spec
+        geo = self.geometry
+        u = geo.ways
+        reads = [[self.upd_rd[w]] + ([] if self.reset_after else [self.rh_h_rd[w]])
+                 for w in range(u)]
+        self._way_memory(m, "banks", spec.h_fmt.width, geo.state_depth, self.st_wr, reads,
+                         self.vec_rd, geo.sa)
+        if not self.reset_after:
+            self._way_memory(m, "zmem", spec.gate_fmt.width, geo.gate_depth, self.z_wr,
+                             [[self.z_rd[w]] for w in range(u)])
+            self._way_memory(m, "rhmem", spec.h_fmt.width, geo.gate_depth, self.rh_wr,
+                             [[] for _ in range(u)], self.rh_rd, geo.ga)
+
+    def _way_memory(self, m, name, width, depth, writes, reads, shared=None, rows=0) -> None:
+        """One memory per way: ``writes[w]`` and the ports ``reads[w]`` are way w's own;
+        ``shared`` (a read port addressed ``row | way << rows``) is served by every way."""
+        u = self.geometry.ways
+        datas = []
+        for w in range(u):
+            mem = Memory(shape=signed(width), depth=depth, init=[])
+            m.submodules[f"{name}{w}" if u > 1 else name] = mem
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(writes[w].addr), wp.data.eq(writes[w].data),
+                         wp.en.eq(writes[w].en)]
+            for port in reads[w]:
+                r = mem.read_port()
+                m.d.comb += [r.addr.eq(port.addr), r.en.eq(port.en), port.data.eq(r.data)]
+            if shared is not None:
+                r = mem.read_port()
+                m.d.comb += [r.addr.eq(shared.addr[:rows]), r.en.eq(shared.en)]
+                datas.append(r.data)
+        if shared is None:
+            return
+        if u == 1:
+            m.d.comb += shared.data.eq(datas[0])
+            return
+        way = Signal(range(u), name=f"{name}_way")
+        with m.If(shared.en):
+            m.d.sync += way.eq(shared.addr[rows:])
+        with m.Switch(way):
+            for w in range(u):
+                with m.Case(w):
+                    m.d.comb += shared.data.eq(datas[w])
+
     def elaborate(self, platform):
         m = Module()
+        if self.config.profile.tail_width > 1:
+            self._wide_elaborate(m)
+            return m
         spec = self.config.spec
         hs = self.hidden_sizes
 

@@ -11,7 +11,7 @@ from .activation import PWLUnit
 from .arith import MUL_LATENCY, RQ_LATENCY, SEQ_STEPS, delay, delay_ram, mul_pipe, rq_pipe
 from .chain import KIND_HEAD, KIND_N, KIND_R, KIND_Z, row_layout
 
-__all__ = ["Tail", "TailLatency"]
+__all__ = ["Tail", "TailLatency", "TailHelpers"]
 
 
 class TailLatency:
@@ -42,7 +42,59 @@ def _mem_out(aw: int, width: int):
     return In(WritePort.Signature(addr_width=aw, shape=signed(width)))
 
 
-class Tail(wiring.Component):
+class TailHelpers:
+    """Helpers over the layers shared by the tails (each layer has its own formats and modes).
+
+    Needs ``self.config``.
+    """
+
+    def _sel(self, m, index, vals, name):
+        """Return a signal equal to the constant ``vals[index]``."""
+        out = Signal(range(max(max(vals), 1) + 1), name=name)
+        if len(vals) == 1:
+            m.d.comb += out.eq(vals[0])
+            return out
+        with m.Switch(index):
+            for i, v in enumerate(vals):
+                with m.Case(i):
+                    m.d.comb += out.eq(v)
+        return out
+
+    def _rq_layers(self, m, v, fracs, fmt_of, point, layer_after, name):
+        """Requantize ``v`` per layer (own frac / format / mode), select by the layer."""
+        spec = self.config.spec
+        nl = len(fracs)
+        outs = []
+        for k in range(nl):
+            md = spec.mode(f"l{k}.{point}")
+            outs.append(rq_pipe(m, v, fracs[k], fmt_of(k), md.rounding, md.overflow,
+                                f"{name}{k}"))
+        if nl == 1:
+            return outs[0]
+        res = Signal(signed(max(o.shape().width for o in outs)), name=f"{name}_sel")
+        with m.Switch(layer_after):
+            for k in range(nl):
+                with m.Case(k):
+                    m.d.comb += res.eq(outs[k])
+        return res
+
+    def _align_sum(self, m, layer_sig, a, fa, b, fb, name):
+        """Register sum_k (a << (f - fa_k)) + (b << (f - fb_k)) with f = max; return (sig, f)."""
+        nl = len(fa)
+        fm = [max(fa[k], fb[k]) for k in range(nl)]
+        exprs = [(a << (fm[k] - fa[k])) + (b << (fm[k] - fb[k])) for k in range(nl)]
+        s = Signal(signed(max(e.shape().width for e in exprs)), name=name)
+        if nl == 1:
+            m.d.sync += s.eq(exprs[0])
+        else:
+            with m.Switch(layer_sig):
+                for k in range(nl):
+                    with m.Case(k):
+                        m.d.sync += s.eq(exprs[k])
+        return s, fm
+
+
+class Tail(TailHelpers, wiring.Component):
     """Turns emitted gate rows into gates, the new hidden state and the head's outputs.
 
     Ports:
@@ -104,52 +156,6 @@ class Tail(wiring.Component):
     def interval_of(profile) -> int:
         """Cycles between two emitted rows the tail can take (1, or SEQ_STEPS with "seq")."""
         return SEQ_STEPS if profile.tail_mul == "seq" else 1
-
-    # ---- helpers over the layers (each layer has its own formats and modes) --------------------
-    def _sel(self, m, index, vals, name):
-        """Return a signal equal to the constant ``vals[index]``."""
-        out = Signal(range(max(max(vals), 1) + 1), name=name)
-        if len(vals) == 1:
-            m.d.comb += out.eq(vals[0])
-            return out
-        with m.Switch(index):
-            for i, v in enumerate(vals):
-                with m.Case(i):
-                    m.d.comb += out.eq(v)
-        return out
-
-    def _rq_layers(self, m, v, fracs, fmt_of, point, layer_after, name):
-        """Requantize ``v`` per layer (own frac / format / mode), select by the layer."""
-        spec = self.config.spec
-        nl = len(fracs)
-        outs = []
-        for k in range(nl):
-            md = spec.mode(f"l{k}.{point}")
-            outs.append(rq_pipe(m, v, fracs[k], fmt_of(k), md.rounding, md.overflow,
-                                f"{name}{k}"))
-        if nl == 1:
-            return outs[0]
-        res = Signal(signed(max(o.shape().width for o in outs)), name=f"{name}_sel")
-        with m.Switch(layer_after):
-            for k in range(nl):
-                with m.Case(k):
-                    m.d.comb += res.eq(outs[k])
-        return res
-
-    def _align_sum(self, m, layer_sig, a, fa, b, fb, name):
-        """Register sum_k (a << (f - fa_k)) + (b << (f - fb_k)) with f = max; return (sig, f)."""
-        nl = len(fa)
-        fm = [max(fa[k], fb[k]) for k in range(nl)]
-        exprs = [(a << (fm[k] - fa[k])) + (b << (fm[k] - fb[k])) for k in range(nl)]
-        s = Signal(signed(max(e.shape().width for e in exprs)), name=name)
-        if nl == 1:
-            m.d.sync += s.eq(exprs[0])
-        else:
-            with m.Switch(layer_sig):
-                for k in range(nl):
-                    with m.Case(k):
-                        m.d.sync += s.eq(exprs[k])
-        return s, fm
 
     def _at(self, m, sig, n, name):
         return delay(m, sig, n, name)
