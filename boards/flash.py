@@ -250,7 +250,10 @@ class FlashLoader(wiring.Component):
     ``data_width > 8 * word_bytes``).
 
     Parameters: ``words`` (count), ``word_bytes``, ``model_hash`` (8 bytes) -- the header the
-    build expects; ``base``, ``addr_width``, ``data_width`` -- the weight port; ``clock_hz``,
+    build expects; ``base``, ``addr_width``, ``data_width`` -- the weight port; ``region_words``
+    and ``offset_bits`` (optional): the words fill regions of ``region_words`` words, region r
+    from ``base + (r << offset_bits)`` (word i of the image goes to ``base + (i // region_words
+    << offset_bits) + i % region_words``; default: one region, word i to ``base + i``); ``clock_hz``,
     ``image_offset`` (the flash address of the image), ``divisor``, ``wake_cycles`` -- the SPI
     reader's (:class:`SPIFlashReader`).
 
@@ -262,14 +265,23 @@ class FlashLoader(wiring.Component):
     def __init__(self, *, words: int, word_bytes: int, model_hash: bytes, base: int,
                  addr_width: int, data_width: int, clock_hz: float,
                  image_offset: int = fi.DEFAULT_IMAGE_OFFSET, divisor: int = 2,
-                 wake_cycles: int | None = None) -> None:
+                 wake_cycles: int | None = None, region_words: int | None = None,
+                 offset_bits: int | None = None) -> None:
         try:
+            if region_words is None:
+                region_words, offset_bits = max(words, 1), addr_width
+            if not (1 <= region_words <= 1 << offset_bits and offset_bits <= addr_width):
+                raise ValueError(f"regions of {region_words} words do not fit {offset_bits}-bit "
+                                 f"offsets in a {addr_width}-bit weight port")
             #: the first HEADER_BYTES bytes the image must have
             self.header = fi.image_header(words, word_bytes, model_hash)
             if addr_width < 1 or data_width < 1:
                 raise ValueError(f"the weight port needs addresses and data, not "
                                  f"{addr_width}-bit addresses and {data_width}-bit data")
-            if not 0 <= base or base + words > 1 << addr_width:
+            regions = -(-words // region_words)
+            last = (regions - 1 << offset_bits) + region_words if offset_bits < addr_width \
+                else words
+            if not 0 <= base or base + last > 1 << addr_width:
                 raise ValueError(f"{words} words from address {base} do not fit a "
                                  f"{addr_width}-bit weight port")
             size = fi.image_bytes(words, word_bytes)
@@ -282,6 +294,7 @@ class FlashLoader(wiring.Component):
             raise
         self.words, self.word_bytes, self.model_hash = words, word_bytes, bytes(model_hash)
         self.base, self.addr_width, self.data_width = base, addr_width, data_width
+        self.region_words, self.offset_bits = region_words, offset_bits
         self.clock_hz, self.image_offset, self.divisor = clock_hz, image_offset, divisor
         self.wake_cycles = self.timing.wake_cycles
         super().__init__({
@@ -325,10 +338,15 @@ class FlashLoader(wiring.Component):
         word = Cat(w_reg[8:], byte)           # shifted in: the word, when ``byte`` is its last
         w_valid, w_last = Signal(), Signal()
         w_addr = Signal(self.addr_width, init=self.base)
+        w_off = Signal(range(self.region_words), name="w_off")  # word within its region
         m.d.comb += [ws.valid.eq(w_valid), ws.payload.addr.eq(w_addr),
                      ws.payload.data.eq(w_reg.as_signed()), ws.payload.last.eq(w_last)]
         with m.If(ws.valid & ws.ready):
-            m.d.sync += [w_valid.eq(0), w_addr.eq(w_addr + 1)]
+            m.d.sync += [w_valid.eq(0), w_addr.eq(w_addr + 1), w_off.eq(w_off + 1)]
+            if self.region_words < self.words:  # the next region starts at its own base
+                step = (1 << self.offset_bits) - self.region_words + 1
+                with m.If(w_off == self.region_words - 1):
+                    m.d.sync += [w_addr.eq(w_addr + step), w_off.eq(0)]
 
         def finish(state) -> None:
             m.d.sync += [self.state.eq(state), self.done.eq(1)]

@@ -94,7 +94,8 @@ class LinkTop(wiring.Component):
             self.loader = FlashLoader(
                 words=len(words), word_bytes=mm.word_bytes, model_hash=self.descriptor.model_hash,
                 base=0, addr_width=mm.addr_width, data_width=mm.data_width, clock_hz=clock_hz,
-                image_offset=image_offset, divisor=spi_divisor)
+                image_offset=image_offset, divisor=spi_divisor,
+                region_words=mm.weight_depth, offset_bits=mm.offset_bits)
             members["flash"] = Out(spi_pins_signature())
         most = proto.MAX_PAYLOAD // self.descriptor.step_bytes
         if not 1 <= self.max_steps <= most:

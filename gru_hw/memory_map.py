@@ -17,12 +17,14 @@ Layout (see :class:`gru_hw.schedule.Schedule` for the program):
 
 With ``weight_memory="spram"`` the P lanes' weights are one **packed row** per address instead
 (lane p's word in bits ``[p*ww, (p+1)*ww)``, ``ww`` = ``weight_width``), held in SB_SPRAM256KA
-blocks of 16K x 16 bits: ``spram_shape`` = (blocks side by side, banks in depth).
+blocks of 16K x 16 bits: ``spram_shape`` = (blocks side by side, banks in depth). Block k side by
+side holds the row's **slice** k, bits ``[16k, 16k + 16)``, and is written a slice at a time.
 
 Weight port: region ``s`` starts at ``s << offset_bits``; a word is ``data_width`` bits, sent in
 ``word_bytes`` bytes. Block RAM: region s is lane s's weight memory for s < P, the bias memory
-for s = P. SPRAM: region 0 is the packed rows, region 1 the bias memory (written only with
-run-time weights; a fixed SPRAM build loads region 0 alone, its biases are in the bitstream).
+for s = P. SPRAM: region k < ``slices`` holds slice k of every row, region ``slices`` the bias
+memory (written only with run-time weights; a fixed SPRAM build loads the slices alone, its biases
+are in the bitstream, and its words are 16 bits).
 
 Accumulator sizing: a fixed-weight core sizes its accumulators (and bias memory) for *its own*
 weights over every input the formats can hold; a run-time-weights core for *any* weights the
@@ -39,6 +41,10 @@ from .errors import GruHwError
 from .fixed import bits_for_int_range
 
 __all__ = ["MemoryMap", "Region", "byte_width", "SPRAM_DEPTH", "SPRAM_WIDTH"]
+
+
+def _signed(v: int, bits: int) -> int:
+    return v - (1 << bits) if v >> (bits - 1) & 1 else v
 
 #: One SB_SPRAM256KA: 16,384 words of 16 bits.
 SPRAM_DEPTH = 16384
@@ -94,7 +100,10 @@ class MemoryMap:
         #: width of a weight-memory word: one lane's weight, or a packed row of all P (SPRAM)
         self.row_width = self.weight_width * (self.lanes if self.packed else 1)
         self.addr_width = self.offset_bits + max(1, (self.bias_region).bit_length())
-        self.data_width = max(self.row_width, self.bias_width)
+        if self.packed:  # 16-bit slices; biases only with run-time weights
+            self.data_width = max(SPRAM_WIDTH, self.bias_width if self.runtime_weights else 0)
+        else:
+            self.data_width = max(self.row_width, self.bias_width)
 
     # ---- geometry ----------------------------------------------------------------------------
     @property
@@ -103,9 +112,14 @@ class MemoryMap:
         return self.weight_memory == "spram"
 
     @property
+    def slices(self) -> int:
+        """16-bit slices of a packed row (0 in block RAM): the SPRAM blocks side by side."""
+        return -(-self.row_width // SPRAM_WIDTH) if self.packed else 0
+
+    @property
     def bias_region(self) -> int:
-        """The weight-port region of the bias memory (P, or 1 with packed rows)."""
-        return 1 if self.packed else self.lanes
+        """The weight-port region of the bias memory (P, or the slices with packed rows)."""
+        return self.slices if self.packed else self.lanes
 
     @property
     def spram_shape(self) -> tuple[int, int]:
@@ -251,7 +265,11 @@ class MemoryMap:
             wdata, brows, _, _ = self._tables(qm)
         step = 1 << self.offset_bits
         if self.packed:
-            out = [Region("weights", 0, self.row_width, tuple(self.pack_rows(wdata)))]
+            rows = self.pack_rows(wdata)
+            out = [Region(f"weights{k}", k * step, SPRAM_WIDTH,
+                          tuple(_signed((r >> (SPRAM_WIDTH * k)) & 0xFFFF, SPRAM_WIDTH)
+                                for r in rows))
+                   for k in range(self.slices)]
         else:
             out = [Region(f"lane{p}", p * step, self.weight_width, tuple(words))
                    for p, words in enumerate(wdata)]
@@ -259,25 +277,25 @@ class MemoryMap:
         return out
 
     def pack_rows(self, lane_words) -> list[int]:
-        """Return the packed rows of per-lane words, as signed ``data_width``-bit values."""
-        ww, dw = self.weight_width, self.data_width
+        """Return the packed rows of per-lane words, as unsigned ``row_width``-bit values."""
+        ww = self.weight_width
         mask = (1 << ww) - 1
         rows = []
         for words in zip(*lane_words):
             v = 0
             for p, w in enumerate(words):
                 v |= (int(w) & mask) << (p * ww)
-            rows.append(v - (1 << dw) if v >> (dw - 1) & 1 else v)
+            rows.append(v)
         return rows
 
     def boot_regions(self, qm=None) -> list[Region]:
         """Return the regions a board must load before it runs (those the bitstream cannot
-        initialise): the packed rows of an SPRAM build; none in block RAM."""
-        return self.regions(qm)[:1] if self.packed else []
+        initialise): the packed rows' slices of an SPRAM build; none in block RAM."""
+        return self.regions(qm)[:self.slices] if self.packed else []
 
     def boot_image(self, qm=None) -> list[int]:
-        """Return the words a board loads from its flash at power-up, from address 0 (the
-        packed rows of an SPRAM build: :meth:`boot_regions`)."""
+        """Return the words a board loads from its flash at power-up, region after region
+        (:meth:`boot_regions`: ``weight_depth`` words each, region k from ``k << offset_bits``)."""
         return [w for r in self.boot_regions(qm) for w in r.words]
 
     def load_image(self, qm=None) -> list[tuple[int, int]]:

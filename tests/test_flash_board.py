@@ -69,7 +69,7 @@ def test_board_boots_from_flash_and_runs_exact():
     board = WithFlash(top)
     # the image holds exactly the packed rows the core reads, nothing of the bias memory
     mm = top.core.memory_map
-    assert fi.parse_image(board.image, word_bytes=mm.word_bytes, words=mm.weight_depth,
+    assert fi.parse_image(board.image, word_bytes=mm.word_bytes, words=mm.slices * mm.weight_depth,
                           model_hash=model_hash(qm)) == mm.boot_image()
     y = run_board_sim(board, DIVISOR, host, timeout_cycles=20 * TIMEOUT)
     np.testing.assert_array_equal(y, gold)

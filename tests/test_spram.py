@@ -38,20 +38,26 @@ def test_packed_rows_hold_every_lane_word():
     spram = CoreConfig(qm, 5, weight_memory="spram").memory_map
     assert spram.row_width == 5 * spram.weight_width == 30
     assert spram.acc_width == bram.acc_width and spram.bias_words == bram.bias_words
-    (rows,) = [r for r in spram.regions() if r.name == "weights"]
-    assert len(rows.words) == bram.weight_depth
+    slices = [r for r in spram.regions() if r.name.startswith("weights")]
+    assert [r.name for r in slices] == ["weights0", "weights1"] and spram.slices == 2
+    assert spram.data_width == 16  # a fixed build writes 16-bit slices only
+    step = 1 << spram.offset_bits
+    assert [r.base for r in slices] == [0, step] and spram.bias_region == 2
     ww = spram.weight_width
-    for i, row in enumerate(rows.words):
-        u = row & ((1 << spram.data_width) - 1)
+    for i in range(bram.weight_depth):
+        row = sum((slices[k].words[i] & 0xFFFF) << (16 * k) for k in range(2))
         for p in range(5):
-            w = (u >> (p * ww)) & ((1 << ww) - 1)
+            w = (row >> (p * ww)) & ((1 << ww) - 1)
             w -= (1 << ww) if w >> (ww - 1) else 0
             assert w == bram.lane_words[p][i]
     assert spram.spram_shape == (2, 1) and spram.spram_blocks == 2
-    assert [r.name for r in spram.regions()] == ["weights", "bias"]
-    assert [r.name for r in spram.boot_regions()] == ["weights"]
-    assert spram.load_image() == [(i, w) for i, w in enumerate(rows.words)]
+    assert [r.name for r in spram.regions()] == ["weights0", "weights1", "bias"]
+    assert [r.name for r in spram.boot_regions()] == ["weights0", "weights1"]
+    assert spram.load_image() == [(r.base + i, w) for r in slices for i, w in enumerate(r.words)]
+    assert spram.boot_image() == [w for r in slices for w in r.words]
     assert bram.load_image() == []  # the bitstream holds a block-RAM build's weights
+    rw = CoreConfig(qm, 5, weight_memory="spram", runtime_weights=True).memory_map
+    assert rw.data_width == max(16, rw.bias_width)
 
 
 def test_spram_shape_counts_banks():

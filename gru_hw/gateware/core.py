@@ -57,8 +57,8 @@ class GRUCore(wiring.Component):
         beats with last = 1 (zero or stale otherwise).
       * ``w_stream`` (in; with run-time weights, or weights in SPRAM): weight words, payload
         ``{addr, data, last}`` in the address map of :attr:`memory_map` (:mod:`gru_hw.memory_map`).
-        An SPRAM core starts with no weights: load its packed region before the first sequence
-        (without run-time weights, only that region is writable). A load is
+        An SPRAM core starts with no weights: load its packed rows' slices before the first
+        sequence (without run-time weights, only those regions are writable). A load is
         a packet ending with ``last``; each word is written in the cycle it is taken. ``ready``
         is low while a sequence is in flight (first input beat taken .. last output beat
         taken); a packet offered between sequences holds the next input beat back until its
@@ -207,7 +207,7 @@ class GRUCore(wiring.Component):
         # a word is written in the cycle it is taken
         m.d.comb += [lanes.w_addr.eq(w_off), lanes.w_data.eq(ws.payload.data)]
         if mm.packed:
-            m.d.comb += lanes.w_en.eq(w_v & (w_sel == 0))
+            m.d.comb += [lanes.w_en[k].eq(w_v & (w_sel == k)) for k in range(mm.slices)]
         else:
             m.d.comb += [lanes.w_en[p].eq(w_v & (w_sel == p)) for p in range(self.lanes)]
         if self.runtime_weights:  # else the biases are fixed (bitstream contents)

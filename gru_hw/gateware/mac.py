@@ -28,7 +28,7 @@ class MACLanes(wiring.Component):
         At a group's last column these are the group's P dot products.
       * ``w_en`` (in, P bits), ``w_addr``, ``w_data`` (in; only with the weight port): write
         ``w_data`` at ``w_addr`` into the weight memory of every lane whose ``w_en`` bit is set.
-        With packed rows (weights in SPRAM) ``w_en`` is one bit and ``w_data`` a whole row.
+        With packed rows (weights in SPRAM) ``w_en`` has a bit per 16-bit slice of a row.
 
     Weight memories: one block RAM per lane, or one :class:`~gru_hw.gateware.weights.
     PackedWeights` whose row holds every lane's weight (``weight_memory="spram"``); both read
@@ -57,7 +57,7 @@ class MACLanes(wiring.Component):
             "sums": Out(data.ArrayLayout(signed(self.acc_width), self.lanes)),
         }
         if config.weight_port:
-            members.update(w_en=In(1 if mm.packed else self.lanes),
+            members.update(w_en=In(mm.slices if mm.packed else self.lanes),
                            w_addr=In(range(max(self.depth, 2))),
                            w_data=In(signed(mm.data_width)))
         super().__init__(members)

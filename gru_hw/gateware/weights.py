@@ -24,9 +24,9 @@ class PackedWeights(wiring.Component):
     Ports:
       * ``raddr`` (in): row to read; ``rdata`` (out) is that row one cycle later (like a block
         RAM's synchronous read).
-      * ``w_en``, ``w_addr``, ``w_data`` (in): write ``w_data`` (``signed(data_width)``, the low
-        ``width`` bits kept) at ``w_addr``. The memory is single-ported: a write takes the port,
-        and the read data of that cycle is undefined. The core writes only while no sequence is
+      * ``w_en`` (in, one bit per 16-bit slice of a row), ``w_addr``, ``w_data`` (in): write
+        ``w_data``'s low 16 bits into the slices of row ``w_addr`` whose bit is set. The memory
+        is single-ported: a write takes the port, and the read data of that cycle is undefined. The core writes only while no sequence is
         in flight, so this never meets a read it uses.
 
     ``cells`` True: SB_SPRAM256KA instances (Verilog and synthesis; simulators use Yosys's model
@@ -42,23 +42,24 @@ class PackedWeights(wiring.Component):
         self.banks = -(-self.depth // SPRAM_DEPTH)
         super().__init__({
             "raddr": In(range(max(self.depth, 2))), "rdata": Out(width),
-            "w_en": In(1), "w_addr": In(range(max(self.depth, 2))),
+            "w_en": In(self.wide), "w_addr": In(range(max(self.depth, 2))),
             "w_data": In(signed(data_width)),
         })
 
     def elaborate(self, platform):
         m = Module()
+        slice_ = self.w_data[:SPRAM_WIDTH]
         if not self.cells:
-            mem = Memory(shape=self.width, depth=self.depth, init=[])
+            mem = Memory(shape=self.wide * SPRAM_WIDTH, depth=self.depth, init=[])
             m.submodules.mem = mem
             rd = mem.read_port(transparent_for=())
-            wr = mem.write_port()
-            m.d.comb += [rd.addr.eq(self.raddr), rd.en.eq(~self.w_en), self.rdata.eq(rd.data),
-                         wr.addr.eq(self.w_addr), wr.data.eq(self.w_data[:self.width]),
-                         wr.en.eq(self.w_en)]
+            wr = mem.write_port(granularity=SPRAM_WIDTH)
+            m.d.comb += [rd.addr.eq(self.raddr), rd.en.eq(~self.w_en.any()),
+                         self.rdata.eq(rd.data), wr.addr.eq(self.w_addr),
+                         wr.data.eq(Cat(*[slice_] * self.wide)), wr.en.eq(self.w_en)]
             return m
         addr = Signal(range(max(self.depth, 2)), name="spram_addr")
-        m.d.comb += addr.eq(Mux(self.w_en, self.w_addr, self.raddr))
+        m.d.comb += addr.eq(Mux(self.w_en.any(), self.w_addr, self.raddr))
         abits = (SPRAM_DEPTH - 1).bit_length()
         low = Signal(abits, name="spram_row")
         m.d.comb += low.eq(addr[:abits])
@@ -66,8 +67,6 @@ class PackedWeights(wiring.Component):
         bank_q = Signal(max(len(addr) - abits, 1), name="spram_bank_q")
         if bank is not None:
             m.d.sync += bank_q.eq(bank)
-        wdata = Signal(self.wide * SPRAM_WIDTH, name="spram_wdata")
-        m.d.comb += wdata.eq(self.w_data[:self.width])
         outs = []
         for b in range(self.banks):
             sel = (bank == b) if bank is not None else 1
@@ -76,8 +75,8 @@ class PackedWeights(wiring.Component):
                 dout = Signal(SPRAM_WIDTH, name=f"spram{b}_{k}_out")
                 m.submodules[f"spram{b}_{k}"] = Instance(
                     "SB_SPRAM256KA",
-                    i_ADDRESS=low, i_DATAIN=wdata[k * SPRAM_WIDTH:(k + 1) * SPRAM_WIDTH],
-                    i_MASKWREN=0b1111, i_WREN=self.w_en & sel, i_CHIPSELECT=1,
+                    i_ADDRESS=low, i_DATAIN=slice_,
+                    i_MASKWREN=0b1111, i_WREN=self.w_en[k] & sel, i_CHIPSELECT=1,
                     i_CLOCK=ClockSignal("sync"), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
                     o_DATAOUT=dout)
                 row.append(dout)
