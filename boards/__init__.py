@@ -72,10 +72,10 @@ class Board:
         """Return the capacity of each resource the fit check looks at."""
         return {"dsp": self.dsp, "bram": self.bram, "spram": self.spram, "lut": self.luts}
 
-    def core_profile(self, model, lanes: int):
+    def core_profile(self, model, lanes: int, tail_width: int | None = None):
         """Return the core profile a build at ``lanes`` lanes gets (the family's rule with this
-        board's hard multipliers)."""
-        return self.family.core_profile(model, lanes, self.dsp)
+        board's hard multipliers; ``tail_width`` None: the family's choice)."""
+        return self.family.core_profile(model, lanes, self.dsp, tail_width)
 
     def flash_command(self, bitstream, *, persist: bool = True, env=None) -> list[str]:
         """Return the command that programs ``bitstream`` into this board."""

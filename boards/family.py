@@ -148,20 +148,52 @@ class Family:
                               por_cycles=por_cycles)
 
     # ---- core ----
-    def core_profile(self, model, lanes: int, dsp_budget: int | None) -> CoreProfile:
+    #: Tail widths tried by the automatic choice (:meth:`core_profile`).
+    TAIL_WIDTHS = (1, 3, 6)
+    #: A wider tail is chosen only when it saves at least this fraction of the step's cycles.
+    TAIL_WIDTH_GAIN = 0.05
+
+    def core_profile(self, model, lanes: int, dsp_budget: int | None,
+                     tail_width: int | None = None) -> CoreProfile:
         """Return the core profile for ``lanes`` on a device with ``dsp_budget`` hard multipliers.
 
         ``model``: a QuantModel, GRUModel or Shapes. The "seq" profile (the tail's four products
         as small sequential logic multipliers) when the lanes plus the tail would need more hard
         multipliers than the device has (:attr:`gru_hw.schedule.Schedule.dsp_blocks_bound`), so
         every hard multiplier serves a MAC lane; else "dsp". Without a budget: "dsp".
+
+        ``tail_width`` (K, :class:`gru_hw.config.CoreProfile`): as given; None chooses it: the
+        narrowest of :data:`TAIL_WIDTHS` whose step is fastest, a wider one only when it saves
+        at least :data:`TAIL_WIDTH_GAIN` of the cycles and its multipliers fit the budget (with
+        many lanes the one-row tail, not the multipliers, sets the step time).
         """
+        from ..errors import GruHwError
         from ..schedule import Schedule
 
         if dsp_budget is None:
-            return PROFILES["dsp"]
-        need = Schedule(model, lanes, profile=PROFILES["dsp"]).dsp_blocks_bound
-        return PROFILES["seq"] if need > dsp_budget else PROFILES["dsp"]
+            base = PROFILES["dsp"]
+        else:
+            need = Schedule(model, lanes, profile=PROFILES["dsp"]).dsp_blocks_bound
+            base = PROFILES["seq"] if need > dsp_budget else PROFILES["dsp"]
+        if tail_width is not None:
+            profile = base.with_(tail_width=tail_width)
+            sch = Schedule(model, lanes, profile=profile)
+            if dsp_budget is not None and tail_width > 1 and sch.dsp_blocks_bound > dsp_budget:
+                raise GruHwError(f"{lanes} lanes with tail width {tail_width} need about "
+                                 f"{sch.dsp_blocks_bound} hard multipliers, the device has "
+                                 f"{dsp_budget}", subject="tail_width")
+            return profile
+        if base.name != "dsp":
+            return base  # no hard multiplier left for a wider tail
+        best, best_cycles = base, Schedule(model, lanes, profile=base).cycles_per_step
+        for k in self.TAIL_WIDTHS[1:]:
+            cand = base.with_(tail_width=k)
+            sch = Schedule(model, lanes, profile=cand)
+            if dsp_budget is not None and sch.dsp_blocks_bound > dsp_budget:
+                break
+            if sch.cycles_per_step <= (1 - self.TAIL_WIDTH_GAIN) * best_cycles:
+                best, best_cycles = cand, sch.cycles_per_step
+        return best
 
     # ---- flashing ----
     def flash_tool(self, board: "Board") -> FlashTool:
@@ -288,7 +320,8 @@ def get_family(family: Family | str) -> Family:
 
 
 def core_config_for(qm, board: "Board | str", lanes: int, *, runtime_weights: bool = False,
-                    sequence: bool = False, weight_memory: str = "bram") -> CoreConfig:
+                    sequence: bool = False, weight_memory: str = "bram",
+                    tail_width: int | None = None) -> CoreConfig:
     """Return the core configuration a build of ``qm`` for ``board`` at ``lanes`` lanes makes.
 
     ``board`` is a :class:`gru_hw.boards.Board` or its name. The profile comes from the board's
@@ -296,8 +329,8 @@ def core_config_for(qm, board: "Board | str", lanes: int, *, runtime_weights: bo
     weight port (the memories start with ``qm``'s weights); ``sequence`` emits the top layer's
     h every step (simulation: a board build has ``sequence=False``); ``weight_memory`` "spram"
     puts the weights in the device's SPRAM (:func:`gru_hw.fit.resolve_weight_memory` picks one
-    for "auto"). Lanes outside 1..3H, or SPRAM the board lacks or the model overflows, raise
-    GruHwError.
+    for "auto"); ``tail_width`` K (None: the family's choice, :meth:`Family.core_profile`).
+    Lanes outside 1..3H, or SPRAM the board lacks or the model overflows, raise GruHwError.
     """
     from ..errors import GruHwError
 
@@ -305,7 +338,7 @@ def core_config_for(qm, board: "Board | str", lanes: int, *, runtime_weights: bo
         from . import get_board
 
         board = get_board(board)
-    profile = board.core_profile(qm, lanes)
+    profile = board.core_profile(qm, lanes, tail_width)
     config = CoreConfig(qm, lanes, profile, sequence=sequence, runtime_weights=runtime_weights,
                         weight_memory=weight_memory)
     if weight_memory == "spram":

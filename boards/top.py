@@ -192,7 +192,8 @@ class BoardTop(Elaboratable):
                  timeout_ms: float = 50.0, divisor: int | None = None,
                  timeout_cycles: int | None = None, clock_not_above: bool = False,
                  runtime_weights: bool = False, weight_memory: str = "bram",
-                 image_offset: int = DEFAULT_IMAGE_OFFSET, profile=None) -> None:
+                 image_offset: int = DEFAULT_IMAGE_OFFSET, profile=None,
+                 tail_width: int | None = None) -> None:
         self.board = board
         if board is not None:
             want = clock_mhz if clock_mhz is not None else board.default_clock_mhz
@@ -211,20 +212,20 @@ class BoardTop(Elaboratable):
                             clock_hz=int(round(hz)), max_steps=max_steps,
                             heartbeat_log2=log2, stretch_log2=max(2, log2 - 4),
                             config=self._config(qm, lanes, board, core, runtime_weights,
-                                                weight_memory, profile),
+                                                weight_memory, profile, tail_width),
                             runtime_weights=runtime_weights, image_offset=image_offset)
         self.rx = self.link.rx
         self.tx = self.link.tx
 
     @staticmethod
-    def _config(qm, lanes, board, core, runtime_weights, weight_memory, profile):
+    def _config(qm, lanes, board, core, runtime_weights, weight_memory, profile, tail_width):
         """The core's configuration: the board's; without a board (simulation) ``profile``
         (default "dsp"), and SPRAM as an Amaranth memory (the simulator cannot run the cell)."""
         if core is not None:
             return None
         if board is not None:
             return core_config_for(qm, board, lanes, runtime_weights=runtime_weights,
-                                   weight_memory=weight_memory)
+                                   weight_memory=weight_memory, tail_width=tail_width)
         return CoreConfig(qm, lanes, profile, runtime_weights=runtime_weights,
                           weight_memory=weight_memory, spram_cells=False)
 

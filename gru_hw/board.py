@@ -92,7 +92,7 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
           progress: Callable[[str], None] | None = None, clock_mhz: float | None = None,
           baud: int = DEFAULT_BAUD, max_steps: int | None = None,
           runtime_weights: bool = False, core=None, suggest: bool = True,
-          seeds: int = 1, weight_memory: str = "bram") -> dict:
+          seeds: int = 1, weight_memory: str = "bram", tail_width: int | None = None) -> dict:
     """Build a bitstream for ``board`` into ``out_dir``; write and return report.json's dict.
 
     ``clock_mhz`` is the core clock asked of the PLL (default: the board's); when left to the
@@ -108,7 +108,7 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     ``weight_memory="spram"`` (iCE40 UltraPlus) keeps the weights in SPRAM, which the bitstream
     cannot fill: the build also writes the weight image the board loads from its flash at
     power-up (``weights.bin``; report.json's ``weight_image``: file, flash offset, size, CRC) and
-    :func:`flash` writes both.
+    :func:`flash` writes both. ``tail_width``: the core's K (None: the family's choice).
     """
     say = progress or (lambda _msg: None)
     b = get_board(board)
@@ -126,7 +126,7 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=clock_mhz, baud=baud,
                          max_steps=max_steps, core=core, suggest=suggest,
                          runtime_weights=runtime_weights, seeds=seeds,
-                         weight_memory=weight_memory)
+                         weight_memory=weight_memory, tail_width=tail_width)
     if auto_clock and not report["timing_met"]:
         # Routing varies from run to run: leave a 10 % margin so the retry itself meets timing.
         retry = math.floor(report["fmax_mhz"] * 0.90 * 4) / 4
@@ -135,7 +135,7 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
         report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=retry, baud=baud,
                              max_steps=max_steps, core=core, suggest=suggest, not_above=True,
                              runtime_weights=runtime_weights, seeds=seeds,
-                             weight_memory=weight_memory)
+                             weight_memory=weight_memory, tail_width=tail_width)
     report["build_seconds"] = round(time.monotonic() - t0, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     say(format_report(report))
@@ -149,13 +149,14 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
 
 def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_steps, core,
                 suggest, not_above: bool = False, runtime_weights: bool = False,
-                seeds: int = 1, weight_memory: str = "bram") -> dict:
+                seeds: int = 1, weight_memory: str = "bram",
+                tail_width: int | None = None) -> dict:
     from .boards.top import BoardTop
     from .protocol import model_hash
 
     top = BoardTop(qm, lanes, b, clock_mhz=clock_mhz, baud=baud, core=core, max_steps=max_steps,
                    clock_not_above=not_above, runtime_weights=runtime_weights,
-                   weight_memory=weight_memory)
+                   weight_memory=weight_memory, tail_width=tail_width)
     link = top.link
     fam = b.family
     platform = b.platform_class()()

@@ -162,6 +162,27 @@ def _add_board(p: argparse.ArgumentParser, required: bool = False) -> None:
                             "(default: the \"dsp\" profile, with the tail on hard multipliers)")
 
 
+def _tail_width(text: str):
+    if text == "auto":
+        return None
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1 or (k != 1 and k % 3):
+        raise argparse.ArgumentTypeError(f"must be auto, 1 or a multiple of 3, got {text!r}")
+    return k
+
+
+def _add_tail_width(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tail-width", type=_tail_width, default=None, metavar="K",
+                   help="gate rows the accumulator chain hands the nonlinear tail per cycle: 1, "
+                        "or 3U (U hidden units per cycle, with 5U more multipliers); with many "
+                        "lanes a wider tail shortens the step (auto: with --board, the widest "
+                        "that pays and fits the board's hard multipliers; without, 1) "
+                        "(default: auto)")
+
+
 def _add_weight_memory(p: argparse.ArgumentParser, build: bool = False) -> None:
     p.add_argument("--weight-memory", choices=("auto", "bram", "spram"), default="auto",
                    help="where the MAC lanes' weights live: bram (block RAM, in the bitstream), "
@@ -182,7 +203,8 @@ def _weight_memory(args: argparse.Namespace, qm, lanes: int, runtime_weights: bo
         return "bram"
     from .fit import resolve_weight_memory
 
-    return resolve_weight_memory(qm, args.board, lanes, runtime_weights=runtime_weights)[0]
+    return resolve_weight_memory(qm, args.board, lanes, runtime_weights=runtime_weights,
+                                 tail_width=getattr(args, "tail_width", None))[0]
 
 
 def _add_json(p: argparse.ArgumentParser, what: str = "the summary") -> None:
@@ -232,6 +254,7 @@ def _parse_info(command) -> None:
     _add_lanes(p)
     _add_board(p)
     _add_weight_memory(p)
+    _add_tail_width(p)
     p.add_argument("--steps", type=_int_in(1, MAX_STEPS), default=None, metavar="T",
                    help=f"also give the exact cycles of a T-step sequence, 1..{MAX_STEPS} "
                         "(default: not shown)")
@@ -278,6 +301,7 @@ def _parse_generate(command) -> None:
     _add_lanes(p)
     _add_board(p)
     _add_weight_memory(p)
+    _add_tail_width(p)
     p.add_argument("--sequence", action="store_true",
                    help="emit the hidden state every step (default: one output per sequence)")
     p.add_argument("--runtime-weights", action="store_true",
@@ -330,6 +354,7 @@ def _parse_simulate(command) -> None:
     _add_lanes(p)
     _add_board(p)
     _add_weight_memory(p)
+    _add_tail_width(p)
     p.add_argument("--netlist", metavar="BUILD_DIR",
                    help="simulate the core as synthesized for the build in BUILD_DIR (Yosys "
                         "netlist with its primitive models, verilator or icarus) instead of its "
@@ -368,6 +393,7 @@ def _parse_build(command) -> None:
     p.add_argument("--runtime-weights", action="store_true",
                    help="weights loadable over the UART with run --load-weights (default: off)")
     _add_weight_memory(p, build=True)
+    _add_tail_width(p)
     p.add_argument("--seeds", type=_int_in(1, 100), default=None, metavar="N",
                    help="if routing misses the clock, place and route again with nextpnr seeds "
                         "2..N (stopping when met) and keep the best (default: per board)")
@@ -562,12 +588,18 @@ def _json_default(o):
 
 
 def _board_profile(args: argparse.Namespace, qm, lanes: int, **kwargs):
-    """Return the core profile ``build --board`` would use (None without --board)."""
+    """Return the core profile ``build --board`` would use (without --board: None, or the
+    default profile with --tail-width)."""
+    tail_width = getattr(args, "tail_width", None)
     if getattr(args, "board", None) is None:
-        return None
+        if tail_width is None:
+            return None
+        from .config import DEFAULT_PROFILE
+
+        return DEFAULT_PROFILE.with_(tail_width=tail_width)
     from .boards.family import core_config_for
 
-    return core_config_for(qm, args.board, lanes, **kwargs).profile
+    return core_config_for(qm, args.board, lanes, tail_width=tail_width, **kwargs).profile
 
 
 def _default_lanes(model) -> int:
@@ -606,7 +638,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         from .fit import resolve_weight_memory, spram_capacity_hint
 
         info["board"] = args.board
-        wm, est = resolve_weight_memory(qm, args.board, lanes, requested=args.weight_memory)
+        wm, est = resolve_weight_memory(qm, args.board, lanes, requested=args.weight_memory,
+                                        tail_width=args.tail_width)
         info["fit"] = est.to_json()
         verdict = ("fits" if est.fits and not est.tight else "fits, tightly" if est.fits
                    else "does not fit: " + ", ".join(f"{k.upper()} {v} over"
@@ -822,12 +855,13 @@ def _build_candidates(args: argparse.Namespace, model):
         qm = quantize_model(model, spec)
         wm, est = resolve_weight_memory(qm, args.board, lanes,
                                         runtime_weights=args.runtime_weights,
-                                        requested=args.weight_memory)
+                                        requested=args.weight_memory,
+                                        tail_width=args.tail_width)
         if not est.fits:
             over = ", ".join(f"{k.upper()} {est.used[k]}/{est.available[k]}" for k in est.over)
             try:
                 alt = choose(model, args.board, runtime_weights=args.runtime_weights,
-                             weight_memory=args.weight_memory)[0]
+                             weight_memory=args.weight_memory, tail_width=args.tail_width)[0]
                 hint = f"; would fit: {alt.describe()} (omit --lanes and the width flags)"
             except GruHwError:
                 hint = spram_capacity_hint(qm, args.board, lanes)
@@ -848,7 +882,7 @@ def _build_candidates(args: argparse.Namespace, model):
     if budget:
         widths = _widths_within_budget(args, model)
     found = choose(model, args.board, runtime_weights=args.runtime_weights, spec_for=spec_for,
-                   widths=widths, weight_memory=args.weight_memory)
+                   widths=widths, weight_memory=args.weight_memory, tail_width=args.tail_width)
     best = found[0]
     print(f"{args.board}: chose {best.describe()}, profile {best.profile}, "
           f"{best.cycles_per_step} cycles/step: the fastest configuration estimated to fit, at "
@@ -900,7 +934,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     for k, (qm, lanes, wm) in enumerate(candidates):
         try:
             report = build(qm, args.board, args.output, lanes=lanes, progress=print,
-                           weight_memory=wm, **kwargs)
+                           weight_memory=wm, tail_width=args.tail_width, **kwargs)
             break
         except DoesNotFit as exc:
             if k + 1 == len(candidates):
@@ -1020,7 +1054,7 @@ def _one_line(text: str) -> str:
 SUBJECT_FLAGS = {"lanes": "--lanes", "seeds": "--seeds", "clock_mhz": "--clock-mhz",
                  "baud": "--baud", "board": "--board", "port": "--port", "output": "--output",
                  "simulator": "--simulator", "load_weights": "--load-weights",
-                 "weight_memory": "--weight-memory"}
+                 "weight_memory": "--weight-memory", "tail_width": "--tail-width"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -81,6 +81,8 @@ class CoreProfile:
         tail width changes and no name is given)."""
         from dataclasses import replace
 
+        if all(getattr(self, k) == v for k, v in changes.items()):
+            return self
         if set(changes) == {"tail_width"} and changes["tail_width"] != self.tail_width:
             base = self.name.split("-k")[0]
             changes["name"] = base if changes["tail_width"] == 1 else \

@@ -135,7 +135,8 @@ def _memories(top) -> list[dict]:
 
 
 def estimate(qm, board, lanes: int, *, runtime_weights: bool = False,
-             max_steps: int | None = None, weight_memory: str = "bram") -> FitEstimate:
+             max_steps: int | None = None, weight_memory: str = "bram",
+             tail_width: int | None = None) -> FitEstimate:
     """Return the estimated resources of a ``board`` build of ``qm`` at ``lanes`` lanes.
 
     ``weight_memory`` "auto" estimates the memory :func:`resolve_weight_memory` picks.
@@ -148,7 +149,7 @@ def estimate(qm, board, lanes: int, *, runtime_weights: bool = False,
     b = get_board(board) if isinstance(board, str) else board
     if weight_memory == "auto":
         return resolve_weight_memory(qm, b, lanes, runtime_weights=runtime_weights,
-                                     max_steps=max_steps)[1]
+                                     max_steps=max_steps, tail_width=tail_width)[1]
     fam = b.family.name
     if weight_memory == "spram":
         if not b.spram:
@@ -158,9 +159,10 @@ def estimate(qm, board, lanes: int, *, runtime_weights: bool = False,
         if mm.spram_blocks > b.spram:  # not buildable: say how far over, without elaborating
             return _spram_over(qm, b, lanes, mm, runtime_weights)
     config = core_config_for(qm, b, lanes, runtime_weights=runtime_weights,
-                             weight_memory=weight_memory)
+                             weight_memory=weight_memory, tail_width=tail_width)
     top = BoardTop(qm, lanes, b, max_steps=max_steps, runtime_weights=runtime_weights,
-                   divisor=16, timeout_cycles=1000, weight_memory=weight_memory)
+                   divisor=16, timeout_cycles=1000, weight_memory=weight_memory,
+                   tail_width=tail_width)
     if top.pll is not None:
         top.pll._MustUse__silence = True  # only the core and link are elaborated here
     mems = _memories(top)
@@ -199,8 +201,8 @@ def _spram_over(qm, b, lanes, mm, runtime_weights) -> FitEstimate:
 
 
 def resolve_weight_memory(qm, board, lanes: int, *, runtime_weights: bool = False,
-                          max_steps: int | None = None,
-                          requested: str = "auto") -> tuple[str, FitEstimate]:
+                          max_steps: int | None = None, requested: str = "auto",
+                          tail_width: int | None = None) -> tuple[str, FitEstimate]:
     """Return (weight memory, its estimate) for a build: ``requested``, or for "auto" block
     RAM when the design is estimated to fit with it, else SPRAM when the device has SPRAM."""
     from .boards import get_board
@@ -208,12 +210,14 @@ def resolve_weight_memory(qm, board, lanes: int, *, runtime_weights: bool = Fals
     b = get_board(board) if isinstance(board, str) else board
     if requested != "auto":
         return requested, estimate(qm, b, lanes, runtime_weights=runtime_weights,
-                                   max_steps=max_steps, weight_memory=requested)
-    est = estimate(qm, b, lanes, runtime_weights=runtime_weights, max_steps=max_steps)
+                                   max_steps=max_steps, weight_memory=requested,
+                                   tail_width=tail_width)
+    est = estimate(qm, b, lanes, runtime_weights=runtime_weights, max_steps=max_steps,
+                   tail_width=tail_width)
     if est.fits or not b.spram or "bram" not in est.over:
         return "bram", est
     sp = estimate(qm, b, lanes, runtime_weights=runtime_weights, max_steps=max_steps,
-                  weight_memory="spram")
+                  weight_memory="spram", tail_width=tail_width)
     return ("spram", sp) if sp.fits or len(sp.over) <= len(est.over) else ("bram", est)
 
 
@@ -255,7 +259,8 @@ WIDTHS = ((16, 16), (12, 12), (10, 10), (8, 10), (8, 9), (8, 8), (6, 8), (4, 8))
 
 
 def choose(model, board, *, runtime_weights: bool = False, widths=WIDTHS,
-           spec_for=None, weight_memory: str = "auto") -> list[FitEstimate]:
+           spec_for=None, weight_memory: str = "auto",
+           tail_width: int | None = None) -> list[FitEstimate]:
     """Return the configurations estimated to fit, best first.
 
     Best is a configuration with room to place and route (not :attr:`FitEstimate.tight`), then
@@ -276,8 +281,13 @@ def choose(model, board, *, runtime_weights: bool = False, widths=WIDTHS,
     for rank, (wb, ab) in enumerate(widths):
         qm = quantize_model(model, spec_for(wb, ab))
         for p in options:
-            _, est = resolve_weight_memory(qm, b, p, runtime_weights=runtime_weights,
-                                           requested=weight_memory)
+            try:
+                _, est = resolve_weight_memory(qm, b, p, runtime_weights=runtime_weights,
+                                               requested=weight_memory, tail_width=tail_width)
+            except GruHwError:
+                if tail_width is None:
+                    raise
+                continue  # this lane count cannot take the tail width asked for
             last = est
             if est.fits:
                 fitting.append((est.tight, est.cycles_per_step, rank, est))

@@ -275,8 +275,13 @@ def from_build(build_dir: str | Path, model) -> dict:
     if want is not None and model_hash(qm, weights=not rw).hex() != want:
         raise GruHwError(f"the model is not the one the build in {build_dir} was made for "
                          f"(hash {model_hash(qm, weights=not rw).hex()}, build {want})")
+    from .config import get_profile
+
+    tail_width = (get_profile(report["profile"]).tail_width
+                  if isinstance(report.get("profile"), str) else None)
     config = core_config_for(qm, board, int(report["lanes"]), runtime_weights=rw,
-                             weight_memory=report.get("weight_memory", "bram"))
+                             weight_memory=report.get("weight_memory", "bram"),
+                             tail_width=tail_width)
     return {"qm": qm, "config": config, "family": board.family.name,
             "synth_opts": board.family.synth_opts(board, runtime_weights=rw), "report": report}
 

@@ -70,15 +70,43 @@ def test_core_profile_rule(qms):
     """The "seq" profile exactly when lanes + 2 x tail multipliers exceed the hard multipliers."""
     qm = qms[0]
     ice, small, big = get_board("icebreaker"), get_board("ulx3s-12f"), get_board("ulx3s-85f")
-    assert ice.core_profile(qm, 1) is PROFILES["seq"]  # 1 + 2 * 4 > 8
-    assert small.core_profile(qm, 8) is PROFILES["dsp"]  # 8 + 8 <= 28
-    assert small.core_profile(qm, 20) is PROFILES["dsp"]  # 20 + 8 == 28
-    assert small.core_profile(qm, 21) is PROFILES["seq"]
-    assert big.core_profile(qm, 32) is PROFILES["dsp"]
+    assert ice.core_profile(qm, 1, 1) is PROFILES["seq"]  # 1 + 2 * 4 > 8
+    assert small.core_profile(qm, 8, 1) is PROFILES["dsp"]  # 8 + 8 <= 28
+    assert small.core_profile(qm, 20, 1) is PROFILES["dsp"]  # 20 + 8 == 28
+    assert small.core_profile(qm, 21, 1) is PROFILES["seq"]
+    assert big.core_profile(qm, 32, 1) is PROFILES["dsp"]
     for fam in FAMILIES.values():
-        assert fam.core_profile(qm, 32, None) is PROFILES["dsp"]
+        assert fam.core_profile(qm, 32, None, 1) is PROFILES["dsp"]
+    assert ice.core_profile(qm, 8) is PROFILES["seq"]  # no hard multiplier for a wider tail
     assert core_config_for(qm, ice, 4, sequence=True).sequence
     assert not core_config_for(qm, ice, 4).sequence
+
+
+def test_tail_width_chosen_where_it_pays():
+    """Automatic tail width (issue 13): the example on the ULX3S-85F; a wider tail only when it
+    saves at least 5 % of the step and its multipliers fit the board; an explicit width that
+    does not fit is refused."""
+    from gru_hw.importers import load_model
+    from gru_hw.schedule import Schedule
+
+    model = load_model(Path(__file__).resolve().parents[1] / "gru_hw/data/japanese_vowels_gru.pt")
+    qm = quantize_model(model, choose_spec(model, 16, 16))
+    big, small = get_board("ulx3s-85f"), get_board("ulx3s-12f")
+    for lanes in (8, 16, 32, 48, 96):
+        chosen = big.core_profile(qm, lanes)
+        k1 = Schedule(qm, lanes, profile=PROFILES["dsp"]).cycles_per_step
+        sch = Schedule(qm, lanes, profile=chosen)
+        assert sch.dsp_blocks_bound <= big.dsp
+        assert chosen.tail_width == 1 or sch.cycles_per_step <= 0.95 * k1
+        for k in (1, 3, 6):  # no narrower width would be as fast
+            if k < chosen.tail_width:
+                assert Schedule(qm, lanes, profile=PROFILES["dsp"].with_(tail_width=k)
+                                ).cycles_per_step > sch.cycles_per_step
+    assert big.core_profile(qm, 96).name == "dsp-k6"
+    assert Schedule(qm, 96, profile=big.core_profile(qm, 96)).cycles_per_step == 80
+    assert Schedule(qm, 48, profile=big.core_profile(qm, 48)).cycles_per_step <= 115
+    with pytest.raises(GruHwError, match="tail width 6 need"):
+        small.core_profile(qm, 20, 6)
 
 
 def test_suggest_lanes_counts_the_board_profile(qms):
