@@ -101,7 +101,8 @@ class SPIFlashReader(wiring.Component):
                   idles low, ``copi`` changes on SCK's falling edge, ``cipo`` is sampled on its
                   rising edge.
         start     In(1): a pulse, taken while idle (``busy`` low): read from ``addr`` on.
-        addr      In(24): the flash byte address to read from, sampled with ``start``.
+        addr      In(24) (without ``address``): the flash byte address to read from, sampled
+                  with ``start``.
         o_stream  Out(stream.Signature(8)): the bytes from ``addr`` on, in order. While a byte
                   waits to be taken, SCK stops (low) before the last bit of the next one: no byte
                   is dropped or repeated, however long the consumer waits.
@@ -115,7 +116,8 @@ class SPIFlashReader(wiring.Component):
 
     Parameters: ``clock_hz`` (the sync clock, for the default delays), ``divisor`` (>= 2: SCK
     is sync / divisor; high for ``divisor // 2`` cycles, low for the rest), ``wake_cycles``
-    (default: 3 us at ``clock_hz``).
+    (default: 3 us at ``clock_hz``), ``address`` (a fixed address to read from: no ``addr``
+    port and no address register).
 
     Latency: the first byte is valid ``timing.first_byte_cycles`` cycles after ``start``.
     Throughput: a byte per ``8 * divisor`` cycles (``timing.byte_cycles``) while the consumer
@@ -123,8 +125,9 @@ class SPIFlashReader(wiring.Component):
     """
 
     def __init__(self, *, clock_hz: float, divisor: int = 2,
-                 wake_cycles: int | None = None) -> None:
+                 wake_cycles: int | None = None, address: int | None = None) -> None:
         self.clock_hz = clock_hz
+        self.address = address
         try:
             self.timing = SPITiming.of(clock_hz, divisor, wake_cycles)
         except ValueError:
@@ -135,7 +138,8 @@ class SPIFlashReader(wiring.Component):
         self.wake_cycles = self.timing.wake_cycles
         super().__init__({
             "spi": Out(spi_pins_signature()),
-            "start": In(1), "addr": In(FLASH_ADDR_WIDTH), "stop": In(1),
+            "start": In(1), **({"addr": In(FLASH_ADDR_WIDTH)} if address is None else {}),
+            "stop": In(1),
             "o_stream": Out(stream.Signature(8)),
             "busy": Out(1),
         })
@@ -146,10 +150,17 @@ class SPIFlashReader(wiring.Component):
         lo, hi = self.divisor - self.divisor // 2, self.divisor // 2  # SCK low / high cycles
         timer = Signal(range(max(self.divisor, self.wake_cycles, self.deselect_cycles) + 1))
         bits = Signal(range(33))  # rising edges in this CS frame (in the data phase: in the byte)
-        shreg = Signal(32)        # bits to send, MSB on copi
         rx = Signal(8)            # bits received, last in bit 0
-        addr = Signal(FLASH_ADDR_WIDTH)
-        m.d.comb += spi.copi.eq(shreg[-1])
+        # the address: a register loaded at start, or the constant given to the constructor
+        addr = (Signal(FLASH_ADDR_WIDTH) if self.address is None
+                else Const(self.address, FLASH_ADDR_WIDTH))
+        # COPI: bit ``31 - bits`` of the frame (0xAB, then 0x03 and the address), registered at
+        # each falling edge (no 32-bit shift register)
+        in_wake = Signal()
+        frame = Mux(in_wake, Const(CMD_RELEASE_POWER_DOWN << 24, 32),
+                    Cat(addr, Const(CMD_READ, 8)))
+        copi = Signal()
+        m.d.comb += spi.copi.eq(copi)
         # CS is registered once more on its way to the pin (the pin's register may sit by the
         # pin, away from this logic: the frame logic into CS was the SPRAM builds' critical path);
         # a frame waits one more cycle before its first rising edge, so CS is still set up a full
@@ -180,10 +191,12 @@ class SPIFlashReader(wiring.Component):
                         with m.If(byte_end):
                             m.d.sync += [o.payload.eq(Cat(spi.cipo, rx[:-1])), o.valid.eq(1)]
             with m.Else():
-                m.d.sync += [spi.clk.eq(0), timer.eq(lo - 1), shreg.eq(shreg << 1)]
+                m.d.sync += [spi.clk.eq(0), timer.eq(lo - 1),
+                             copi.eq(frame.bit_select(~bits[:5], 1))]  # bit 31 - bits
 
-        def begin_frame(bits_to_send) -> None:
-            m.d.sync += [cs.eq(1), shreg.eq(bits_to_send), bits.eq(0), timer.eq(lo)]
+        def begin_frame(wake: bool) -> None:
+            first = (CMD_RELEASE_POWER_DOWN if wake else CMD_READ) >> 7
+            m.d.sync += [cs.eq(1), in_wake.eq(wake), copi.eq(first), bits.eq(0), timer.eq(lo)]
 
         def leave_on_stop() -> None:
             with m.If(self.stop):
@@ -192,13 +205,15 @@ class SPIFlashReader(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start & ~self.stop):
-                    m.d.sync += [addr.eq(self.addr), timer.eq(self.deselect_cycles - 1)]
+                    m.d.sync += timer.eq(self.deselect_cycles - 1)
+                    if self.address is None:
+                        m.d.sync += addr.eq(self.addr)
                     m.next = "DESELECT"
             with m.State("DESELECT"):
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Else():
-                    begin_frame(CMD_RELEASE_POWER_DOWN << 24)
+                    begin_frame(wake=True)
                     m.next = "WAKE"
                 leave_on_stop()
             with m.State("WAKE"):
@@ -211,7 +226,7 @@ class SPIFlashReader(wiring.Component):
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Else():
-                    begin_frame(Cat(addr, Const(CMD_READ, 8)))
+                    begin_frame(wake=False)
                     m.next = "COMMAND"
                 leave_on_stop()
             with m.State("COMMAND"):
@@ -281,6 +296,8 @@ class FlashLoader(wiring.Component):
             regions = -(-words // region_words)
             last = (regions - 1 << offset_bits) + region_words if offset_bits < addr_width \
                 else words
+            if regions > 1 and base % (1 << offset_bits):
+                raise ValueError(f"regions need a base aligned to 2**{offset_bits}, got {base}")
             if not 0 <= base or base + last > 1 << addr_width:
                 raise ValueError(f"{words} words from address {base} do not fit a "
                                  f"{addr_width}-bit weight port")
@@ -321,32 +338,36 @@ class FlashLoader(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         m.submodules.reader = reader = SPIFlashReader(
-            clock_hz=self.clock_hz, divisor=self.divisor, wake_cycles=self.wake_cycles)
+            clock_hz=self.clock_hz, divisor=self.divisor, wake_cycles=self.wake_cycles,
+            address=self.image_offset)
         wiring.connect(m, wiring.flipped(self.spi), reader.spi)
         m.submodules.crc = crc = proto.crc16_parameters.create()
         r, ws = reader.o_stream, self.w_stream
         wb, n = self.word_bytes, self.words
         byte, take = r.payload, r.valid & r.ready
-        m.d.comb += [crc.data.eq(byte), reader.addr.eq(self.image_offset)]
+        m.d.comb += crc.data.eq(byte)
 
         expected = Const(int.from_bytes(self.header, "little"), 8 * len(self.header))
         idx = Signal(range(fi.HEADER_BYTES))  # header byte; then trailer byte
         bad = Signal()                        # a header byte so far was not the expected one
         in_word = Signal(range(wb))           # byte of the word
-        count = Signal(range(n))              # word being assembled
         w_reg = Signal(8 * wb)                # the word's bytes so far, the last in the top byte
         word = Cat(w_reg[8:], byte)           # shifted in: the word, when ``byte`` is its last
         w_valid, w_last = Signal(), Signal()
+        # the address of the word being assembled (the last word was taken before its first
+        # byte: ``ready`` waits for it), so the last word is known by its address
         w_addr = Signal(self.addr_width, init=self.base)
-        w_off = Signal(range(self.region_words), name="w_off")  # word within its region
+        regions = -(-n // self.region_words)
+        last_addr = (self.base + ((regions - 1) << self.offset_bits)
+                     + n - (regions - 1) * self.region_words - 1)
         m.d.comb += [ws.valid.eq(w_valid), ws.payload.addr.eq(w_addr),
                      ws.payload.data.eq(w_reg.as_signed()), ws.payload.last.eq(w_last)]
         with m.If(ws.valid & ws.ready):
-            m.d.sync += [w_valid.eq(0), w_addr.eq(w_addr + 1), w_off.eq(w_off + 1)]
+            m.d.sync += [w_valid.eq(0), w_addr.eq(w_addr + 1)]
             if self.region_words < self.words:  # the next region starts at its own base
                 step = (1 << self.offset_bits) - self.region_words + 1
-                with m.If(w_off == self.region_words - 1):
-                    m.d.sync += [w_addr.eq(w_addr + step), w_off.eq(0)]
+                with m.If(w_addr[:self.offset_bits] == self.region_words - 1):
+                    m.d.sync += w_addr.eq(w_addr + step)
 
         def finish(state) -> None:
             m.d.sync += [self.state.eq(state), self.done.eq(1)]
@@ -397,8 +418,8 @@ class FlashLoader(wiring.Component):
                     m.d.sync += [w_reg.eq(word), in_word.eq(in_word + 1)]
                     with m.If(in_word == wb - 1):
                         m.d.sync += [in_word.eq(0), w_valid.eq(1),
-                                     w_last.eq(count == n - 1), count.eq(count + 1)]
-                        with m.If(count == n - 1):
+                                     w_last.eq(w_addr == last_addr)]
+                        with m.If(w_addr == last_addr):
                             m.next = "TRAILER"
             with m.State("TRAILER"):
                 m.d.comb += [r.ready.eq(1), crc.valid.eq(take)]

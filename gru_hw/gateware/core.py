@@ -58,7 +58,8 @@ class GRUCore(wiring.Component):
       * ``w_stream`` (in; with run-time weights, or weights in SPRAM): weight words, payload
         ``{addr, data, last}`` in the address map of :attr:`memory_map` (:mod:`gru_hw.memory_map`).
         An SPRAM core starts with no weights: load its packed rows' slices before the first
-        sequence (without run-time weights, only those regions are writable). A load is
+        sequence (without run-time weights, only those regions are writable, and only before
+        the first input: the port is then always ready). A load is
         a packet ending with ``last``; each word is written in the cycle it is taken. ``ready``
         is low while a sequence is in flight (first input beat taken .. last output beat
         taken); a packet offered between sequences holds the next input beat back until its
@@ -191,6 +192,10 @@ class GRUCore(wiring.Component):
         taken; weight beats wait meanwhile (ready low). Between sequences, an offered weight
         beat holds the next sequence back until the whole packet is written, so no sequence
         ever sees a half-written model and a steady input stream cannot starve the loader.
+
+        A fixed SPRAM build's port is for the initial load only (its biases are fixed, the board
+        loads it at power-up before any input): always ready, and an offered packet still holds
+        input back until its last word, but a sequence in flight does not hold the packet back.
         """
         ws = self.w_stream
         mm = self.memory_map
@@ -200,10 +205,13 @@ class GRUCore(wiring.Component):
         w_v = ws.valid & ws.ready
         w_off = ws.payload.addr[:mm.offset_bits]
         w_sel = ws.payload.addr[mm.offset_bits:]
-        m.d.comb += ws.ready.eq(~seq_open & (in_flight == 0))
         with m.If(w_v):
             m.d.sync += loading.eq(~ws.payload.last)
-        m.d.comb += ctrl.w_block.eq((ws.valid & ~seq_open) | loading)
+        if not self.runtime_weights:
+            m.d.comb += [ws.ready.eq(1), ctrl.w_block.eq(ws.valid | loading)]
+        else:
+            m.d.comb += [ws.ready.eq(~seq_open & (in_flight == 0)),
+                         ctrl.w_block.eq((ws.valid & ~seq_open) | loading)]
         # a word is written in the cycle it is taken
         m.d.comb += [lanes.w_addr.eq(w_off), lanes.w_data.eq(ws.payload.data)]
         if mm.packed:
@@ -213,6 +221,8 @@ class GRUCore(wiring.Component):
         if self.runtime_weights:  # else the biases are fixed (bitstream contents)
             m.d.comb += [chain.w_addr.eq(w_off), chain.w_data.eq(ws.payload.data),
                          chain.w_en.eq(w_v & (w_sel == mm.bias_region))]
+        if not self.runtime_weights:
+            return
         o_done = self.o_stream.valid & self.o_stream.ready & self.o_stream.payload.last
         with m.If(ctrl.accept):
             m.d.sync += seq_open.eq(~self.i_stream.payload.last)
