@@ -32,16 +32,17 @@ WEIGHT_MEMORY_CHOICES = ("auto", "bram", "spram")
 #: slope from builds of the previous core at 1, 2, 4 and 8 lanes). The weight-bit slope is not
 #: measured (a guess); ``error`` is the margin, as a fraction of the device, below which an
 #: estimate counts as tight. Weights in SPRAM add the flash loader and the core's weight port
-#: (``flash_boot``: the example in SPRAM, 8/8 bits, 4,984 LC) and per doubling of the widest
-#: hidden size ``per_hidden_doubling`` (wider counters and addresses: 12 -> 128 in SPRAM, 5,184
-#: LC); both from iCEBreaker builds, the ECP5 figures unmeasured (guesses).
+#: (``flash_boot``), each doubling of the widest hidden size beyond 32 ``per_hidden_doubling``
+#: (wider counters and addresses) and each layer beyond the first ``per_layer``: fitted to
+#: iCEBreaker builds in SPRAM at 8 lanes, 8/8 bits (12-96-9: 5,090 LC, 12-128-9: 5,114,
+#: 12-96-96-9: 5,218); the ECP5 figures are unmeasured (guesses).
 LOGIC_MODEL = {
     "ice40": {"base": 4204, "per_lane": 48, "per_act_bit": 338, "per_weight_bit": 40,
-              "runtime_weights": 606, "flash_boot": 396, "per_hidden_doubling": 100,
-              "error": 0.03},
+              "runtime_weights": 606, "flash_boot": 410, "per_hidden_doubling": 58,
+              "per_layer": 128, "error": 0.03},
     "ecp5": {"base": 2400, "per_lane": 110, "per_act_bit": 120, "per_weight_bit": 30,
-             "runtime_weights": 900, "flash_boot": 400, "per_hidden_doubling": 100,
-             "error": 0.10},
+             "runtime_weights": 900, "flash_boot": 400, "per_hidden_doubling": 60,
+             "per_layer": 150, "error": 0.10},
 }
 
 
@@ -175,7 +176,8 @@ def estimate(qm, board, lanes: int, *, runtime_weights: bool = False,
            + model["per_weight_bit"] * (spec.weight_bits - 8)
            + (model["runtime_weights"] if runtime_weights else 0)
            + (model["flash_boot"] if weight_memory == "spram" else 0)
-           + model["per_hidden_doubling"] * max(0.0, math.log2(max(qm.hidden_sizes) / 32)))
+           + model["per_hidden_doubling"] * max(0.0, math.log2(max(qm.hidden_sizes) / 32))
+           + model["per_layer"] * (len(qm.hidden_sizes) - 1))
     caps = b.resources()
     return FitEstimate(
         board=b.name, lanes=lanes, weight_bits=spec.weight_bits, act_bits=spec.act_bits,
