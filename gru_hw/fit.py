@@ -35,14 +35,15 @@ WEIGHT_MEMORY_CHOICES = ("auto", "bram", "spram")
 #: (``flash_boot``), each doubling of the widest hidden size beyond 32 ``per_hidden_doubling``
 #: (wider counters and addresses) and each layer beyond the first ``per_layer``: fitted to
 #: iCEBreaker builds in SPRAM at 8 lanes, 8/8 bits (12-96-9: 5,090 LC, 12-128-9: 5,114,
-#: 12-96-96-9: 5,218); the ECP5 figures are unmeasured (guesses).
+#: 12-96-96-9: 5,218); with run-time weights too, the two share the weight port
+#: (``runtime_with_spram``: the example, 5,256 LC). The ECP5 figures are unmeasured (guesses).
 LOGIC_MODEL = {
     "ice40": {"base": 4204, "per_lane": 48, "per_act_bit": 338, "per_weight_bit": 40,
               "runtime_weights": 606, "flash_boot": 410, "per_hidden_doubling": 58,
-              "per_layer": 128, "error": 0.03},
+              "per_layer": 128, "runtime_with_spram": -348, "error": 0.03},
     "ecp5": {"base": 2400, "per_lane": 110, "per_act_bit": 120, "per_weight_bit": 30,
              "runtime_weights": 900, "flash_boot": 400, "per_hidden_doubling": 60,
-             "per_layer": 150, "error": 0.10},
+             "per_layer": 150, "runtime_with_spram": -300, "error": 0.10},
 }
 
 
@@ -177,7 +178,8 @@ def estimate(qm, board, lanes: int, *, runtime_weights: bool = False,
            + (model["runtime_weights"] if runtime_weights else 0)
            + (model["flash_boot"] if weight_memory == "spram" else 0)
            + model["per_hidden_doubling"] * max(0.0, math.log2(max(qm.hidden_sizes) / 32))
-           + model["per_layer"] * (len(qm.hidden_sizes) - 1))
+           + model["per_layer"] * (len(qm.hidden_sizes) - 1)
+           + (model["runtime_with_spram"] if runtime_weights and weight_memory == "spram" else 0))
     caps = b.resources()
     return FitEstimate(
         board=b.name, lanes=lanes, weight_bits=spec.weight_bits, act_bits=spec.act_bits,
