@@ -39,6 +39,16 @@ _OTHER_STAGES = {"dfu-suffix": "DFU suffix"}
 WEIGHT_IMAGE_FILE = "weights.bin"
 
 
+def _extract(plan, out: Path) -> None:
+    """Write the build plan's files into ``out`` (amaranth's ``plan.extract`` changes the
+    process's working directory while it writes, which races with builds in other threads)."""
+    for name, content in plan.files.items():
+        target = out / name
+        assert not Path(name).is_absolute() and ".." not in Path(name).parts
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+
+
 def _stage(b: Board, tool: str) -> str:
     """The build stage ``tool`` runs, for messages."""
     return b.family.tools.get(tool) or _OTHER_STAGES.get(tool, tool)
@@ -117,7 +127,7 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     if not isinstance(seeds, int) or not 1 <= seeds <= 100:
         raise GruHwError(f"seeds must be an integer within 1..100, got {seeds!r}",
                          subject="seeds")
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # builds may run in threads: no path may depend on the cwd
     if out.exists() and not out.is_dir():
         raise GruHwError(f"{out}: exists and is not a directory", subject="output")
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +177,7 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
     for stale in ("nextpnr-report.json", fam.bitstream_name(), WEIGHT_IMAGE_FILE):
         (out / stale).unlink(missing_ok=True)
     plan = platform.prepare(top, name="top", **overrides)
-    plan.extract(str(out))
+    _extract(plan, out)
     commands = json.loads(plan.files["build_top.json"])["commands"]
     env = dict(os.environ)
     notes = []
