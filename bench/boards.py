@@ -134,7 +134,14 @@ def _is_example(r: dict) -> bool:
         return False
 
 
-def from_reports(dirs: list[str]) -> int:
+def from_reports(dirs: list[str], *, header=None, row_of=None, command_of=None) -> int:
+    """Print the table rows of existing build folders and the command that makes each.
+
+    ``header``, ``row_of(report)`` and ``command_of(dir, report)`` default to this table's
+    (:func:`print_header`, :func:`row`, :func:`command_for`); other benchmarks pass their own.
+    """
+    header, row_of = header or print_header, row_of or row
+    command_of = command_of or command_for
     reports = []
     for d in dirs:
         path = Path(d) / "report.json"
@@ -143,15 +150,15 @@ def from_reports(dirs: list[str]) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             print(f"{path}: cannot read ({exc})", file=sys.stderr)
             return 2
-    print_header()
+    header()
     for _d, _p, r in reports:
-        print(row(r))
+        print(row_of(r))
     dates = sorted({datetime.fromtimestamp(p.stat().st_mtime).strftime("%Y-%m-%d")
                     for _d, p, _r in reports})
     print(f"\nRead from report.json of existing builds (written {', '.join(dates)}); the "
           "`gru-hw build` command that makes each:\n")
     for d, _p, r in reports:
-        print(f"    {command_for(d, r)}")
+        print(f"    {command_of(d, r)}")
     return 0
 
 

@@ -21,10 +21,10 @@ import json
 import subprocess
 import sys
 import tempfile
-from datetime import datetime
 from pathlib import Path
 
-from boards import EXAMPLE, _cell  # also puts the repository root on sys.path
+import boards  # also puts the repository root on sys.path
+from boards import EXAMPLE, _cell
 from common import ROOT
 from models import DEFAULT_OUT, SPECS, ensure_models, load_meta, model_path, split_path
 
@@ -144,24 +144,8 @@ def _auto_memory(model: str, r: dict) -> str | None:
 
 
 def from_reports(dirs: list[str]) -> int:
-    reports = []
-    for d in dirs:
-        path = Path(d) / "report.json"
-        try:
-            reports.append((d, path, json.loads(path.read_text())))
-        except (OSError, json.JSONDecodeError) as exc:
-            print(f"{path}: cannot read ({exc})", file=sys.stderr)
-            return 2
-    print_header()
-    for _d, _p, r in reports:
-        print(row(r))
-    dates = sorted({datetime.fromtimestamp(p.stat().st_mtime).strftime("%Y-%m-%d")
-                    for _d, p, _r in reports})
-    print(f"\nRead from report.json of existing builds (written {', '.join(dates)}); the "
-          "`gru-hw build` command that makes each:\n")
-    for d, _p, r in reports:
-        print(f"    {command_for(d, r)}")
-    return 0
+    """Print this table's rows of existing build folders (bench/boards.py's reader)."""
+    return boards.from_reports(dirs, header=print_header, row_of=row, command_of=command_for)
 
 
 def sweep(args) -> int:
