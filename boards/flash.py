@@ -202,6 +202,15 @@ class SPIFlashReader(wiring.Component):
             with m.If(self.stop):
                 m.next = "IDLE"
 
+        def wait_then_frame(wake: bool, then: str) -> None:
+            """CS inactive until the timer runs out, then begin a frame (state ``then``)."""
+            with m.If(timer != 0):
+                m.d.sync += timer.eq(timer - 1)
+            with m.Else():
+                begin_frame(wake=wake)
+                m.next = then
+            leave_on_stop()
+
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start & ~self.stop):
@@ -210,12 +219,7 @@ class SPIFlashReader(wiring.Component):
                         m.d.sync += addr.eq(self.addr)
                     m.next = "DESELECT"
             with m.State("DESELECT"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
-                with m.Else():
-                    begin_frame(wake=True)
-                    m.next = "WAKE"
-                leave_on_stop()
+                wait_then_frame(wake=True, then="WAKE")
             with m.State("WAKE"):
                 def wake_end() -> None:
                     m.d.sync += [cs.eq(0), timer.eq(self.wake_cycles - 1)]
@@ -223,12 +227,7 @@ class SPIFlashReader(wiring.Component):
                 clock(8, wake_end)
                 leave_on_stop()
             with m.State("WAKE_WAIT"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
-                with m.Else():
-                    begin_frame(wake=False)
-                    m.next = "COMMAND"
-                leave_on_stop()
+                wait_then_frame(wake=False, then="COMMAND")
             with m.State("COMMAND"):
                 def command_end() -> None:
                     m.d.sync += bits.eq(0)
