@@ -29,7 +29,9 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
              valid_pattern=None, ready_pattern=None, profile=None,
              max_cycles: int | None = None, vcd: str | Path | None = None,
              runtime_weights: bool = False, load=None, init_weights: bool = True,
-             load_after: int = 0, weight_pattern=None, weight_memory: str = "bram"):
+             load_after: int = 0, weight_pattern=None, weight_memory: str = "bram",
+             streams: int = 1, stream_of=None, order: str = "round_robin", order_seed: int = 0,
+             accepts: list | None = None):
     """Simulate the core on quantized inputs ``xq`` (N, T, I) int64 in x_fmt.
 
     Returns ``(y, h, cycles)``: y (N, O) int64 in out_fmt (the head output, or the top layer's
@@ -48,7 +50,16 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
     ``weight_memory="spram"``: the weights sit in (an Amaranth model of) SPRAM, which starts
     empty; ``load`` defaults to ``qm`` and is written through the port as a board's loader would
     (a fixed build: the packed rows only).
+
+    ``streams`` S > 1: the core keeps S hidden states; sequence n runs on stream
+    ``stream_of[n]`` (default n % S) and the beats are sent interleaved in ``order``
+    (:func:`gru_hw.streams.interleave`, ``order_seed`` for "random"); with ``keep_state`` each
+    stream's sequences continue that stream's state. Every output beat must name the stream of
+    the next output due (steps' outputs come in acceptance order), else this raises.
+    ``accepts``, when given a list, receives the cycle each input beat was accepted (in sending
+    order, :func:`gru_hw.streams.interleave`).
     """
+    from .streams import assign_streams, interleave
     from .gateware import GRUCore
 
     xq = np.asarray(xq, dtype=np.int64)
@@ -62,7 +73,8 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
         raise GruHwError(f"lengths must be {n_seq} integers in 1..{t_max}")
     dut = GRUCore(qm, lanes, sequence=sequence, profile=profile,
                   runtime_weights=runtime_weights, init_weights=init_weights,
-                  weight_memory=weight_memory, spram_cells=False)
+                  weight_memory=weight_memory, spram_cells=False, streams=streams)
+    sid = assign_streams(n_seq, streams, stream_of)
     if weight_memory == "spram" and load is None:
         load = qm
     wbeats = dut.memory_map.load_image(load) if load is not None else []
@@ -75,11 +87,25 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
     out_size = qm.output_size
 
     beats = []
+    first_of_stream = {}
     for n in range(n_seq):
-        for t in range(int(lengths[n])):
-            first = int(t == 0 and (not keep_state or n == 0))
-            beats.append(({"x": [int(v) for v in xq[n, t]], "first": first,
-                           "last": int(t == lengths[n] - 1)}, n))
+        first_of_stream.setdefault(int(sid[n]), n)
+    for n, t in interleave(lengths, sid, order=order if streams > 1 else "blocks",
+                           seed=order_seed):
+        first = int(t == 0 and (not keep_state or first_of_stream[int(sid[n])] == n))
+        pl = {"x": [int(v) for v in xq[n, t]], "first": first,
+              "last": int(t == lengths[n] - 1)}
+        if streams > 1:
+            pl["stream"] = int(sid[n])
+        beats.append((pl, n))
+    # the outputs due, in order: (sequence, its step) of every step that makes one
+    step_of = {}
+    due = []
+    for pl, n in beats:
+        t = step_of.get(n, 0)
+        step_of[n] = t + 1
+        if sequence or pl["last"]:
+            due.append((n, t))
     expected_out = int(lengths.sum()) if sequence else n_seq
     if max_cycles is None:
         sch = dut.schedule
@@ -96,7 +122,6 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
         bi = 0          # next beat to send
         shown = -1      # beat currently on the payload
         got = 0
-        out_seq, out_step = 0, 0
         cycle = 0
         wi = 0          # next weight beat
         w_held = False  # weight beat wi is offered and waits
@@ -127,11 +152,23 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
                 n = beats[bi][1]
                 if first_accept[n] is None:
                     first_accept[n] = cycle
+                if accepts is not None:
+                    accepts.append(cycle)
                 bi += 1
             if ready and ctx.get(o_s.valid):
                 pl = ctx.get(o_s.payload)
                 vals = [int(pl.y[i]) for i in range(len(pl.y))]
                 last = int(pl.last)
+                if got >= len(due):
+                    raise GruHwError(f"an output beat more than the {len(due)} due")
+                out_seq, out_step = due[got]
+                if streams > 1 and int(pl.stream) != int(sid[out_seq]):
+                    raise GruHwError(f"output beat {got} names stream {int(pl.stream)}, the "
+                                     f"next due is sequence {out_seq}'s on stream "
+                                     f"{int(sid[out_seq])}")
+                if last != int(out_step == lengths[out_seq] - 1):
+                    raise GruHwError(f"output beat {got} has last = {last}, not for step "
+                                     f"{out_step} of sequence {out_seq}")
                 if sequence:
                     h[out_seq, out_step] = vals
                     if last:
@@ -139,13 +176,8 @@ def simulate(qm, xq, lengths=None, *, lanes: int, sequence: bool = False, keep_s
                 else:
                     y[out_seq] = vals
                 got += 1
-                done_seq = (not sequence) or last
-                if sequence and not last:
-                    out_step += 1
-                if done_seq:
+                if (not sequence) or last:
                     cycles[out_seq] = cycle - first_accept[out_seq]
-                    out_seq += 1
-                    out_step = 0
             await ctx.tick()
             cycle += 1
 

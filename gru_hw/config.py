@@ -15,13 +15,15 @@ from functools import cached_property
 from .errors import GruHwError
 
 __all__ = ["CoreProfile", "PROFILES", "DEFAULT_PROFILE", "CoreConfig", "get_profile",
-           "WEIGHT_MEMORIES"]
+           "WEIGHT_MEMORIES", "MAX_STREAMS"]
 
 TAIL_MULTIPLIERS = ("dsp", "lut", "seq")
 #: Where the MAC lanes' weights live: ``"bram"``, one block-RAM memory per lane, initialised by
 #: the bitstream; ``"spram"``, one packed row of all lanes' weights per address in iCE40 UltraPlus
 #: SB_SPRAM256KA blocks, which the bitstream cannot initialise (loaded through the weight port).
 WEIGHT_MEMORIES = ("bram", "spram")
+#: The most interleaved streams a core serves (each adds a copy of the hidden state).
+MAX_STREAMS = 16
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,10 @@ class CoreConfig:
     SB_SPRAM256KA rows, which start empty: such a core always has the weight port (its packed
     region at least) and must be loaded before it runs. Without run-time weights it keeps the
     fixed build's accumulator sizing and bias memory contents; only its own weights may be
-    loaded. ``spram_cells`` (default True): instantiate the SB_SPRAM256KA cells (Verilog,
+    loaded. ``streams`` (S, default 1): the core serves S independent sequences, interleaved
+    step by step as their beats arrive (a stream id on every input and output beat, a hidden
+    state per stream): while one stream's step waits on its recurrence another's fills the
+    lanes. ``spram_cells`` (default True): instantiate the SB_SPRAM256KA cells (Verilog,
     synthesis; simulators take Yosys's model of the cell); False: an equivalent Amaranth memory
     (Amaranth's simulator cannot run the cell).
     """
@@ -147,8 +152,13 @@ class CoreConfig:
     init_weights: bool = True
     weight_memory: str = "bram"
     spram_cells: bool = True
+    streams: int = 1
 
     def __post_init__(self) -> None:
+        s = self.streams
+        if not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= MAX_STREAMS:
+            raise GruHwError(f"streams must be in 1..{MAX_STREAMS}, got {s!r}",
+                             subject="streams")
         if self.weight_memory not in WEIGHT_MEMORIES:
             raise GruHwError(f"weight memory must be one of {list(WEIGHT_MEMORIES)}, got "
                              f"{self.weight_memory!r}", subject="weight_memory")
@@ -169,7 +179,8 @@ class CoreConfig:
         """The exact cycle model (:class:`gru_hw.schedule.Schedule`)."""
         from .schedule import Schedule
 
-        return Schedule(self.qm, self.lanes, profile=self.profile)
+        return Schedule(self.qm, self.lanes, profile=self.profile, streams=self.streams,
+                        sequence=self.sequence)
 
     @cached_property
     def memory_map(self):
@@ -189,11 +200,12 @@ class CoreConfig:
         fields = {"qm": self.qm, "lanes": self.lanes, "profile": self.profile,
                   "sequence": self.sequence, "runtime_weights": self.runtime_weights,
                   "init_weights": self.init_weights, "weight_memory": self.weight_memory,
-                  "spram_cells": self.spram_cells}
+                  "spram_cells": self.spram_cells, "streams": self.streams}
         fields.update(changes)
         return CoreConfig(**fields)
 
     def to_json(self) -> dict:
         """Return the configuration's choices (not the weights) as a JSON-ready dict."""
         return {"lanes": self.lanes, "profile": self.profile.to_json(), "sequence": self.sequence,
-                "runtime_weights": self.runtime_weights, "weight_memory": self.weight_memory}
+                "runtime_weights": self.runtime_weights, "weight_memory": self.weight_memory,
+                "streams": self.streams}

@@ -156,17 +156,26 @@ class Schedule:
     least SEQ_STEPS * lanes columns, e.g. 8 lanes, H = 32); its extra registers change the
     latency from the MAC lanes to the tail; its tail width K makes every group leave the chain
     in beats of up to K rows (:meth:`beat_rows`, :meth:`Phase.group_beats`) instead of one row
-    per cycle.
+    per cycle. ``streams`` (S) interleaved sequences keep a hidden state each
+    (:meth:`run_beats`); ``sequence`` (the top layer's h is output every step) matters only
+    with S > 1, where the output register is shared.
     """
 
     shapes: Shapes
     lanes: int
     profile: CoreProfile
+    streams: int = 1
+    sequence: bool = False
     phases: tuple[Phase, ...] = field(init=False, repr=False)
     step_phases: int = field(init=False, repr=False)
 
-    def __init__(self, model, lanes: int, *, profile: CoreProfile | str | None = None) -> None:
+    def __init__(self, model, lanes: int, *, profile: CoreProfile | str | None = None,
+                 streams: int = 1, sequence: bool = False) -> None:
         shapes = Shapes.of(model)
+        if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
+            raise GruHwError(f"streams must be a positive integer, got {streams!r}")
+        object.__setattr__(self, "streams", streams)
+        object.__setattr__(self, "sequence", bool(sequence))
         object.__setattr__(self, "shapes", shapes)
         limit = shapes.max_lanes
         if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= limit:
@@ -351,71 +360,122 @@ class Schedule:
 
     # ---- the event model -----------------------------------------------------------------------
     def run(self, lengths, *, trace: bool = False):
-        """Return the cycles of each sequence in ``lengths`` sent back to back.
+        """Return the cycles of each sequence in ``lengths`` sent back to back (one stream).
 
         Inputs always valid and outputs always ready. The count for a sequence runs from its first
         input beat accepted to its (last) output beat accepted, as :func:`gru_hw.amaranth_sim.simulate`
         measures it. With ``trace`` also return the accept cycle of every step.
+        """
+        beats = [(0, int(t_len), step) for t_len in lengths for step in range(int(t_len))]
+        acc, outs = self.run_beats([(s_, step == n - 1) for s_, n, step in beats])
+        cycles, i = [], 0
+        for t_len in lengths:
+            i += int(t_len)
+            cycles.append(outs[i - 1] - acc[i - int(t_len)])
+        if trace:
+            return cycles, acc
+        return cycles
+
+    def run_beats(self, beats) -> tuple[list[int], list[int | None]]:
+        """The exact event model: ``beats`` is the input in arrival order, one ``(stream, last)``
+        per time step (a sequence's steps of one stream in order, other streams' steps
+        interleaved anywhere). Inputs always valid, outputs always ready.
+
+        Returns ``(accepts, outputs)``: the cycle each beat is accepted and the cycle its output
+        beat is accepted (None for a beat without one: not the last of its sequence, outside
+        sequence mode). Each stream has its own hidden state, so a step waits only on its own
+        stream's previous step; with several streams the output register is claimed when the
+        pass that writes it starts and freed when its beat is taken (one output in flight).
         """
         p = self.lanes
         sh = self.shapes
         ti = self.tail_interval
         top = len(sh.hidden_sizes) - 1
         neg = -(1 << 60)
+        nl = len(sh.hidden_sizes)
         t_free = 0
-        pending_clear = [neg] * len(sh.hidden_sizes)  # first cycle the layer's state is up to date
-        rz_clear = [neg] * len(sh.hidden_sizes)
+        # per stream and layer: first cycle the layer's state is up to date
+        pending_clear = [[neg] * nl for _ in range(self.streams)]
+        rz_clear = [[neg] * nl for _ in range(self.streams)]
+        claim_free = neg  # several streams: the output register is free from this cycle
         ser_il, ser_n = neg, 0
-        cycles = []
-        accepts = []
-        for t_len in lengths:
-            first_accept = None
+        accepts: list[int] = []
+        outputs: list[int | None] = []
+        for sid, last in beats:
+            if not 0 <= sid < self.streams:
+                raise GruHwError(f"stream id {sid} out of range 0..{self.streams - 1}")
+            pend, rzc = pending_clear[sid], rz_clear[sid]
+            writes = self.sequence or (last and sh.head_size is None)
+            prog = list(self.phases[: self.step_phases])
+            if last and sh.head_size is not None:
+                prog.append(self.phases[self.step_phases])
             out_cycle = None
-            for step in range(int(t_len)):
-                last = step == t_len - 1
-                prog = list(self.phases[: self.step_phases])
-                if last and sh.head_size is not None:
-                    prog.append(self.phases[self.step_phases])
-                for ph in prog:
-                    last_entry = None
-                    for g in range(ph.groups):
-                        s = t_free
-                        if g == 0:
-                            if ph.source == "h_below":
-                                s = max(s, pending_clear[ph.layer - 1])
-                            if ph.first_h_read:
-                                s = max(s, pending_clear[ph.layer])
-                            if ph.source == "rh":
-                                s = max(s, rz_clear[ph.layer])
-                            if ph.source == "h_top":
-                                s = max(s, pending_clear[top])
-                        # every group's sums leave through the shift chain, one beat (one
-                        # row with tail width 1) per cycle
-                        s = max(s, ser_il + ser_n - ph.cols + 1)
-                        if ph.accept and g == 0:
-                            accepts.append(s)
-                            if first_accept is None:
-                                first_accept = s
-                        i_last = s + ph.cols - 1
-                        t_free = s + ph.cols
-                        # parked beats leave one per cycle, emitted ones one per tail interval
-                        n = ph.group_beats(g, p)
-                        ser_il, ser_n = i_last, n * (ti if ph.emit else 1)
-                        if ph.emit:
-                            last_entry = i_last + self.mac_latency + (n - 1) * ti
-                    if ph.rz_final:
-                        rz_clear[ph.layer] = last_entry + self.tail_rz_latency + 1
-                    if ph.final and ph.layer >= 0:
-                        done = last_entry + self.tail_n_latency
-                        pending_clear[ph.layer] = done + 1
-                        if ph.layer == top and last and sh.head_size is None:
-                            out_cycle = done + 1
-                    if ph.rowset == "head":
-                        out_cycle = last_entry + self.tail_head_latency + 1
-            cycles.append(out_cycle - first_accept)
-        if trace:
-            return cycles, accepts
-        return cycles
+            for ph in prog:
+                last_entry = None
+                # several streams: the passes that claim the output register (in sequence mode
+                # a last step's head output comes under its final pass's claim)
+                claims = self.streams > 1 and (
+                    (ph.rowset == "head" and not self.sequence)
+                    or (ph.final and ph.layer == top and writes))
+                for g in range(ph.groups):
+                    s = t_free
+                    if g == 0:
+                        if ph.source == "h_below":
+                            s = max(s, pend[ph.layer - 1])
+                        if ph.first_h_read:
+                            s = max(s, pend[ph.layer])
+                        if ph.source == "rh":
+                            s = max(s, rzc[ph.layer])
+                        if ph.source == "h_top":
+                            s = max(s, pend[top])
+                        if claims:
+                            s = max(s, claim_free)
+                    # every group's sums leave through the shift chain, one beat (one
+                    # row with tail width 1) per cycle
+                    s = max(s, ser_il + ser_n - ph.cols + 1)
+                    if ph.accept and g == 0:
+                        accepts.append(s)
+                    i_last = s + ph.cols - 1
+                    t_free = s + ph.cols
+                    # parked beats leave one per cycle, emitted ones one per tail interval
+                    n = ph.group_beats(g, p)
+                    ser_il, ser_n = i_last, n * (ti if ph.emit else 1)
+                    if ph.emit:
+                        last_entry = i_last + self.mac_latency + (n - 1) * ti
+                if ph.rz_final:
+                    rzc[ph.layer] = last_entry + self.tail_rz_latency + 1
+                if ph.final and ph.layer >= 0:
+                    done = last_entry + self.tail_n_latency
+                    pend[ph.layer] = done + 1
+                    if ph.layer == top and writes:
+                        out_cycle = done + 1
+                if ph.rowset == "head":
+                    out_cycle = last_entry + self.tail_head_latency + 1
+            if out_cycle is not None:
+                claim_free = out_cycle
+            outputs.append(out_cycle)
+        return accepts, outputs
+
+    def round_robin(self, steps: int, streams: int | None = None) -> list[tuple[int, bool]]:
+        """The beats of ``streams`` (default: all S) sequences of ``steps`` steps sent round-robin:
+        step 0 of streams 0..S-1, then step 1 of each, ...; as :meth:`run_beats` takes them."""
+        n = self.streams if streams is None else streams
+        return [(sid, step == steps - 1) for step in range(steps) for sid in range(n)]
+
+    @property
+    def cycles_per_round(self) -> int:
+        """Steady-state cycles for one step of each of the S streams, sent round-robin (S = 1:
+        :attr:`cycles_per_step`)."""
+        n = self.streams
+        acc, _ = self.run_beats(self.round_robin(12))
+        return acc[8 * n] - acc[7 * n]  # mid-sequence (no last steps: no head, no output)
+
+    @property
+    def cycles_per_stream_step(self) -> float:
+        """Steady-state cycles per time step of one stream with S streams round-robin:
+        :attr:`cycles_per_round` / S (the throughput figure; each stream's own steps are
+        :attr:`cycles_per_round` apart)."""
+        return self.cycles_per_round / self.streams
 
     def cycles_per_sequence(self, steps: int) -> int:
         """Exact cycles of one sequence of ``steps`` steps sent to an idle core."""
@@ -461,6 +521,9 @@ class Schedule:
                                            "sequence_overhead + cycles_per_step * T",
             "cycles_per_sequence_values": {str(t): self.cycles_per_sequence(t)
                                            for t in (1, 2, 3, 4, 8, 29)},
+            "streams": self.streams,
+            "cycles_per_round": self.cycles_per_round,
+            "cycles_per_stream_step": self.cycles_per_stream_step,
             "mac_units": self.mac_units,
             "multipliers": self.multipliers,
             "dsp_multipliers": self.dsp_multipliers,

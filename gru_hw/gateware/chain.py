@@ -27,7 +27,7 @@ def row_layout(config) -> data.StructLayout:
         "layer": range(max(len(hs), 2)),
         "kind": unsigned(2),  # KIND_R, KIND_Z, KIND_N or KIND_HEAD
         "j": range(max(max(hs), config.qm.output_size) + 1),  # hidden unit (or head output)
-    })
+    } | ({"stream": range(config.streams)} if config.streams > 1 else {}))
 
 
 class ChainExit(wiring.Component):
@@ -91,6 +91,7 @@ class ChainExit(wiring.Component):
         s_ph = Signal.like(tag.ph, name="s_ph")
         s_layer = Signal.like(tag.layer, name="s_layer")
         s_rowset = Signal(2, name="s_rowset")
+        s_stream = Signal.like(tag.stream, name="s_stream") if cfg.streams > 1 else None
         kind = Signal(2, name="kind")
         tj = Signal.like(self.row.j, name="tj")
         hs, O = cfg.qm.hidden_sizes, cfg.qm.output_size
@@ -108,6 +109,8 @@ class ChainExit(wiring.Component):
             m.d.sync += [ch[i].eq(self.sums[i]) for i in range(P)]
             m.d.sync += [cnt.eq(tag.nrows), s_layer.eq(tag.layer), s_rowset.eq(tag.rowset),
                          s_ph.eq(tag.ph)]
+            if s_stream is not None:
+                m.d.sync += s_stream.eq(tag.stream)
         with m.Elif(out_now):
             m.d.sync += [ch[i].eq(ch[i + 1]) for i in range(P - 1)]
             m.d.sync += cnt.eq(cnt - 1)
@@ -134,7 +137,7 @@ class ChainExit(wiring.Component):
                 with m.Default():
                     m.d.sync += tj.eq(tj + 1)
         return dict(ch0=ch[0], out_now=out_now, s_ph=s_ph, s_layer=s_layer, kind=kind, tj=tj,
-                    erow=erow, e_emit=e_emit)
+                    erow=erow, e_emit=e_emit, s_stream=s_stream)
 
     def _exit(self, m, s):
         """Bias add (one shared bias memory) and park buffer (one shared accumulator buffer).
@@ -167,6 +170,8 @@ class ChainExit(wiring.Component):
         u_w = ubuf.write_port()
         u_r = ubuf.read_port(transparent_for=(u_w,))  # a park and its emit may be 1 cycle apart
         tags = {"layer": s["s_layer"], "kind": s["kind"], "j": s["tj"]}
+        if s["s_stream"] is not None:
+            tags["stream"] = s["s_stream"]
         x1 = {k: Signal.like(v, name=f"x1_{k}") for k, v in tags.items()}
         x1_v, x1_emit, x1_xlike = (Signal(name=n) for n in ("x1_v", "x1_emit", "x1_xlike"))
         x1_ch = Signal(signed(aw), name="x1_ch")

@@ -33,7 +33,7 @@ def beat_layout(config) -> data.StructLayout:
         "layer": range(max(len(hs), 2)),
         "rowset": unsigned(2),
         "beat": range(max(beats, 2)),
-    })
+    } | ({"stream": range(config.streams)} if config.streams > 1 else {}))
 
 
 def group_leads(schedule) -> list[int]:
@@ -133,6 +133,7 @@ class WideChainExit(wiring.Component):
         erow = Signal(range(max(ph.rows for ph in sch.phases) + K + 1), name="erow")
         s_layer = Signal.like(tag.layer, name="s_layer")
         s_rowset = Signal(2, name="s_rowset")
+        s_stream = Signal.like(tag.stream, name="s_stream") if cfg.streams > 1 else None
         tick = Signal(range(max(TI, 2)), name="ch_tick")
         bsz = s["e_bsz"]
         out_now = (cnt != 0) & (~s["e_emit"] | (tick == 0))
@@ -150,6 +151,8 @@ class WideChainExit(wiring.Component):
         with m.If(self.load):
             m.d.sync += [cnt.eq(new_lead + tag.nrows), lead.eq(new_lead), s_layer.eq(tag.layer),
                          s_rowset.eq(tag.rowset), s["s_ph"].eq(tag.ph)]
+            if s_stream is not None:
+                m.d.sync += s_stream.eq(tag.stream)
             with m.Switch(new_lead):
                 for o in leads:
                     with m.Case(o):
@@ -169,7 +172,7 @@ class WideChainExit(wiring.Component):
         valid = Signal(K, name="slot_v")
         m.d.comb += [valid[i].eq(out_now & (lead <= i) & (cnt > i) & (bsz > i)) for i in range(K)]
         s.update(ch=ch[:K], valid=valid, s_layer=s_layer, s_rowset=s_rowset, ebeat=ebeat,
-                 erow=erow)
+                 erow=erow, s_stream=s_stream)
 
     def _exit(self, m, s):
         """Bias add (K reads of the bias memory) and the park buffer (K banks), per slot.
@@ -192,6 +195,8 @@ class WideChainExit(wiring.Component):
         m.d.comb += [b_r[i].addr.eq(s["e_bbase"] + s["erow"] + i) for i in range(K)]
         # tags of the beat, carried with it
         tags = {"layer": s["s_layer"], "rowset": s["s_rowset"], "beat": s["ebeat"]}
+        if s["s_stream"] is not None:
+            tags["stream"] = s["s_stream"]
         x1 = {k: Signal.like(v, name=f"x1_{k}") for k, v in tags.items()}
         x2 = {k: Signal.like(v, name=f"x2_{k}") for k, v in tags.items()}
         x1_v, x2_v = Signal(K, name="x1_v"), Signal(K, name="x2_v")

@@ -38,6 +38,12 @@ class Controller(wiring.Component):
       * ``n_done``/``n_layer``, ``rz_done``/``rz_layer``, ``head_done`` (in): the tail's
         completions. ``cur``, ``zero_cur``, ``top_oen`` (out): layer status for the tail.
       * ``o_valid``, ``o_last`` (out), ``o_ready`` (in): the output register's handshake.
+      * S > 1 streams: ``n_stream``, ``rz_stream`` (in): the stream of the tail's completions;
+        ``o_stream_id`` (out): the output beat's stream. ``cur``, ``zero_cur`` have a bit per
+        stream and layer (stream s, layer k: bit ``s * L + k``), ``top_oen`` one per stream.
+        A step runs on its beat's stream's state: it waits only on that stream's previous
+        step, so another stream's step can fill the lanes meanwhile. The output register is
+        claimed when a pass that writes it starts and freed when its beat is taken.
 
     Latency :attr:`ISSUE_LATENCY` = 1 cycle from issue to operand (synchronous memory reads);
     throughput one column per cycle. Cycle counts: exactly :class:`gru_hw.schedule.Schedule`.
@@ -52,11 +58,12 @@ class Controller(wiring.Component):
         hs = list(config.qm.hidden_sizes)
         nl = len(hs)
         geo = StateGeometry(config)
-        sa, ga = geo.sa + geo.wb, geo.ga + geo.wb
+        sa, ga = geo.sa + geo.sb + geo.wb, geo.ga + geo.sb + geo.wb
         h_w = config.spec.h_fmt.width
+        ns = config.streams
         members = {
             "i_stream": In(stream.Signature(input_layout(config.qm.input_size,
-                                                         config.spec.x_fmt.width))),
+                                                         config.spec.x_fmt.width, ns))),
             "w_block": In(1), "accept": Out(1),
             "waddr": Out(range(max(sch.weight_depth, 2))),
             "vec_rd": In(ReadPort.Signature(addr_width=sa, shape=signed(h_w))),
@@ -64,9 +71,12 @@ class Controller(wiring.Component):
             "tag": Out(tag_layout(config)),
             "n_done": In(1), "n_layer": In(range(max(nl, 2))),
             "rz_done": In(1), "rz_layer": In(range(max(nl, 2))), "head_done": In(1),
-            "cur": Out(nl), "zero_cur": Out(nl), "top_oen": Out(1),
+            "cur": Out(ns * nl), "zero_cur": Out(ns * nl), "top_oen": Out(ns),
             "o_valid": Out(1), "o_last": Out(1), "o_ready": In(1),
         }
+        if ns > 1:
+            members.update(n_stream=In(range(ns)), rz_stream=In(range(ns)),
+                           o_stream_id=Out(range(ns)))
         if not config.qm.reset_after:
             members["rh_rd"] = In(ReadPort.Signature(addr_width=ga, shape=signed(h_w)))
         super().__init__(members)
@@ -106,30 +116,34 @@ class Controller(wiring.Component):
                     ok = Const(1)
                     if p_.accept:
                         ok = ok & i_valid & ~self.w_block
+                    pend, rzp = s.mine(s.pending), s.mine(s.rz_pending)
                     if p_.source == "h_below":
-                        ok = ok & ~s.pending[p_.layer - 1]
+                        ok = ok & ~pend[p_.layer - 1]
                     if p_.first_h_read:
-                        ok = ok & ~s.pending[p_.layer]
+                        ok = ok & ~pend[p_.layer]
                     if p_.source == "rh":
-                        ok = ok & ~s.rz_pending[p_.layer]
+                        ok = ok & ~rzp[p_.layer]
                     if p_.rowset == "head":
-                        ok = ok & ~s.pending[top] & s.o_free
+                        ok = ok & ~pend[top]
+                        if s.streams == 1 or not cfg.sequence:
+                            ok = ok & s.o_free
                     if p_.final and p_.layer == top:
                         ok = ok & (~s.writes_out | s.o_free)
                     m.d.comb += s.k_ok.eq(ok)
                     if p_.source in ("h_below", "h_own", "h_top"):
                         lk = {"h_below": p_.layer - 1, "h_own": p_.layer, "h_top": top}[p_.source]
-                        row = sbase[lk] + Mux(self.cur[lk], hq[lk], 0) + s.cq
+                        row = sbase[lk] + Mux(s.mine(self.cur)[lk], hq[lk], 0) + s.cq
+                        row = geo.addr(row, s.cur_s, geo.sa)
                         m.d.comb += s.vec_addr.eq(row if geo.ways == 1 else
-                                                  Cat(row[:geo.sa], s.cw))
+                                                  Cat(row[:geo.sa + geo.sb], s.cw))
                     if p_.source == "h_own":
                         m.d.comb += s.vec_zero.eq(Mux(at_phase_start & Const(int(p_.first_h_read)),
-                                                      s.zero_pending[p_.layer],
-                                                      self.zero_cur[p_.layer]))
+                                                      s.mine(s.zero_pending)[p_.layer],
+                                                      s.mine(self.zero_cur)[p_.layer]))
                     if p_.source == "rh":
-                        row = gbase[p_.layer] + s.cq
+                        row = geo.addr(gbase[p_.layer] + s.cq, s.cur_s, geo.ga)
                         m.d.comb += s.rh_addr.eq(row if geo.ways == 1 else
-                                                 Cat(row[:geo.ga], s.cw))
+                                                 Cat(row[:geo.ga + geo.sb], s.cw))
 
     def _sequence(self, m, s):
         """Column, group and phase counters; the go decision; the chain occupancy count."""
@@ -139,7 +153,10 @@ class Controller(wiring.Component):
         nph = len(sch.phases)
         at_phase_start = s.c_zero & s.g_zero
         group_ok = s.ser_hold <= s.k_cols
-        m.d.comb += s.o_free.eq(~self.o_valid | self.o_ready)
+        if cfg.streams == 1:
+            m.d.comb += s.o_free.eq(~self.o_valid | self.o_ready)
+        else:  # one output in flight: claimed at its pass's start, freed when its beat is taken
+            m.d.comb += s.o_free.eq(~s.o_claim | (self.o_valid & self.o_ready))
         m.d.comb += s.go.eq(Mux(~s.c_zero, 1, group_ok & Mux(s.g_zero, s.k_ok, 1)))
         m.d.comb += self.i_stream.ready.eq(s.ph_zero & at_phase_start & group_ok & ~self.w_block)
         # == go & ph_zero & at_phase_start (phase 0's only start condition is the beat itself),
@@ -206,6 +223,8 @@ class Controller(wiring.Component):
         with m.If(self.accept):
             m.d.sync += [x_regs[i].eq(payload.x[i]) for i in range(cfg.qm.input_size)]
             m.d.sync += s.cur_last.eq(payload.last)
+            if cfg.streams > 1:
+                m.d.sync += s.cur_s.eq(payload.stream)
         vx = Signal(signed(cfg.spec.x_fmt.width), name="vx")
         m.d.sync += vx.eq(Mux(self.accept, payload.x[0], Array(x_regs)[s.c]))
         m.d.comb += self.vec_rd.addr.eq(s.vec_addr)
@@ -220,6 +239,8 @@ class Controller(wiring.Component):
             tag.ph.eq(s.ph), tag.layer.eq(s.k_layer), tag.rowset.eq(s.k_rowset),
             tag.nrows.eq(s.n_rows), tag.fgroup.eq(s.g_zero),
         ]
+        if cfg.streams > 1:  # the beat's stream from its accept cycle on
+            m.d.sync += tag.stream.eq(Mux(self.accept, payload.stream, s.cur_s))
         with m.Switch(src1):
             with m.Case(SRC_CODE["x"]):
                 m.d.comb += self.vec.eq(vx)
@@ -233,23 +254,28 @@ class Controller(wiring.Component):
         """Layer status and the output register's valid/last: tail completions first, then the
         controller's starts (which win where both touch the same bit)."""
         cfg = self.config
-        nl = len(s.hs)
+        nl, ns = len(s.hs), cfg.streams
         top = nl - 1
         has_head = cfg.qm.head_w is not None
-        one = Const(1, nl)
+        one = Const(1, ns * nl)
+        rz_at = self.rz_layer if ns == 1 else self.rz_stream * nl + self.rz_layer
+        n_at = self.n_layer if ns == 1 else self.n_stream * nl + self.n_layer
         with m.If(self.rz_done):
-            m.d.sync += s.rz_pending.eq(s.rz_pending & ~(one << self.rz_layer))
+            m.d.sync += s.rz_pending.eq(s.rz_pending & ~(one << rz_at))
         with m.If(self.o_valid & self.o_ready):
             m.d.sync += self.o_valid.eq(0)
+            if ns > 1:
+                m.d.sync += s.o_claim.eq(0)
+        top_last = s.top_last if ns == 1 else s.top_last.bit_select(self.n_stream, 1)
         with m.If(self.n_done):
-            m.d.sync += [s.pending.eq(s.pending & ~(one << self.n_layer)),
-                         self.cur.eq(self.cur ^ (one << self.n_layer))]
+            m.d.sync += [s.pending.eq(s.pending & ~(one << n_at)),
+                         self.cur.eq(self.cur ^ (one << n_at))]
             with m.If(self.n_layer == top):
                 if cfg.sequence:
-                    with m.If(~(s.top_last & Const(int(has_head)))):
-                        m.d.sync += [self.o_valid.eq(1), self.o_last.eq(s.top_last)]
+                    with m.If(~(top_last & Const(int(has_head)))):
+                        m.d.sync += [self.o_valid.eq(1), self.o_last.eq(top_last)]
                 elif not has_head:
-                    with m.If(s.top_last):
+                    with m.If(top_last):
                         m.d.sync += [self.o_valid.eq(1), self.o_last.eq(1)]
         with m.If(self.head_done):
             m.d.sync += [self.o_valid.eq(1), self.o_last.eq(1)]
@@ -259,16 +285,26 @@ class Controller(wiring.Component):
                     with m.Case(i):
                         if p_.accept:
                             with m.If(self.i_stream.payload.first):
-                                m.d.sync += s.zero_pending.eq((1 << nl) - 1)
+                                if ns == 1:
+                                    m.d.sync += s.zero_pending.eq((1 << nl) - 1)
+                                else:
+                                    m.d.sync += s.zero_pending.word_select(
+                                        self.i_stream.payload.stream, nl).eq((1 << nl) - 1)
                         if p_.first_h_read:
                             k = p_.layer
-                            m.d.sync += [s.pending[k].eq(1),
-                                         self.zero_cur[k].eq(s.zero_pending[k]),
-                                         s.zero_pending[k].eq(0)]
+                            m.d.sync += [s.mine(s.pending)[k].eq(1),
+                                         s.mine(self.zero_cur)[k].eq(s.mine(s.zero_pending)[k]),
+                                         s.mine(s.zero_pending)[k].eq(0)]
                         if p_.rz_final:
-                            m.d.sync += s.rz_pending[p_.layer].eq(1)
+                            m.d.sync += s.mine(s.rz_pending)[p_.layer].eq(1)
                         if p_.final and p_.layer == top:
-                            m.d.sync += [self.top_oen.eq(s.writes_out), s.top_last.eq(s.cur_last)]
+                            m.d.sync += [s.mine(self.top_oen, 1).eq(s.writes_out),
+                                         s.mine(s.top_last, 1).eq(s.cur_last)]
+                        head_claims = p_.rowset == "head" and not cfg.sequence
+                        if ns > 1 and (head_claims or (p_.final and p_.layer == top)):
+                            claim = Const(1) if p_.rowset == "head" else s.writes_out
+                            with m.If(claim):
+                                m.d.sync += [s.o_claim.eq(1), self.o_stream_id.eq(s.cur_s)]
 
 
 class _State:
@@ -285,11 +321,18 @@ class _State:
         from .tail import Tail
 
         self.interval = Tail.interval_of(config.profile)
-        self.pending = Signal(nl, name="pending")        # a pass over the layer's h in flight
-        self.rz_pending = Signal(nl, name="rz_pending")  # reset_before: r*h / z in flight
-        self.zero_pending = Signal(nl, name="zero_pending")
+        # per stream (S > 1: stream s's layer k at bit s * L + k) and layer
+        ns = self.streams = config.streams
+        self.pending = Signal(ns * nl, name="pending")        # a pass over the layer's h in flight
+        self.rz_pending = Signal(ns * nl, name="rz_pending")  # reset_before: r*h / z in flight
+        self.zero_pending = Signal(ns * nl, name="zero_pending")
         self.cur_last = Signal(name="cur_last")
-        self.top_last = Signal(name="top_last")
+        self.top_last = Signal(ns, name="top_last")
+        #: the stream of the step being issued (latched with its beat)
+        self.cur_s = Signal(range(ns), name="cur_s") if ns > 1 else Const(0, 1)
+        #: S > 1: a pass that writes the output register has started, its beat not yet taken
+        self.o_claim = Signal(name="o_claim")
+        self.nl = nl
         self.ph = Signal(range(len(phases)), name="ph")
         self.g = Signal(range(max_groups + 1), name="g")
         self.c = Signal(range(max_cols + 1), name="c")
@@ -324,12 +367,22 @@ class _State:
         self.k_rowset = Signal(range(4), name="k_rowset")
         self.k_layer = Signal(range(max(nl, 2)), name="k_layer")
         self.k_ok = Signal(name="k_ok")
-        self.vec_addr = Signal(geo.sa + geo.wb, name="vec_addr")
+        self.vec_addr = Signal(geo.sa + geo.sb + geo.wb, name="vec_addr")
         self.vec_zero = Signal(name="vec_zero")
-        self.rh_addr = Signal(geo.ga + geo.wb, name="rh_addr")
+        self.rh_addr = Signal(geo.ga + geo.sb + geo.wb, name="rh_addr")
         self.go = Signal(name="go")
         self.last_col = Signal(name="last_col")
         self.n_rows = Signal(range(P + 1), name="n_rows")
         self.o_free = Signal(name="o_free")
+        # the step's top layer's h goes to the output register (with several streams, the
+        # final pass of such a step claims it; in sequence mode a last step's head output
+        # then follows under the same claim)
         self.writes_out = Const(1) if config.sequence else \
             (self.cur_last & Const(int(config.qm.head_w is None)))
+
+    def mine(self, sig, width=None):
+        """The current stream's part of a per-stream signal (``width`` bits per stream: the
+        layers by default); the signal itself with one stream."""
+        if self.streams == 1:
+            return sig
+        return sig.word_select(self.cur_s, self.nl if width is None else width)

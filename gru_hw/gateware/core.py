@@ -48,13 +48,17 @@ class GRUCore(wiring.Component):
 
     Ports:
       * ``i_stream`` (in): one time step per beat, payload ``{x: I x signed(x_fmt.width), first,
-        last}``. ``first`` restarts every layer from h = 0; ``last`` ends a sequence.
+        last, [stream]}``. ``first`` restarts every layer from h = 0; ``last`` ends a sequence.
+        With ``streams`` S > 1 the core keeps S hidden states: ``stream`` (0..S-1) names the
+        beat's sequence, and beats of different streams may interleave in any order (a
+        stream's own beats in order); a step waits only on its own stream's previous step.
       * ``o_stream`` (out): payload ``{y: O_y x signed(out_width), [y_head], last}``.
         sequence=False: one beat per sequence after its last step; y is the head output
         (out_fmt) or, without a head, the top layer's h (h_fmt); last = 1.
         sequence=True: one beat per step, y = the top layer's h (h_fmt), last copied from the
         input beat; with a head, ``y_head`` (O x out_fmt) carries the head output, valid on the
-        beats with last = 1 (zero or stale otherwise).
+        beats with last = 1 (zero or stale otherwise). With S > 1, ``stream`` names the beat's
+        stream; output beats come in the order their steps were accepted.
       * ``w_stream`` (in; with run-time weights, or weights in SPRAM): weight words, payload
         ``{addr, data, last}`` in the address map of :attr:`memory_map` (:mod:`gru_hw.memory_map`).
         An SPRAM core starts with no weights: load its packed rows' slices before the first
@@ -95,10 +99,11 @@ class GRUCore(wiring.Component):
         else:
             self.out_width, self.y_size = spec.out_fmt.width, qm.output_size
         both = self.sequence and self.has_head
-        self.i_layout = input_layout(qm.input_size, spec.x_fmt.width)
+        self.streams = config.streams
+        self.i_layout = input_layout(qm.input_size, spec.x_fmt.width, config.streams)
         self.o_layout = output_layout(self.y_size, self.out_width,
                                       head_outputs=qm.output_size if both else None,
-                                      head_width=spec.out_fmt.width)
+                                      head_width=spec.out_fmt.width, streams=config.streams)
         ports = {"i_stream": In(stream.Signature(self.i_layout)),
                  "o_stream": Out(stream.Signature(self.o_layout))}
         if config.weight_port:
@@ -175,10 +180,14 @@ class GRUCore(wiring.Component):
                      ctrl.head_done.eq(tail.head_done),
                      tail.cur.eq(ctrl.cur), tail.zero_cur.eq(ctrl.zero_cur),
                      tail.top_oen.eq(ctrl.top_oen)]
+        if cfg.streams > 1:
+            m.d.comb += [ctrl.n_stream.eq(tail.n_stream), ctrl.rz_stream.eq(tail.rz_stream)]
         # output register
         op = self.o_stream.payload
         m.d.comb += [self.o_stream.valid.eq(ctrl.o_valid), ctrl.o_ready.eq(self.o_stream.ready),
                      op.last.eq(ctrl.o_last), op.y.eq(tail.y)]
+        if cfg.streams > 1:
+            m.d.comb += op.stream.eq(ctrl.o_stream_id)
         if self.sequence and self.has_head:
             m.d.comb += op.y_head.eq(tail.y_head)
         if cfg.weight_port:
@@ -224,6 +233,13 @@ class GRUCore(wiring.Component):
         if not self.runtime_weights:
             return
         o_done = self.o_stream.valid & self.o_stream.ready & self.o_stream.payload.last
-        with m.If(ctrl.accept):
-            m.d.sync += seq_open.eq(~self.i_stream.payload.last)
+        ip = self.i_stream.payload
+        if self.streams == 1:
+            with m.If(ctrl.accept):
+                m.d.sync += seq_open.eq(~ip.last)
+        else:  # a bit per stream: some stream's sequence is between its first and last beat
+            opened = Signal(self.streams, name="opened")
+            with m.If(ctrl.accept):
+                m.d.sync += opened.bit_select(ip.stream, 1).eq(~ip.last)
+            m.d.comb += seq_open.eq(opened != 0)
         m.d.sync += in_flight.eq(in_flight + (ctrl.accept & self.i_stream.payload.last) - o_done)

@@ -127,8 +127,11 @@ def tag_layout(config) -> data.StructLayout:
     """Return the layout of the issue tag carried through the MAC lanes to the shift chain."""
     sch = config.schedule
     nl = len(config.qm.hidden_sizes)
-    return data.StructLayout({
+    fields = {
         "last": unsigned(1), "fgroup": unsigned(1),
         "ph": range(max(len(sch.phases), 2)), "layer": range(max(nl, 2)),
         "rowset": unsigned(2), "nrows": range(config.lanes + 1),
-    })
+    }
+    if config.streams > 1:
+        fields["stream"] = range(config.streams)
+    return data.StructLayout(fields)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
@@ -37,6 +37,18 @@ class StateGeometry:
         self.sa, self.ga = _depth_bits(self.state_depth), _depth_bits(self.gate_depth)
         #: bits of the way index in the controller's read addresses (0 with one way)
         self.wb = (u - 1).bit_length()
+        #: S > 1 streams: each stream has its own copy of every row, at ``row | stream << sa``
+        #: (``ga`` for the gate memories): ``sb`` stream bits on top of the row bits
+        self.streams = config.streams
+        self.sb = (self.streams - 1).bit_length()
+        if self.streams > 1:
+            self.state_depth = self.streams << self.sa
+            self.gate_depth = self.streams << self.ga
+
+    def addr(self, row, stream, bits):
+        """The memory address of ``row`` (its low ``bits`` bits: ``sa`` or ``ga``) of
+        ``stream``'s copy (the row itself with one stream)."""
+        return row if self.streams == 1 else Cat(row[:bits], stream)
 
 
 class StateMemories(wiring.Component):
@@ -63,6 +75,9 @@ class StateMemories(wiring.Component):
     ``rh_wr[w]``, ``z_wr[w]``, ``z_rd[w]``), and with U > 1 the controller's ``vec_rd`` /
     ``rh_rd`` addresses are ``row | way << sa`` (or ``ga``): the data comes from that way.
 
+    With S > 1 streams every memory holds a copy per stream (:meth:`StateGeometry.addr`): the
+    users put the stream above the row bits of their addresses.
+
     Latency: one cycle from a read address to its data (synchronous read ports); a write
     takes effect for reads in the following cycles. Throughput: one access per port per cycle.
     """
@@ -77,7 +92,7 @@ class StateMemories(wiring.Component):
         if config.profile.tail_width > 1:
             self._wide_init(geo, h_w, g_w)
             return
-        sa, ga = _depth_bits(2 * sum(hs)), _depth_bits(sum(hs))
+        sa, ga = geo.sa + geo.sb, geo.ga + geo.sb  # = 2 sum(H), sum(H) rows (per stream)
 
         def rd(aw, width):
             return Out(ReadPort.Signature(addr_width=aw, shape=signed(width)))
@@ -104,12 +119,13 @@ class StateMemories(wiring.Component):
         def wr(aw, width, n):
             return Out(WritePort.Signature(addr_width=aw, shape=signed(width))).array(n)
 
-        members = {"vec_rd": rd(geo.sa + geo.wb, h_w), "upd_rd": rd(geo.sa, h_w, u),
-                   "st_wr": wr(geo.sa, h_w, u)}
+        sa, ga = geo.sa + geo.sb, geo.ga + geo.sb
+        members = {"vec_rd": rd(sa + geo.wb, h_w), "upd_rd": rd(sa, h_w, u),
+                   "st_wr": wr(sa, h_w, u)}
         if not self.reset_after:
-            members.update(rh_h_rd=rd(geo.sa, h_w, u), rh_wr=wr(geo.ga, h_w, u),
-                           z_wr=wr(geo.ga, g_w, u), z_rd=rd(geo.ga, g_w, u),
-                           rh_rd=rd(geo.ga + geo.wb, h_w))
+            members.update(rh_h_rd=rd(sa, h_w, u), rh_wr=wr(ga, h_w, u),
+                           z_wr=wr(ga, g_w, u), z_rd=rd(ga, g_w, u),
+                           rh_rd=rd(ga + geo.wb, h_w))
         super().__init__(members)
 
     def _wide_elaborate(self, m) -> None:
@@ -120,12 +136,12 @@ class StateMemories(wiring.Component):
         reads = [[self.upd_rd[w]] + ([] if self.reset_after else [self.rh_h_rd[w]])
                  for w in range(u)]
         self._way_memory(m, "banks", spec.h_fmt.width, geo.state_depth, self.st_wr, reads,
-                         self.vec_rd, geo.sa)
+                         self.vec_rd, geo.sa + geo.sb)
         if not self.reset_after:
             self._way_memory(m, "zmem", spec.gate_fmt.width, geo.gate_depth, self.z_wr,
                              [[self.z_rd[w]] for w in range(u)])
             self._way_memory(m, "rhmem", spec.h_fmt.width, geo.gate_depth, self.rh_wr,
-                             [[] for _ in range(u)], self.rh_rd, geo.ga)
+                             [[] for _ in range(u)], self.rh_rd, geo.ga + geo.sb)
 
     def _way_memory(self, m, name, width, depth, writes, reads, shared=None, rows=0) -> None:
         """One memory per way: ``writes[w]`` and the ports ``reads[w]`` are way w's own;
@@ -164,7 +180,7 @@ class StateMemories(wiring.Component):
             self._wide_elaborate(m)
             return m
         spec = self.config.spec
-        hs = self.hidden_sizes
+        geo = self.geometry
 
         def memory(name, width, depth, writes, reads):
             mem = Memory(shape=signed(width), depth=depth, init=[])
@@ -177,10 +193,10 @@ class StateMemories(wiring.Component):
                 m.d.comb += [r.addr.eq(port.addr), r.en.eq(port.en), port.data.eq(r.data)]
 
         reads = [self.vec_rd, self.upd_rd] + ([] if self.reset_after else [self.rh_h_rd])
-        memory("banks", spec.h_fmt.width, 2 * sum(hs), [self.st_wr], reads)
-        memory("zmem", spec.gate_fmt.width, sum(hs), [self.z_wr], [self.z_rd])
+        memory("banks", spec.h_fmt.width, geo.state_depth, [self.st_wr], reads)
+        memory("zmem", spec.gate_fmt.width, geo.gate_depth, [self.z_wr], [self.z_rd])
         if self.reset_after:
-            memory("rmem", spec.gate_fmt.width, sum(hs), [self.r_wr], [self.r_rd])
+            memory("rmem", spec.gate_fmt.width, geo.gate_depth, [self.r_wr], [self.r_rd])
         else:
-            memory("rhmem", spec.h_fmt.width, sum(hs), [self.rh_wr], [self.rh_rd])
+            memory("rhmem", spec.h_fmt.width, geo.gate_depth, [self.rh_wr], [self.rh_rd])
         return m

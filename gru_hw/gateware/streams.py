@@ -1,9 +1,10 @@
 """The core's stream contract: one definition of each payload layout.
 
-* input (``i_stream``): one time step per beat, ``{x: I x signed(x_width), first, last}``;
-  ``first`` restarts every layer from h = 0, ``last`` ends a sequence.
+* input (``i_stream``): one time step per beat, ``{x: I x signed(x_width), first, last,
+  [stream]}``; ``first`` restarts every layer (of the beat's stream) from h = 0, ``last`` ends a
+  sequence; ``stream`` (cores with S > 1 streams) names the sequence's stream.
 * output (``o_stream``): ``{y: O x signed(out_width), [y_head: O_head x signed(head_width)],
-  last}``.
+  last, [stream]}``.
 * weights (``w_stream``, run-time weights only): ``{addr, data, last}``; a load is a packet
   ending with ``last``.
 
@@ -19,19 +20,25 @@ from amaranth.lib import data
 __all__ = ["input_layout", "output_layout", "weight_layout"]
 
 
-def input_layout(inputs: int, x_width: int) -> data.StructLayout:
-    """Return the ``i_stream`` payload layout."""
-    return data.StructLayout({"x": data.ArrayLayout(signed(x_width), inputs),
-                              "first": unsigned(1), "last": unsigned(1)})
+def input_layout(inputs: int, x_width: int, streams: int = 1) -> data.StructLayout:
+    """Return the ``i_stream`` payload layout (``stream`` only when ``streams`` > 1)."""
+    fields = {"x": data.ArrayLayout(signed(x_width), inputs),
+              "first": unsigned(1), "last": unsigned(1)}
+    if streams > 1:
+        fields["stream"] = range(streams)
+    return data.StructLayout(fields)
 
 
 def output_layout(outputs: int, out_width: int, *, head_outputs: int | None = None,
-                  head_width: int | None = None) -> data.StructLayout:
-    """Return the ``o_stream`` payload layout (``y_head`` only when ``head_outputs`` is given)."""
+                  head_width: int | None = None, streams: int = 1) -> data.StructLayout:
+    """Return the ``o_stream`` payload layout (``y_head`` only when ``head_outputs`` is given,
+    ``stream`` only when ``streams`` > 1)."""
     fields = {"y": data.ArrayLayout(signed(out_width), outputs)}
     if head_outputs is not None:
         fields["y_head"] = data.ArrayLayout(signed(head_width), head_outputs)
     fields["last"] = unsigned(1)
+    if streams > 1:
+        fields["stream"] = range(streams)
     return data.StructLayout(fields)
 
 

@@ -48,6 +48,13 @@ class TailHelpers:
     Needs ``self.config``.
     """
 
+    def _bit(self, sig, layer, stream):
+        """The bit of ``layer`` (and with S > 1 streams, of ``stream``) of a per-layer status
+        signal (``cur``, ``zero_cur``: stream s's layer k at bit ``s * L + k``)."""
+        if self.config.streams == 1:
+            return sig.bit_select(layer, 1)
+        return sig.bit_select(stream * len(self.config.qm.hidden_sizes) + layer, 1)
+
     def _sel(self, m, index, vals, name):
         """Return a signal equal to the constant ``vals[index]``."""
         out = Signal(range(max(max(vals), 1) + 1), name=name)
@@ -105,7 +112,9 @@ class Tail(TailHelpers, wiring.Component):
         ``rh_h_rd``/``rh_wr`` (reset_before).
       * ``cur``, ``zero_cur`` (in, one bit per layer): the bank holding each layer's current h,
         and whether the layer's step starts from h = 0; ``top_oen`` (in): the top layer's h of
-        this step goes to the output register.
+        this step goes to the output register. With S > 1 streams one bit per stream and layer
+        (``s * L + k``) and per stream; a row's ``stream`` picks its state copy and bits, and
+        ``n_stream`` / ``rz_stream`` (out) name the completions' stream.
       * ``n_done``/``n_layer`` (out): the last unit of a layer's new h is written this cycle;
         ``rz_done``/``rz_layer`` (reset_before): the last z of a layer is written;
         ``head_done``: the last head output is written.
@@ -127,8 +136,11 @@ class Tail(TailHelpers, wiring.Component):
         #: accumulator fraction bits of the input and recurrent parts, per layer
         self.fx = [spec.acc_x_frac(k) for k in range(nl)]
         self.fh = [spec.acc_h_frac(k) for k in range(nl)]
-        sa = max(1, (max(2 * sum(hs), 2) - 1).bit_length())
-        ga = max(1, (max(sum(hs), 2) - 1).bit_length())
+        from .state import StateGeometry
+
+        self.geo = geo = StateGeometry(config)
+        sa, ga = geo.sa + geo.sb, geo.ga + geo.sb
+        ns = config.streams
         h_w, g_w = spec.h_fmt.width, spec.gate_fmt.width
         if config.sequence:
             self.out_width, self.y_size = h_w, hs[-1]
@@ -138,11 +150,13 @@ class Tail(TailHelpers, wiring.Component):
             "row": In(row_layout(config)),
             "upd_rd": _mem_in(sa, h_w), "st_wr": _mem_out(sa, h_w),
             "z_wr": _mem_out(ga, g_w), "z_rd": _mem_in(ga, g_w),
-            "cur": In(nl), "zero_cur": In(nl), "top_oen": In(1),
+            "cur": In(ns * nl), "zero_cur": In(ns * nl), "top_oen": In(ns),
             "n_done": Out(1), "n_layer": Out(range(max(nl, 2))),
             "rz_done": Out(1), "rz_layer": Out(range(max(nl, 2))), "head_done": Out(1),
             "y": Out(data.ArrayLayout(signed(self.out_width), self.y_size)),
         }
+        if ns > 1:
+            members.update(n_stream=Out(range(ns)), rz_stream=Out(range(ns)))
         if qm.reset_after:
             members.update(r_wr=_mem_out(ga, g_w), r_rd=_mem_in(ga, g_w))
         else:
@@ -163,16 +177,25 @@ class Tail(TailHelpers, wiring.Component):
     def _layer_at(self, m, n):
         return self._at(m, self.row.layer, n, "t_layer") if n else self.row.layer
 
-    def _h_addr(self, m, layer, j, bank_sel, name):
-        """State address of unit j of ``layer``: bank ``bank_sel`` (1: the upper bank)."""
+    def _stream_at(self, m, n):
+        """The row's stream ``n`` cycles after it entered (Const 0 with one stream)."""
+        if self.config.streams == 1:
+            return Const(0, 1)
+        return self._at(m, self.row.stream, n, "t_stream") if n else self.row.stream
+
+    def _h_addr(self, m, layer, j, bank_sel, name, stream):
+        """State address of unit j of ``layer``: bank ``bank_sel`` (1: the upper bank), in
+        ``stream``'s copy."""
         hs = list(self.config.qm.hidden_sizes)
         sbase = [2 * sum(hs[:k]) for k in range(len(hs))]
-        return (self._sel(m, layer, sbase, f"sbase_{name}") +
-                Mux(bank_sel, self._sel(m, layer, hs, f"hs_{name}"), 0) + j)
+        row = (self._sel(m, layer, sbase, f"sbase_{name}") +
+               Mux(bank_sel, self._sel(m, layer, hs, f"hs_{name}"), 0) + j)
+        return self.geo.addr(row, stream, self.geo.sa)
 
-    def _gate_addr(self, m, layer, j, name):
+    def _gate_addr(self, m, layer, j, name, stream):
         hs = list(self.config.qm.hidden_sizes)
-        return self._sel(m, layer, [sum(hs[:k]) for k in range(len(hs))], f"gbase_{name}") + j
+        row = self._sel(m, layer, [sum(hs[:k]) for k in range(len(hs))], f"gbase_{name}") + j
+        return self.geo.addr(row, stream, self.geo.ga)
 
     # ---- the datapath ----------------------------------------------------------------------
     def elaborate(self, platform):
@@ -206,8 +229,9 @@ class Tail(TailHelpers, wiring.Component):
         kind_w = self._at(m, t.kind, L_rz, "kind_rz")
         j_w = self._at(m, t.j, L_rz, "j_rz")
         layer_w = self._layer_at(m, L_rz)
-        gaddr_w = Signal(range(max(sum(hs), 2)), name="gaddr_w")
-        m.d.comb += gaddr_w.eq(self._gate_addr(m, layer_w, j_w, "w"))
+        stream_w = self._stream_at(m, L_rz)
+        gaddr_w = Signal(self.geo.ga + self.geo.sb, name="gaddr_w")
+        m.d.comb += gaddr_w.eq(self._gate_addr(m, layer_w, j_w, "w", stream_w))
         if cfg.qm.reset_after:
             assert g_stage == L_rz
             m.d.comb += [self.r_wr.addr.eq(gaddr_w), self.r_wr.data.eq(gate),
@@ -218,10 +242,11 @@ class Tail(TailHelpers, wiring.Component):
         # r*h: read h_j one cycle before the gate comes out
         j_r = self._at(m, t.j, g_stage - 1, "j_hr")
         layer_r = self._layer_at(m, g_stage - 1)
+        stream_r = self._stream_at(m, g_stage - 1)
         cur_r, zero_r = Signal(name="cur_r"), Signal(name="zero_r")
-        m.d.comb += [cur_r.eq(self.cur.bit_select(layer_r, 1)),
-                     zero_r.eq(self.zero_cur.bit_select(layer_r, 1))]
-        m.d.comb += self.rh_h_rd.addr.eq(self._h_addr(m, layer_r, j_r, cur_r, "r"))
+        m.d.comb += [cur_r.eq(self._bit(self.cur, layer_r, stream_r)),
+                     zero_r.eq(self._bit(self.zero_cur, layer_r, stream_r))]
+        m.d.comb += self.rh_h_rd.addr.eq(self._h_addr(m, layer_r, j_r, cur_r, "r", stream_r))
         zero_r1 = self._at(m, zero_r, 1, "zero_r")
         h_r = Signal(signed(spec.h_fmt.width), name="h_r")
         m.d.comb += h_r.eq(Mux(zero_r1, 0, self.rh_h_rd.data))
@@ -238,6 +263,8 @@ class Tail(TailHelpers, wiring.Component):
         last_w = j_w == self._sel(m, layer_w, [h - 1 for h in hs], "hlast_rz")
         m.d.comb += [self.rz_done.eq(v_w & (kind_w == KIND_Z) & last_w),
                      self.rz_layer.eq(layer_w)]
+        if cfg.streams > 1:
+            m.d.comb += self.rz_stream.eq(stream_w)
         return gate
 
     def _n_sum(self, m, gate):
@@ -260,7 +287,8 @@ class Tail(TailHelpers, wiring.Component):
         ax_d = dl(m, t.ax, L_rz + ml, "ax_n")
         j_rr = self._at(m, t.j, L_rz - 1, "j_rr")
         layer_rr = self._layer_at(m, L_rz - 1)
-        m.d.comb += self.r_rd.addr.eq(self._gate_addr(m, layer_rr, j_rr, "rr"))
+        m.d.comb += self.r_rd.addr.eq(self._gate_addr(m, layer_rr, j_rr, "rr",
+                                                      self._stream_at(m, L_rz - 1)))
         rhn = mul_pipe(m, self.r_rd.data, hn_d, tm, "rhn_mul", self._at(m, t.valid, L_rz, "v_rhn"))
         fp = [spec.gate_fmt.frac_bits + spec.layers[k].hn_fmt.frac_bits for k in range(nl)]
         s_n, f_n = self._align_sum(m, self._layer_at(m, L_rz + ml), ax_d, fx, rhn, fp, "s_n")
@@ -286,11 +314,12 @@ class Tail(TailHelpers, wiring.Component):
         # z_j and h_j read one cycle before n comes out
         j_u = self._at(m, t.j, u - 1, "j_u")
         layer_u = self._layer_at(m, u - 1)
+        stream_u = self._stream_at(m, u - 1)
         cur_u, zero_u = Signal(name="cur_u"), Signal(name="zero_u")
-        m.d.comb += [cur_u.eq(self.cur.bit_select(layer_u, 1)),
-                     zero_u.eq(self.zero_cur.bit_select(layer_u, 1))]
-        m.d.comb += [self.z_rd.addr.eq(self._gate_addr(m, layer_u, j_u, "u")),
-                     self.upd_rd.addr.eq(self._h_addr(m, layer_u, j_u, cur_u, "u"))]
+        m.d.comb += [cur_u.eq(self._bit(self.cur, layer_u, stream_u)),
+                     zero_u.eq(self._bit(self.zero_cur, layer_u, stream_u))]
+        m.d.comb += [self.z_rd.addr.eq(self._gate_addr(m, layer_u, j_u, "u", stream_u)),
+                     self.upd_rd.addr.eq(self._h_addr(m, layer_u, j_u, cur_u, "u", stream_u))]
         zero_u1 = self._at(m, zero_u, 1, "zero_u")
         h_old = Signal(signed(spec.h_fmt.width), name="h_old")
         m.d.comb += h_old.eq(Mux(zero_u1, 0, self.upd_rd.data))
@@ -310,15 +339,19 @@ class Tail(TailHelpers, wiring.Component):
         kind_n = self._at(m, t.kind, L_n, "kind_n")
         j_n = self._at(m, t.j, L_n, "j_n")
         layer_n = self._layer_at(m, L_n)
+        stream_n = self._stream_at(m, L_n)
         cur_n = Signal(name="cur_n")
-        m.d.comb += cur_n.eq(self.cur.bit_select(layer_n, 1))
+        m.d.comb += cur_n.eq(self._bit(self.cur, layer_n, stream_n))
         wr_n = v_n & (kind_n == KIND_N)
-        m.d.comb += [self.st_wr.addr.eq(self._h_addr(m, layer_n, j_n, ~cur_n, "n")),
+        m.d.comb += [self.st_wr.addr.eq(self._h_addr(m, layer_n, j_n, ~cur_n, "n", stream_n)),
                      self.st_wr.data.eq(h_new), self.st_wr.en.eq(wr_n)]
         last_n = j_n == self._sel(m, layer_n, [h - 1 for h in hs], "hlast_n")
         m.d.comb += [self.n_done.eq(wr_n & last_n), self.n_layer.eq(layer_n)]
+        if cfg.streams > 1:
+            m.d.comb += self.n_stream.eq(stream_n)
         if cfg.sequence or cfg.qm.head_w is None:
-            with m.If(wr_n & (layer_n == top) & self.top_oen):
+            oen = self.top_oen if cfg.streams == 1 else self.top_oen.bit_select(stream_n, 1)
+            with m.If(wr_n & (layer_n == top) & oen):
                 with m.Switch(j_n):
                     for j in range(hs[top]):
                         with m.Case(j):

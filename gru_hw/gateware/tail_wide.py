@@ -74,18 +74,21 @@ class UnitTail(TailHelpers, wiring.Component):
         def wr(aw, width):
             return In(WritePort.Signature(addr_width=aw, shape=signed(width))).array(self.u)
 
-        nl = self.nl
+        nl, ns = self.nl, config.streams
+        sa, ga = geo.sa + geo.sb, geo.ga + geo.sb
         members = {
             "beat": In(beat_layout(config)),
-            "upd_rd": rd(geo.sa, h_w), "st_wr": wr(geo.sa, h_w),
-            "cur": In(nl), "zero_cur": In(nl), "top_oen": In(1),
+            "upd_rd": rd(sa, h_w), "st_wr": wr(sa, h_w),
+            "cur": In(ns * nl), "zero_cur": In(ns * nl), "top_oen": In(ns),
             "n_done": Out(1), "n_layer": Out(range(max(nl, 2))),
             "rz_done": Out(1), "rz_layer": Out(range(max(nl, 2))), "head_done": Out(1),
             "y": Out(data.ArrayLayout(signed(self.out_width), self.y_size)),
         }
+        if ns > 1:
+            members.update(n_stream=Out(range(ns)), rz_stream=Out(range(ns)))
         if not qm.reset_after:
-            members.update(rh_h_rd=rd(geo.sa, h_w), rh_wr=wr(geo.ga, h_w),
-                           z_wr=wr(geo.ga, g_w), z_rd=rd(geo.ga, g_w))
+            members.update(rh_h_rd=rd(sa, h_w), rh_wr=wr(ga, h_w),
+                           z_wr=wr(ga, g_w), z_rd=rd(ga, g_w))
         if config.sequence and qm.head_w is not None:
             members["y_head"] = Out(data.ArrayLayout(signed(spec.out_fmt.width),
                                                      qm.output_size))
@@ -112,14 +115,21 @@ class UnitTail(TailHelpers, wiring.Component):
             self._cache[key] = v
         return self._cache[key]
 
-    def _h_addr(self, m, layer, beat, bank_sel, name):
-        """State row (in every way) of the units of ``beat`` in ``layer``'s bank ``bank_sel``."""
-        geo = self.geo
-        return (self._sel(m, layer, geo.sbase, f"sbase_{name}") +
-                Mux(bank_sel, self._sel(m, layer, geo.hq, f"hq_{name}"), 0) + beat)
+    def _stream(self, m, n):
+        """The beat's stream ``n`` cycles after it entered (Const 0 with one stream)."""
+        return Const(0, 1) if self.config.streams == 1 else self._tag(m, "stream", n)
 
-    def _gate_addr(self, m, layer, beat, name):
-        return self._sel(m, layer, self.geo.gbase, f"gbase_{name}") + beat
+    def _h_addr(self, m, layer, beat, bank_sel, name, stream):
+        """State row (in every way) of the units of ``beat`` in ``layer``'s bank ``bank_sel``,
+        in ``stream``'s copy."""
+        geo = self.geo
+        row = (self._sel(m, layer, geo.sbase, f"sbase_{name}") +
+               Mux(bank_sel, self._sel(m, layer, geo.hq, f"hq_{name}"), 0) + beat)
+        return geo.addr(row, stream, geo.sa)
+
+    def _gate_addr(self, m, layer, beat, name, stream):
+        row = self._sel(m, layer, self.geo.gbase, f"gbase_{name}") + beat
+        return self.geo.addr(row, stream, self.geo.ga)
 
     def _last(self, m, u, layer, beat, name):
         """Lane u's unit of ``beat`` is the last of ``layer``."""
@@ -147,9 +157,13 @@ class UnitTail(TailHelpers, wiring.Component):
         lat = self.latencies
         m.d.comb += [self.n_done.eq(_any(n_last)),
                      self.n_layer.eq(self._tag(m, "layer", lat.n))]
+        if self.config.streams > 1:
+            m.d.comb += self.n_stream.eq(self._stream(m, lat.n))
         if rz_last:
             m.d.comb += [self.rz_done.eq(_any(rz_last)),
                          self.rz_layer.eq(self._tag(m, "layer", lat.rz))]
+            if self.config.streams > 1:
+                m.d.comb += self.rz_stream.eq(self._stream(m, lat.rz))
         self._head(m)
         return m
 
@@ -214,12 +228,13 @@ class UnitTail(TailHelpers, wiring.Component):
         g_stage = 1 + RQ_LATENCY + PWLUnit.latency_of(tm)
         L_rz = lat.rz
         # r * h: h_j read one cycle before the gate comes out
-        layer_r = self._tag(m, "layer", g_stage - 1)
+        layer_r, stream_r = self._tag(m, "layer", g_stage - 1), self._stream(m, g_stage - 1)
         cur_r, zero_r = Signal(name=f"cur_r{u}"), Signal(name=f"zero_r{u}")
-        m.d.comb += [cur_r.eq(self.cur.bit_select(layer_r, 1)),
-                     zero_r.eq(self.zero_cur.bit_select(layer_r, 1))]
+        m.d.comb += [cur_r.eq(self._bit(self.cur, layer_r, stream_r)),
+                     zero_r.eq(self._bit(self.zero_cur, layer_r, stream_r))]
         m.d.comb += self.rh_h_rd[u].addr.eq(
-            self._h_addr(m, layer_r, self._tag(m, "beat", g_stage - 1), cur_r, f"r{u}"))
+            self._h_addr(m, layer_r, self._tag(m, "beat", g_stage - 1), cur_r, f"r{u}",
+                         stream_r))
         h_r = Signal(signed(spec.h_fmt.width), name=f"h_r{u}")
         m.d.comb += h_r.eq(Mux(delay(m, zero_r, 1, f"zero_r{u}"), 0, self.rh_h_rd[u].data))
         fg, fhh = spec.gate_fmt.frac_bits, spec.h_fmt.frac_bits
@@ -227,8 +242,9 @@ class UnitTail(TailHelpers, wiring.Component):
         layer_w, beat_w = self._tag(m, "layer", L_rz), self._tag(m, "beat", L_rz)
         rh = self._rq_layers(m, rh_prod, [fg + fhh] * nl, lambda k: spec.h_fmt, "rh", layer_w,
                              f"rq_rh{u}")
-        gaddr_w = Signal(range(max(self.geo.gate_depth, 2)), name=f"gaddr_w{u}")
-        m.d.comb += gaddr_w.eq(self._gate_addr(m, layer_w, beat_w, f"w{u}"))
+        gaddr_w = Signal(self.geo.ga + self.geo.sb, name=f"gaddr_w{u}")
+        m.d.comb += gaddr_w.eq(self._gate_addr(m, layer_w, beat_w, f"w{u}",
+                                               self._stream(m, L_rz)))
         v_z = self._v(m, sz, "rz", L_rz)
         m.d.comb += [self.rh_wr[u].addr.eq(gaddr_w), self.rh_wr[u].data.eq(rh),
                      self.rh_wr[u].en.eq(self._v(m, sr, "rz", L_rz)),
@@ -259,12 +275,15 @@ class UnitTail(TailHelpers, wiring.Component):
         n_val = tnh.o
         # z_j (reset_before) and h_j read one cycle before n comes out
         layer_u, beat_u = self._tag(m, "layer", us - 1), self._tag(m, "beat", us - 1)
+        stream_u = self._stream(m, us - 1)
         cur_u, zero_u = Signal(name=f"cur_u{u}"), Signal(name=f"zero_u{u}")
-        m.d.comb += [cur_u.eq(self.cur.bit_select(layer_u, 1)),
-                     zero_u.eq(self.zero_cur.bit_select(layer_u, 1))]
-        m.d.comb += self.upd_rd[u].addr.eq(self._h_addr(m, layer_u, beat_u, cur_u, f"u{u}"))
+        m.d.comb += [cur_u.eq(self._bit(self.cur, layer_u, stream_u)),
+                     zero_u.eq(self._bit(self.zero_cur, layer_u, stream_u))]
+        m.d.comb += self.upd_rd[u].addr.eq(self._h_addr(m, layer_u, beat_u, cur_u, f"u{u}",
+                                                        stream_u))
         if z is None:
-            m.d.comb += self.z_rd[u].addr.eq(self._gate_addr(m, layer_u, beat_u, f"u{u}"))
+            m.d.comb += self.z_rd[u].addr.eq(self._gate_addr(m, layer_u, beat_u, f"u{u}",
+                                                             stream_u))
             z1 = delay(m, self.z_rd[u].data, 1, f"z_upd{u}")
         else:
             z1 = delay(m, z[0], us + 1 - z[1], f"z_upd{u}")
@@ -284,12 +303,15 @@ class UnitTail(TailHelpers, wiring.Component):
         h_new = self._rq_layers(m, upd, [fhh + fg] * nl, lambda k: spec.h_fmt, "h", layer_n,
                                 f"rq_h{u}")
         wr_n = self._v(m, slot, rowset, L_n)
+        stream_n = self._stream(m, L_n)
         cur_n = Signal(name=f"cur_n{u}")
-        m.d.comb += cur_n.eq(self.cur.bit_select(layer_n, 1))
-        m.d.comb += [self.st_wr[u].addr.eq(self._h_addr(m, layer_n, beat_n, ~cur_n, f"n{u}")),
+        m.d.comb += cur_n.eq(self._bit(self.cur, layer_n, stream_n))
+        m.d.comb += [self.st_wr[u].addr.eq(self._h_addr(m, layer_n, beat_n, ~cur_n, f"n{u}",
+                                                        stream_n)),
                      self.st_wr[u].data.eq(h_new), self.st_wr[u].en.eq(wr_n)]
         if cfg.sequence or cfg.qm.head_w is None:
-            with m.If(wr_n & (layer_n == top) & self.top_oen):
+            oen = self.top_oen if cfg.streams == 1 else self.top_oen.bit_select(stream_n, 1)
+            with m.If(wr_n & (layer_n == top) & oen):
                 with m.Switch(beat_n):
                     for j in range(u, hs[top], self.u):
                         with m.Case(j // self.u):
