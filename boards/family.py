@@ -321,7 +321,7 @@ def get_family(family: Family | str) -> Family:
 
 def core_config_for(qm, board: "Board | str", lanes: int, *, runtime_weights: bool = False,
                     sequence: bool = False, weight_memory: str = "bram",
-                    tail_width: int | None = None) -> CoreConfig:
+                    tail_width: int | None = None, streams: int = 1) -> CoreConfig:
     """Return the core configuration a build of ``qm`` for ``board`` at ``lanes`` lanes makes.
 
     ``board`` is a :class:`gru_hw.boards.Board` or its name. The profile comes from the board's
@@ -329,7 +329,8 @@ def core_config_for(qm, board: "Board | str", lanes: int, *, runtime_weights: bo
     weight port (the memories start with ``qm``'s weights); ``sequence`` emits the top layer's
     h every step (simulation: a board build has ``sequence=False``); ``weight_memory`` "spram"
     puts the weights in the device's SPRAM (:func:`gru_hw.fit.resolve_weight_memory` picks one
-    for "auto"); ``tail_width`` K (None: the family's choice, :meth:`Family.core_profile`).
+    for "auto"); ``tail_width`` K (None: the family's choice, :meth:`Family.core_profile`);
+    ``streams`` S: interleaved streams, each with its own hidden state (1..16).
     Lanes outside 1..3H, or SPRAM the board lacks or the model overflows, raise GruHwError.
     """
     from ..errors import GruHwError
@@ -340,7 +341,7 @@ def core_config_for(qm, board: "Board | str", lanes: int, *, runtime_weights: bo
         board = get_board(board)
     profile = board.core_profile(qm, lanes, tail_width)
     config = CoreConfig(qm, lanes, profile, sequence=sequence, runtime_weights=runtime_weights,
-                        weight_memory=weight_memory)
+                        weight_memory=weight_memory, streams=streams)
     if weight_memory == "spram":
         need = config.memory_map.spram_blocks
         if not board.spram:

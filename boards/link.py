@@ -110,10 +110,14 @@ class FrameSignature(wiring.Signature):
         w_start, w_high, w_words, whole_words (run-time weights only): a WEIGHTS frame's start
                      address (its low ``addr_width`` bits, and whether any higher bit is set) and
                      its words (whether the payload after the address is whole words, and how many).
+        stream       Out(8) (boards with several streams only): the payload's first byte, the
+                     stream id of a RUN, RUN_KEEP or one-stream RESET_STATE; the steps
+                     (``whole_steps``, ``steps_m1``) are then counted from the second byte.
         release      In(1): the frame is handled; the receiver looks for the next one.
     """
 
-    def __init__(self, max_len: int, window: WeightWindow | None = None) -> None:
+    def __init__(self, max_len: int, window: WeightWindow | None = None,
+                 stream_id: bool = False) -> None:
         members = {
             "done": Out(1), "timeout": Out(1), "code": Out(8), "length": Out(16),
             "crc_ok": Out(1), "whole_steps": Out(1), "steps_m1": Out(17), "release": In(1),
@@ -122,6 +126,8 @@ class FrameSignature(wiring.Signature):
             members.update({"w_start": Out(window.addr_width), "w_high": Out(1),
                             "w_words": Out(range(max_len // window.word_bytes + 2)),
                             "whole_words": Out(1)})
+        if stream_id:
+            members["stream"] = Out(8)
         super().__init__(members)
 
     def __eq__(self, other) -> bool:
@@ -138,7 +144,7 @@ def reply_sources(descriptor: proto.BoardDescriptor) -> data.StructLayout:
     significant byte first.
     """
     return data.StructLayout({
-        "error": 8 * proto.ERROR_PAYLOAD_BYTES, "desc": 8 * proto.DESCRIPTOR_BYTES, "zero": 1,
+        "error": 8 * proto.ERROR_PAYLOAD_BYTES, "desc": 8 * descriptor.descriptor_bytes, "zero": 1,
         "result": 8 * descriptor.result_bytes, "wcrc": 8 * proto.WEIGHTS_REPLY_BYTES})
 
 
@@ -180,6 +186,9 @@ class FrameReceiver(wiring.Component):
         frame     Out(:class:`FrameSignature`): the frame, and its release.
         active    Out(1): between a frame's SYNC and its last byte (or its timeout).
 
+    ``stream_id`` (boards with several streams): the payload's first byte is a stream id
+    (``frame.stream``; it goes to the buffer too, at address 0) and RUN steps start after it.
+
     The CRC register (an ``amaranth.lib.crc`` Processor) takes the CRC bytes too: the frame is
     intact when it ends at the residue, 0 (``crc_ok``).
 
@@ -193,15 +202,16 @@ class FrameReceiver(wiring.Component):
     TIMEOUT_LATENCY = 2
 
     def __init__(self, *, max_len: int, step_bytes: int, timeout_cycles: int,
-                 window: WeightWindow | None = None) -> None:
+                 window: WeightWindow | None = None, stream_id: bool = False) -> None:
         self.max_len = max_len
         self.step_bytes = step_bytes
         self.timeout_cycles = timeout_cycles
         self.window = window
+        self.stream_id = stream_id
         super().__init__({
             "i_stream": In(stream.Signature(8)),
             "buf_w": In(memory.WritePort.Signature(addr_width=ceil_log2(max_len), shape=8)),
-            "frame": Out(FrameSignature(max_len, window)),
+            "frame": Out(FrameSignature(max_len, window, stream_id)),
             "active": Out(1),
         })
 
@@ -267,10 +277,13 @@ class FrameReceiver(wiring.Component):
             m.d.sync += r.count.eq(r.count + 1)
             if self.window is not None:
                 self._take_weights(m, byte, r)
-            with m.If(r.step_byte == self.step_bytes - 1):
-                m.d.sync += [r.step_byte.eq(0), r.steps_m1.eq(r.steps_m1 + 1)]
-            with m.Else():
-                m.d.sync += r.step_byte.eq(r.step_byte + 1)
+            if self.stream_id:  # the stream id first; the steps after it
+                with m.If(r.count == 0):
+                    m.d.sync += self.frame.stream.eq(byte)
+                with m.Else():
+                    self._count_steps(m, r)
+            else:
+                self._count_steps(m, r)
             with m.If(r.count == r.length_m1):
                 m.next = "CRC0"
         elif state == "CRC0":
@@ -278,6 +291,13 @@ class FrameReceiver(wiring.Component):
         else:  # CRC1: the last byte
             m.d.comb += self.frame.done.eq(1)
             m.next = "HOLD"
+
+    def _count_steps(self, m: Module, r: "_ReceiverState") -> None:
+        """Count a payload byte of RUN steps."""
+        with m.If(r.step_byte == self.step_bytes - 1):
+            m.d.sync += [r.step_byte.eq(0), r.steps_m1.eq(r.steps_m1 + 1)]
+        with m.Else():
+            m.d.sync += r.step_byte.eq(r.step_byte + 1)
 
     def _take_weights(self, m: Module, byte, r: "_ReceiverState") -> None:
         """Take a WEIGHTS payload byte: the start address, then count words."""
@@ -423,6 +443,13 @@ class RequestExecutor(wiring.Component):
 
     A frame is checked in three registered steps (decode: CRC, command, length, address into
     flags; check: their priority into one-hot actions; act), so a refused frame changes nothing.
+
+    With S > 1 streams (``descriptor.streams``) the frame's ``stream`` byte names the stream of a
+    RUN, RUN_KEEP or one-stream RESET_STATE (ids of S and above are refused): a RUN's beats carry
+    it to the core (``x_stream.payload.stream``), and the executor keeps one "starts from zero"
+    bit per stream (set at power-up and by RESET_STATE, of every stream or of the one named;
+    cleared by the stream's next RUN or RUN_KEEP), so a RUN_KEEP continues its own stream's
+    state. A RESET_STATE of one stream leaves the core alone; of every stream it resets the core.
     Latency: the reply is asked for 3 cycles after ``frame.done`` (a refusal: 4; a timeout: 1
     after ``frame.timeout``); a RUN's first step is offered on ``x_stream`` ``step_bytes + 6``
     cycles after ``frame.done``. Throughput: one request at a time; a step per ``step_bytes + 2``
@@ -443,8 +470,9 @@ class RequestExecutor(wiring.Component):
         self.descriptor = descriptor
         self.max_len = max_len
         self.window = window
+        self.streams = descriptor.streams
         members = {
-            "frame": In(FrameSignature(max_len, window)),
+            "frame": In(FrameSignature(max_len, window, descriptor.streams > 1)),
             "buf_r": In(memory.ReadPort.Signature(addr_width=ceil_log2(max_len), shape=8)),
             "reply": Out(ReplySignature(reply_sources(descriptor))),
             "x_stream": Out(x_stream), "y_stream": In(y_stream),
@@ -492,10 +520,12 @@ class RequestExecutor(wiring.Component):
             return Const(int.from_bytes(b, "little"), 8 * len(b))
 
         fo = proto.FLAGS_OFFSET
+        # boards with several streams: S after the checksum
+        tail = const(self.descriptor.to_bytes()[proto.STREAMS_OFFSET:])
         if not self.descriptor.spram:
-            return Cat(const(head), s.wcrc)
+            return Cat(const(head), s.wcrc, tail)
         flags = Cat(Const(head[fo] & 0x0F, 4), self.boot_state, Const(0, 1))
-        return Cat(const(head[:fo]), flags, const(head[fo + 1:]), s.wcrc)
+        return Cat(const(head[:fo]), flags, const(head[fo + 1:]), s.wcrc, tail)
 
     def _reply(self, m: Module, code, length: int, source: str) -> None:
         """Ask for a reply of ``code`` and ``length`` bytes from ``source``; wait for it."""
@@ -515,6 +545,8 @@ class RequestExecutor(wiring.Component):
         xb, xw = d.x_bytes, d.x_fmt.width
         m.d.comb += [xs.valid.eq(s.xvalid), xs.payload.first.eq(s.xfirst),
                      xs.payload.last.eq(s.xlast), self.y_stream.ready.eq(s.o_ready)]
+        if self.streams > 1:
+            m.d.comb += xs.payload.stream.eq(s.sid)
         # x element k is bytes [k*xb, (k+1)*xb) of a step, little-endian
         for k in range(d.input_size):
             m.d.comb += xs.payload.x[k].eq(s.xreg[8 * xb * k:8 * xb * k + xw])
@@ -558,13 +590,23 @@ class RequestExecutor(wiring.Component):
                              s.addr_bad.eq(f.w_high | (region > win.bias_region) |
                                            (offset + f.w_words > depth))]
             commands = proto.commands(self.window is not None)
+            is_reset = code == proto.CMD_RESET_STATE
+            if self.streams > 1:
+                # a stream id first: a RUN has it and a step at least; a RESET_STATE may have it
+                run_short, other_bad = length <= proto.STREAM_ID_BYTES, Mux(
+                    is_reset, length > proto.STREAM_ID_BYTES, length != 0)
+                m.d.sync += [s.stream_bad.eq((is_run | is_reset) & (length != 0)
+                                             & (f.stream >= self.streams)),
+                             s.reset_one.eq(length != 0)]
+            else:
+                run_short, other_bad = length == 0, length != 0
             m.d.sync += [
                 s.crc_bad.eq(~f.crc_ok),
                 s.cmd_unknown.eq(~Cat(*[code == c for c in commands]).any()),
-                s.len_bad.eq(Mux(is_run, (length == 0) | (length > max_len) | ~f.whole_steps,
-                                 Mux(code == proto.CMD_WEIGHTS, wlen_bad, length != 0))),
+                s.len_bad.eq(Mux(is_run, run_short | (length > max_len) | ~f.whole_steps,
+                                 Mux(code == proto.CMD_WEIGHTS, wlen_bad, other_bad))),
                 s.is_identify.eq(code == proto.CMD_IDENTIFY),
-                s.is_reset.eq(code == proto.CMD_RESET_STATE),
+                s.is_reset.eq(is_reset),
                 s.is_read.eq(code == proto.CMD_READ),
                 # a board loading its weights from flash runs nothing until they passed
                 s.not_loaded.eq(is_run & ((self.boot_state != 0) if self.descriptor.spram
@@ -572,11 +614,13 @@ class RequestExecutor(wiring.Component):
             ]
             m.next = "CHECK"
         with m.State("CHECK"):
-            conds = [s.crc_bad, s.cmd_unknown, s.len_bad, s.is_read & ~s.has_result,
-                     s.not_loaded, s.is_weights & s.addr_bad, s.is_weights, s.is_identify,
-                     s.is_reset, s.is_read, Const(1)]
+            conds = {"crc": s.crc_bad, "unknown": s.cmd_unknown, "length": s.len_bad,
+                     "stream": s.stream_bad, "no_result": s.is_read & ~s.has_result,
+                     "not_loaded": s.not_loaded, "addr": s.is_weights & s.addr_bad,
+                     "weights": s.is_weights, "identify": s.is_identify, "reset": s.is_reset,
+                     "read": s.is_read, "run": Const(1)}
             taken = Const(0)
-            for a, cond in zip(s.act, conds):
+            for a, cond in ((a, conds[a]) for a in s.act):
                 m.d.sync += s.act[a].eq(cond & ~taken)
                 taken = taken | cond
             m.next = "ACT"
@@ -586,8 +630,10 @@ class RequestExecutor(wiring.Component):
         d, act, code = self.descriptor, s.act, self.frame.code
         with m.State("ACT"):
             refusals = (("crc", proto.ERR_CRC), ("unknown", proto.ERR_UNKNOWN_COMMAND),
-                        ("length", proto.ERR_LENGTH), ("no_result", proto.ERR_NO_RESULT),
-                        ("not_loaded", proto.ERR_NOT_LOADED), ("addr", proto.ERR_ADDRESS))
+                        ("length", proto.ERR_LENGTH), ("stream", proto.ERR_STREAM),
+                        ("no_result", proto.ERR_NO_RESULT), ("not_loaded", proto.ERR_NOT_LOADED),
+                        ("addr", proto.ERR_ADDRESS))
+            refusals = tuple((a, err) for a, err in refusals if a in act)
             for i, (a, err) in enumerate(refusals):
                 with (m.If if i == 0 else m.Elif)(act[a]):
                     self._refuse(m, s, err)
@@ -601,18 +647,37 @@ class RequestExecutor(wiring.Component):
                     m.next = "W_FEED"
             with m.Elif(act["identify"]):
                 m.d.sync += s.err_led.eq(0)
-                self._reply(m, proto.CMD_IDENTIFY | proto.REPLY_OK, proto.DESCRIPTOR_BYTES, "desc")
+                self._reply(m, proto.CMD_IDENTIFY | proto.REPLY_OK, d.descriptor_bytes, "desc")
             with m.Elif(act["reset"]):
-                m.d.sync += [self.core_rst.eq(1), s.err_led.eq(0), s.fresh.eq(1)]
+                m.d.sync += s.err_led.eq(0)
+                if self.streams > 1:
+                    with m.If(s.reset_one):  # one stream: its next RUN_KEEP starts from zero
+                        m.d.sync += s.fresh.bit_select(self._frame_stream(), 1).eq(1)
+                    with m.Else():  # every stream, and the core
+                        m.d.sync += [self.core_rst.eq(1), s.fresh.eq(-1)]
+                else:
+                    m.d.sync += [self.core_rst.eq(1), s.fresh.eq(1)]
                 self._reply(m, proto.CMD_RESET_STATE | proto.REPLY_OK, 0, "zero")
             with m.Elif(act["read"]):
                 m.d.sync += s.err_led.eq(0)
                 self._reply(m, proto.CMD_READ | proto.REPLY_OK, d.result_bytes, "result")
             with m.Else():
-                m.d.sync += [s.err_led.eq(0), s.first_flag.eq((code == proto.CMD_RUN) | s.fresh),
-                             s.fresh.eq(0), s.rd_addr.eq(0), s.issued.eq(0), s.got_bytes.eq(0),
-                             s.pending.eq(0), s.step_idx.eq(0)]
+                if self.streams > 1:  # this stream's state, its steps after the stream id
+                    sid = self._frame_stream()
+                    fresh = s.fresh.bit_select(sid, 1)
+                    m.d.sync += [fresh.eq(0), s.sid.eq(sid),
+                                 s.rd_addr.eq(proto.STREAM_ID_BYTES)]
+                else:
+                    fresh = s.fresh
+                    m.d.sync += [s.fresh.eq(0), s.rd_addr.eq(0)]
+                m.d.sync += [s.err_led.eq(0), s.first_flag.eq((code == proto.CMD_RUN) | fresh),
+                             s.issued.eq(0), s.got_bytes.eq(0), s.pending.eq(0),
+                             s.step_idx.eq(0)]
                 m.next = "RUN_FEED"
+
+    def _frame_stream(self):
+        """The frame's stream id, as wide as a stream number (checked below S before use)."""
+        return self.frame.stream[:max(1, ceil_log2(self.streams))]
 
     def _fetch(self, m: Module, s: "_ExecutorState", n: int, asm: Signal) -> None:
         """Read ``n`` bytes from the buffer, one per cycle, shifting each into ``asm``.
@@ -681,8 +746,9 @@ class RequestExecutor(wiring.Component):
 class _ExecutorState:
     """The executor's registers."""
 
-    ACTIONS = ("crc", "unknown", "length", "no_result", "not_loaded", "addr", "weights",
-               "identify", "reset", "read", "run")
+    #: in priority order ("stream": boards with several streams only)
+    ACTIONS = ("crc", "unknown", "length", "stream", "no_result", "not_loaded", "addr",
+               "weights", "identify", "reset", "read", "run")
 
     def __init__(self, d: proto.BoardDescriptor, max_len: int,
                  window: WeightWindow | None) -> None:
@@ -693,7 +759,11 @@ class _ExecutorState:
         self.is_identify, self.is_reset, self.is_read = Signal(), Signal(), Signal()
         self.is_weights, self.addr_bad = Signal(), Signal()
         self.not_loaded = Signal()
-        self.act = {a: Signal(name=f"act_{a}") for a in self.ACTIONS}
+        streams = d.streams
+        self.stream_bad = Signal() if streams > 1 else Const(0)  # a stream id of S or above
+        self.reset_one = Signal()  # a RESET_STATE of one stream (several streams only)
+        self.act = {a: Signal(name=f"act_{a}") for a in self.ACTIONS
+                    if a != "stream" or streams > 1}
         self.error = Signal(8)
         self.err_led = Signal()
         # ---- reading the buffer ----
@@ -703,7 +773,9 @@ class _ExecutorState:
         self.pending = Signal()  # a byte asked for last cycle: its data is on the port
         # ---- RUN ----
         self.first_flag = Signal()
-        self.fresh = Signal(init=1)  # the next sequence starts from zero state (power-up, reset)
+        # per stream: its next sequence starts from zero state (power-up, reset)
+        self.fresh = Signal(streams, init=(1 << streams) - 1)
+        self.sid = Signal(range(streams))  # the stream of the RUN in progress
         self.asm = Signal(8 * step_bytes)  # the step being assembled, little-endian
         self.step_idx = Signal(17)
         self.is_last = Signal()

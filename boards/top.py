@@ -20,23 +20,29 @@ from .uart import UARTReceiver, UARTTransmitter, uart_divisor
 DEFAULT_BUFFER_BYTES = 2048
 
 
-def default_max_steps(qm) -> int:
-    """Return the longest sequence a RUN frame takes: a 2 KiB step buffer, at most 1024 steps."""
+def default_max_steps(qm, streams: int = 1) -> int:
+    """Return the longest sequence a RUN frame takes: a 2 KiB request buffer (with ``streams``
+    > 1 it holds the stream id too), at most 1024 steps."""
     step = qm.input_size * proto.byte_width(qm.spec.x_fmt.width)
-    return max(1, min(1024, DEFAULT_BUFFER_BYTES // step))
+    prefix = proto.STREAM_ID_BYTES if streams > 1 else 0
+    return max(1, min(1024, (DEFAULT_BUFFER_BYTES - prefix) // step))
 
 
-def make_core(qm, lanes: int, config: CoreConfig | None = None, runtime_weights: bool = False):
+def make_core(qm, lanes: int, config: CoreConfig | None = None, runtime_weights: bool = False,
+              streams: int = 1):
     """Return the GRUCore for a board (and its name, for the report).
 
     ``config`` is the board's core configuration (:func:`gru_hw.boards.family.core_config_for`:
     the family's profile for the device's hard multipliers); without it, the default ("dsp")
-    profile. ``runtime_weights`` (without ``config``) adds the weight port.
+    profile. ``runtime_weights`` and ``streams`` (without ``config``): the weight port, and S.
     """
     from ..gateware import GRUCore
 
-    config = config or CoreConfig(qm, lanes, "dsp", runtime_weights=runtime_weights)
+    config = config or CoreConfig(qm, lanes, "dsp", runtime_weights=runtime_weights,
+                                  streams=streams)
     extra = ", runtime weights" if config.runtime_weights else ""
+    if config.streams > 1:
+        extra += f", {config.streams} streams"
     return GRUCore(config), f"GRUCore (profile {config.profile.name}{extra})"
 
 
@@ -53,6 +59,10 @@ class LinkTop(wiring.Component):
               configuration flash, from which :attr:`loader` (a
               :class:`~gru_hw.boards.flash.FlashLoader`) loads the weight image at
               ``image_offset`` after reset; RUN is refused until it loaded with a good CRC.
+
+    A core with S > 1 streams (``config.streams``, or a custom core's ``streams``) makes a board
+    whose descriptor announces S and whose RUN, RUN_KEEP and RESET_STATE carry a stream id
+    (:mod:`gru_hw.protocol`); the request buffer holds the id too.
 
     Only wiring: UART receiver -> :class:`~gru_hw.boards.link.FrameReceiver` (the payload into a
     ``max_steps`` x step-bytes RAM) -> :class:`~gru_hw.boards.link.RequestExecutor` (checks the
@@ -78,13 +88,18 @@ class LinkTop(wiring.Component):
         core_config = getattr(self.core, "config", None)
         #: where the weights are: "spram" boots them from the SPI flash (:attr:`loader`)
         self.weight_memory = core_config.weight_memory if core_config is not None else "bram"
+        #: the core's interleaved streams (S)
+        self.streams = int(core_config.streams if core_config is not None
+                           else getattr(self.core, "streams", 1))
         self.divisor = divisor
         self.timeout_cycles = timeout_cycles
         self.clock_hz = clock_hz
-        self.max_steps = max_steps if max_steps is not None else default_max_steps(qm)
+        self.max_steps = (max_steps if max_steps is not None
+                          else default_max_steps(qm, self.streams))
         self.descriptor = proto.BoardDescriptor.for_model(
             qm, lanes=lanes, max_steps=max(1, self.max_steps), clock_hz=clock_hz,
-            runtime_weights=self.runtime_weights, weight_memory=self.weight_memory)
+            runtime_weights=self.runtime_weights, weight_memory=self.weight_memory,
+            streams=self.streams)
         self.image_offset = image_offset
         self.loader = None
         members = {"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(4)}
@@ -97,10 +112,11 @@ class LinkTop(wiring.Component):
                 image_offset=image_offset, divisor=spi_divisor,
                 region_words=mm.weight_depth, offset_bits=mm.offset_bits)
             members["flash"] = Out(spi_pins_signature())
-        most = proto.MAX_PAYLOAD // self.descriptor.step_bytes
+        d = self.descriptor
+        most = (proto.MAX_PAYLOAD - d.stream_bytes) // d.step_bytes
         if not 1 <= self.max_steps <= most:
             raise GruHwError(f"max_steps must be within 1..{most} (a RUN frame of {most} steps "
-                             f"of {self.descriptor.step_bytes} bytes fills the 16-bit length), got "
+                             f"of {d.step_bytes} bytes fills the 16-bit length), got "
                              f"{self.max_steps}", subject="max_steps")
         self.heartbeat_log2 = heartbeat_log2
         self.stretch_log2 = stretch_log2
@@ -116,7 +132,7 @@ class LinkTop(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         d, core = self.descriptor, self.core
-        max_len = self.max_steps * d.step_bytes
+        max_len = d.stream_bytes + self.max_steps * d.step_bytes  # the stream id, the steps
         window = (WeightWindow.of_map(core.memory_map, d.weight_bytes) if self.runtime_weights
                   else None)
 
@@ -125,7 +141,7 @@ class LinkTop(wiring.Component):
         m.submodules.buf = buf = memory.Memory(shape=8, depth=max_len, init=[])
         m.submodules.receiver = rx = FrameReceiver(
             max_len=max_len, step_bytes=d.step_bytes, timeout_cycles=self.timeout_cycles,
-            window=window)
+            window=window, stream_id=d.streams > 1)
         m.submodules.executor = ex = RequestExecutor(
             d, max_len=max_len, window=window,
             x_stream=stream.Signature(core.i_stream.payload.shape()),
@@ -185,6 +201,7 @@ class BoardTop(Elaboratable):
     drive :attr:`rx`, watch :attr:`tx`, and use ``divisor`` / ``timeout_cycles`` as given;
     without a board, ``profile`` picks the core's profile (default "dsp").
     ``weight_memory="spram"``: the weights boot from the SPI flash at ``image_offset``.
+    ``streams`` S > 1: the core keeps S hidden states, one per stream (RUN names its stream).
     """
 
     def __init__(self, qm, lanes: int, board: Board | None, *, clock_mhz: float | None = None,
@@ -193,7 +210,7 @@ class BoardTop(Elaboratable):
                  timeout_cycles: int | None = None, clock_not_above: bool = False,
                  runtime_weights: bool = False, weight_memory: str = "bram",
                  image_offset: int = DEFAULT_IMAGE_OFFSET, profile=None,
-                 tail_width: int | None = None) -> None:
+                 tail_width: int | None = None, streams: int = 1) -> None:
         self.board = board
         if board is not None:
             want = clock_mhz if clock_mhz is not None else board.default_clock_mhz
@@ -212,22 +229,24 @@ class BoardTop(Elaboratable):
                             clock_hz=int(round(hz)), max_steps=max_steps,
                             heartbeat_log2=log2, stretch_log2=max(2, log2 - 4),
                             config=self._config(qm, lanes, board, core, runtime_weights,
-                                                weight_memory, profile, tail_width),
+                                                weight_memory, profile, tail_width, streams),
                             runtime_weights=runtime_weights, image_offset=image_offset)
         self.rx = self.link.rx
         self.tx = self.link.tx
 
     @staticmethod
-    def _config(qm, lanes, board, core, runtime_weights, weight_memory, profile, tail_width):
+    def _config(qm, lanes, board, core, runtime_weights, weight_memory, profile, tail_width,
+                streams=1):
         """The core's configuration: the board's; without a board (simulation) ``profile``
         (default "dsp"), and SPRAM as an Amaranth memory (the simulator cannot run the cell)."""
         if core is not None:
             return None
         if board is not None:
             return core_config_for(qm, board, lanes, runtime_weights=runtime_weights,
-                                   weight_memory=weight_memory, tail_width=tail_width)
+                                   weight_memory=weight_memory, tail_width=tail_width,
+                                   streams=streams)
         return CoreConfig(qm, lanes, profile, runtime_weights=runtime_weights,
-                          weight_memory=weight_memory, spram_cells=False)
+                          weight_memory=weight_memory, spram_cells=False, streams=streams)
 
     @property
     def core(self):

@@ -102,7 +102,8 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
           progress: Callable[[str], None] | None = None, clock_mhz: float | None = None,
           baud: int = DEFAULT_BAUD, max_steps: int | None = None,
           runtime_weights: bool = False, core=None, suggest: bool = True,
-          seeds: int = 1, weight_memory: str = "bram", tail_width: int | None = None) -> dict:
+          seeds: int = 1, weight_memory: str = "bram", tail_width: int | None = None,
+          streams: int = 1) -> dict:
     """Build a bitstream for ``board`` into ``out_dir``; write and return report.json's dict.
 
     ``clock_mhz`` is the core clock asked of the PLL (default: the board's); when left to the
@@ -119,11 +120,18 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     cannot fill: the build also writes the weight image the board loads from its flash at
     power-up (``weights.bin``; report.json's ``weight_image``: file, flash offset, size, CRC) and
     :func:`flash` writes both. ``tail_width``: the core's K (None: the family's choice).
+    ``streams`` S > 1: the core keeps S hidden states, and the board's RUN, RUN_KEEP and
+    RESET_STATE name a stream (:mod:`gru_hw.protocol`); report.json's ``streams``.
     """
     say = progress or (lambda _msg: None)
     b = get_board(board)
     if not isinstance(lanes, int) or lanes < 1:
         raise GruHwError(f"lanes must be a positive integer, got {lanes!r}", subject="lanes")
+    from .config import MAX_STREAMS
+
+    if not isinstance(streams, int) or isinstance(streams, bool) or not 1 <= streams <= MAX_STREAMS:
+        raise GruHwError(f"streams must be an integer within 1..{MAX_STREAMS}, got {streams!r}",
+                         subject="streams")
     if not isinstance(seeds, int) or not 1 <= seeds <= 100:
         raise GruHwError(f"seeds must be an integer within 1..100, got {seeds!r}",
                          subject="seeds")
@@ -136,7 +144,7 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
     report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=clock_mhz, baud=baud,
                          max_steps=max_steps, core=core, suggest=suggest,
                          runtime_weights=runtime_weights, seeds=seeds,
-                         weight_memory=weight_memory, tail_width=tail_width)
+                         weight_memory=weight_memory, tail_width=tail_width, streams=streams)
     if auto_clock and not report["timing_met"]:
         # Routing varies from run to run: leave a 10 % margin so the retry itself meets timing.
         retry = math.floor(report["fmax_mhz"] * 0.90 * 4) / 4
@@ -145,7 +153,8 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
         report = _build_once(qm, b, out, lanes=lanes, say=say, clock_mhz=retry, baud=baud,
                              max_steps=max_steps, core=core, suggest=suggest, not_above=True,
                              runtime_weights=runtime_weights, seeds=seeds,
-                             weight_memory=weight_memory, tail_width=tail_width)
+                             weight_memory=weight_memory, tail_width=tail_width,
+                             streams=streams)
     report["build_seconds"] = round(time.monotonic() - t0, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     say(format_report(report))
@@ -160,13 +169,13 @@ def build(qm, board: str, out_dir: str | os.PathLike, *, lanes: int,
 def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_steps, core,
                 suggest, not_above: bool = False, runtime_weights: bool = False,
                 seeds: int = 1, weight_memory: str = "bram",
-                tail_width: int | None = None) -> dict:
+                tail_width: int | None = None, streams: int = 1) -> dict:
     from .boards.top import BoardTop
     from .protocol import model_hash
 
     top = BoardTop(qm, lanes, b, clock_mhz=clock_mhz, baud=baud, core=core, max_steps=max_steps,
                    clock_not_above=not_above, runtime_weights=runtime_weights,
-                   weight_memory=weight_memory, tail_width=tail_width)
+                   weight_memory=weight_memory, tail_width=tail_width, streams=streams)
     link = top.link
     fam = b.family
     platform = b.platform_class()()
@@ -243,6 +252,9 @@ def _build_once(qm, b: Board, out: Path, *, lanes, say, clock_mhz, baud, max_ste
         "timing_met": fmax >= clock,
         "utilization": util,
         "cycles_per_step": cps,
+        "streams": link.streams,
+        **({"cycles_per_stream_step": float(config.schedule.cycles_per_stream_step)}
+           if config is not None and link.streams > 1 else {}),
         "latency_us_per_step": round(cps / fmax, 4) if fmax > 0 else None,
         "latency_us_per_step_at_clock": round(cps / clock, 4),
         "uart": {"baud": baud, "divisor": link.divisor, "where": b.uart_note,
@@ -420,6 +432,10 @@ def format_report(r: dict) -> str:
             ("clock", f"{r['clock_mhz']:.2f} MHz ({'met' if r['timing_met'] else 'NOT MET'})"),
             ("cycles/step", str(r["cycles_per_step"])),
             ("us/step at Fmax", f"{r['latency_us_per_step']}")]
+    if r.get("streams", 1) > 1:
+        per = r.get("cycles_per_stream_step")
+        rows.append(("streams", f"{r['streams']} (a hidden state each" +
+                     (f"; {per:g} cycles per stream step round-robin)" if per else ")")))
     for key, label in (("lut", "LUT"), ("ff", "FF"), ("dsp", "DSP"), ("bram", "BRAM"),
                        ("spram", "SPRAM")):
         if key in u and u[key]["available"]:
@@ -504,19 +520,21 @@ def flash(build_dir: str | os.PathLike, dry_run: bool = False, *,
 # ---- run on a flashed board ----------------------------------------------------------------------
 def run_on_board(port_name: str, inputs_path, output_path, *, baud: int, qm=None,
                  check: bool = False, keep_state: bool = False, load_weights: bool = False,
-                 log: Callable[[str], None] | None = None) -> dict:
+                 log: Callable[[str], None] | None = None, streams: int | None = None) -> dict:
     """Run INPUTS on a flashed board over its UART; write the outputs; return a summary.
 
     ``qm`` (the quantized model the board must hold) makes the host refuse a board holding
     another model; ``check`` compares every output with the bit-exact golden model (``match``,
     ``mismatch`` in the summary); ``load_weights`` first writes ``qm``'s weights into a
-    run-time-weights board. ``log`` receives progress lines.
+    run-time-weights board. ``log`` receives progress lines. ``streams`` S (None: 1): the
+    sequences are dealt to streams 0..S-1 in order (sequence n on stream n % S; with
+    ``keep_state`` each continues its own stream's state); the board must have S streams or more.
     """
     import numpy as np
 
-    from .golden import int_forward_q
     from .io import load_inputs, save_outputs
     from .link import BoardClient, open_port
+    from .streams import assign_streams, golden_streams
 
     if (check or load_weights) and qm is None:
         raise GruHwError("checking outputs or loading weights needs the model")
@@ -529,16 +547,23 @@ def run_on_board(port_name: str, inputs_path, output_path, *, baud: int, qm=None
             crc = client.load_weights(qm)
             say(f"{port_name}: loaded {desc.weight_words} weight words, checksum 0x{crc:04x}")
         x, lengths = load_inputs(inputs_path, desc.input_size)
+        n_streams = 1 if streams is None else streams
+        if (not isinstance(n_streams, int) or isinstance(n_streams, bool)
+                or not 1 <= n_streams <= desc.streams):
+            raise GruHwError(f"streams must be within 1..{desc.streams} (the board was built with "
+                             f"{desc.streams} stream(s)), got {n_streams!r}", subject="streams")
+        stream_of = assign_streams(len(x), n_streams)
         client.reset_state()
-        res = client.run(x, lengths, keep_state=keep_state)
+        res = client.run(x, lengths, keep_state=keep_state, stream=stream_of)
     finally:
         port.close()
     save_outputs(output_path, y=res["y"], cycles=res["cycles"])
     out = {"sequences": int(res["y"].shape[0]), "cycles": res["cycles"].tolist(),
            "cycles_mean": float(np.mean(res["cycles"])), "model_hash": desc.model_hash.hex(),
-           "match": True, "checked": bool(check)}
+           "match": True, "checked": bool(check), "streams": n_streams}
     if check:
-        gold = int_forward_q(qm, res["xq"], res["lengths"], keep_state=keep_state).y
+        gold, _ = golden_streams(qm, res["xq"], res["lengths"], res["stream"],
+                                 keep_state=keep_state)
         bad = np.argwhere(gold != res["yq"])
         if len(bad):
             n, o = (int(v) for v in bad[0])

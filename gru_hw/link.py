@@ -18,7 +18,7 @@ from .protocol import (
     CMD_IDENTIFY, CMD_READ, CMD_RESET_STATE, CMD_RUN, CMD_RUN_KEEP, CMD_WEIGHTS, CRC_BYTES,
     DEFAULT_BAUD, ERROR_NAMES, HEADER_BYTES, MAX_PAYLOAD, REPLY_ERROR, REPLY_OK, SYNC,
     WEIGHTS_ADDRESS_BYTES, WEIGHTS_REPLY_BYTES, BoardDescriptor, LinkError, crc_matches,
-    encode_frame, model_hash, pack_ints, parse_error, parse_header, weights_checksum,
+    encode_frame, model_hash, parse_error, parse_header, weights_checksum,
     weights_payload,
 )
 
@@ -111,6 +111,11 @@ class BoardClient:
     ``expect`` (a QuantModel) makes :meth:`identify` refuse a board that holds a different model
     (on a run-time-weights board: another shape or QuantSpec, or, unless ``loading`` is set because
     the caller is about to :meth:`load_weights`, other weights).
+
+    A board built with S > 1 streams (``descriptor.streams``) keeps a hidden state per stream:
+    :meth:`run_sequence` and :meth:`run` take ``stream=`` (default 0), and a ``keep_state`` run
+    continues that stream's own state; :meth:`reset_state` resets every stream or one. A stream
+    the board does not have raises GruHwError naming it, before anything is sent.
     """
 
     #: IDENTIFY requests made while a board says it is still loading its weights from flash
@@ -221,13 +226,23 @@ class BoardClient:
     def _desc(self) -> BoardDescriptor:
         return self.descriptor if self.descriptor is not None else self.identify()
 
-    def reset_state(self) -> None:
-        """Clear the core's hidden state."""
-        self.request(CMD_RESET_STATE)
+    def reset_state(self, stream: int | None = None) -> None:
+        """Clear the core's hidden state: of every stream (``stream`` None), or of ``stream``
+        only (the next ``keep_state`` run on it starts from zero; the others keep theirs)."""
+        if stream is None:
+            self.request(CMD_RESET_STATE)
+        else:
+            self.request(CMD_RESET_STATE, self._desc().reset_payload(stream))
 
-    def run_sequence(self, xq: np.ndarray, *, keep_state: bool = False) -> RunResult:
-        """Run one sequence of quantized inputs (T, I) in x_fmt; return its outputs."""
+    def run_sequence(self, xq: np.ndarray, *, keep_state: bool = False,
+                     stream: int = 0) -> RunResult:
+        """Run one sequence of quantized inputs (T, I) in x_fmt on ``stream``; return its outputs.
+
+        ``keep_state``: start from the state the stream's last sequence left (from zero after
+        power-up or a reset of the stream).
+        """
         d = self._desc()
+        stream = d.check_stream(stream)
         xq = np.asarray(xq, dtype=np.int64)
         if xq.ndim != 2 or xq.shape[1] != d.input_size:
             raise GruHwError(f"sequence must be (T, {d.input_size}), got shape {xq.shape}")
@@ -237,7 +252,7 @@ class BoardClient:
         if xq.min() < d.x_fmt.min_int or xq.max() > d.x_fmt.max_int:
             raise GruHwError(f"sequence values are outside x_fmt {d.x_fmt}")
         return self._result(self.request(CMD_RUN_KEEP if keep_state else CMD_RUN,
-                                         pack_ints(xq, d.x_bytes)))
+                                         d.run_payload(xq, stream)))
 
     def read_result(self) -> RunResult:
         """Read the last sequence's reply again."""
@@ -247,10 +262,14 @@ class BoardClient:
         return RunResult(*self._desc().parse_result(payload))
 
     def run(self, x: np.ndarray, lengths: np.ndarray | None = None, *, keep_state: bool = False,
-            progress=None) -> dict:
+            progress=None, stream=0) -> dict:
         """Quantize float inputs (N, T, I) like the host golden model and run every sequence.
 
-        Returns ``y`` (float, out_fmt values), ``yq`` (integers) and ``cycles`` (N,).
+        ``stream``: the stream every sequence runs on, or one stream id per sequence (N,) (for
+        instance :func:`gru_hw.streams.assign_streams`: sequences dealt to S streams in order);
+        with ``keep_state`` each sequence continues its stream's state.
+        Returns ``y`` (float, out_fmt values), ``yq`` (integers), ``cycles`` (N,) and ``stream``
+        (N,).
         """
         d = self._desc()
         x = np.asarray(x, dtype=np.float64)
@@ -258,17 +277,24 @@ class BoardClient:
             x = x[None]
         n, t, _ = x.shape
         lengths = np.full(n, t, dtype=np.int64) if lengths is None else np.asarray(lengths)
+        if np.ndim(stream) == 0:
+            sid = [d.check_stream(stream)] * n
+        else:
+            sid = list(np.asarray(stream).ravel())
+            if len(sid) != n:
+                raise GruHwError(f"{len(sid)} stream ids for {n} sequences", subject="stream")
+            sid = [d.check_stream(s) for s in sid]
         xq, _ = quantize(x, d.x_fmt, d.x_rounding, d.x_overflow)
         ys, cycles = [], []
         for i in range(n):
-            r = self.run_sequence(xq[i, :lengths[i]], keep_state=keep_state)
+            r = self.run_sequence(xq[i, :lengths[i]], keep_state=keep_state, stream=sid[i])
             ys.append(r.y)
             cycles.append(r.cycles)
             if progress is not None:
                 progress(i + 1, n)
         yq = np.stack(ys)
         return {"yq": yq, "y": to_float(yq, d.out_fmt), "cycles": np.array(cycles, dtype=np.int64),
-                "xq": xq, "lengths": lengths}
+                "xq": xq, "lengths": lengths, "stream": np.array(sid, dtype=np.int64)}
 
 
 def open_port(device: str, baud: int = DEFAULT_BAUD, timeout: float = 2.0):

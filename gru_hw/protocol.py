@@ -24,14 +24,51 @@ Requests (CODE = command):
                                       one region. Reply: the CRC-16 of the weight words written
                                       since the last WEIGHTS frame at address 0 (2 bytes, LE)
 
+Interleaved streams: a board built with S > 1 streams (``CoreConfig.streams``; ``streams`` in
+the descriptor) keeps a hidden state per stream. On such a board only, three requests carry a
+stream id, one byte (:data:`STREAM_ID_BYTES`) before anything else in the payload:
+
+    RUN          0x03  LEN 1+T*I*xb  stream id s, then the T steps: one sequence of stream s from
+                                     zero state
+    RUN_KEEP     0x05  LEN 1+T*I*xb  like RUN, but starts from the state stream s's last sequence
+                                     left (whatever ran on other streams meanwhile); from zero when
+                                     stream s has not run since power-up or its last reset
+    RESET_STATE  0x02  LEN 0         every stream's next RUN_KEEP starts from zero state (and the
+                                     core's control logic is reset), as on a one-stream board
+                       LEN 1         stream id s: only stream s's next RUN_KEEP starts from zero;
+                                     the other streams and the core are untouched
+
+A RUN or RUN_KEEP takes 1 to ``max steps`` steps after the id (LEN at most
+1 + max_steps*I*xb: the board's request buffer holds the id too); a RESET_STATE longer than one
+byte, or a RUN without a whole step after the id, is refused as a wrong length. A stream id
+outside ``0 .. S-1`` is refused with :data:`ERR_STREAM` ("stream id out of range").
+Replies are the same as on a one-stream board (READ returns the last RUN's reply, whatever its
+stream). The board runs one request at a time, so a RUN's steps are never interleaved with
+another's on the link: streams are independent hidden states (for instance one per sensor or
+client), each continued by its own RUN_KEEPs. A board with S = 1 speaks exactly the protocol
+above: no stream byte, the 46-byte descriptor.
+
+Descriptor (IDENTIFY reply payload), little-endian, :data:`DESCRIPTOR_BYTES` = 46 bytes::
+
+    0 magic "GRUH" | 4 version (2) | 5 model hash (8) | 13 I (u16) | 15 H (u16) | 17 O (u16) |
+    19 layers (u8) | 20 x_fmt int_bits (i8), frac_bits (i8), width (u8) | 23 out_fmt int_bits,
+    frac_bits, width | 26 x rounding (u8), x overflow (u8) | 28 xb (u8), yb (u8) |
+    30 max steps (u16) | 32 lanes (u16) | 34 clock (kHz, u32) | 38 flags (u8) |
+    39 weight word bytes (u8) | 40 weight words (u32) | 44 weights checksum (u16)
+
+and on a board with S > 1 streams one byte more: 46 S (u8, 2..255) (:data:`STREAMS_OFFSET`), so
+47 bytes. A one-stream board sends the 46 bytes (hosts that do not know streams read it as
+before; they refuse a 47-byte descriptor as not a gru-hw board).
+
 Replies: CODE = command | 0x80 on success. RUN / RUN_KEEP / READ reply ``O`` outputs of ``yb``
 bytes each (little-endian, out_fmt) and a 4-byte cycle count (first input beat accepted to the
 output beat). A request the board refuses gets CODE = 0xFF and a 2-byte payload (error, command):
-bad CRC, unknown command, wrong length, a frame cut short (no byte for the board's timeout), or
-weights addressed outside the map. The board checks the whole frame before it acts: a refused frame
+bad CRC, unknown command, wrong length, a frame cut short (no byte for the board's timeout),
+weights addressed outside the map, or a stream id out of range (S > 1). The board checks the whole frame before it acts: a refused frame
 changes nothing (a refused WEIGHTS frame writes no word and leaves the weights as they were). The
-checks are made in this order, the first that fails is reported: CRC, command, length, a READ with
-no result yet, a RUN before the weights are loaded (SPRAM builds), the weights' address. Bytes that arrive while the board handles a frame (until the
+checks are made in this order, the first that fails is reported: CRC, command, length, the stream
+id (S > 1), a READ with no result yet, a RUN before the weights are loaded (SPRAM builds), the
+weights' address. Bytes that arrive while the board handles a frame (until the
 last byte of its reply is on its way) are dropped.
 
 A board whose weights live in SPRAM (``weight_memory`` "spram" in the descriptor's flags) loads
@@ -79,6 +116,7 @@ ERR_TIMEOUT = 0x04
 ERR_NO_RESULT = 0x05
 ERR_ADDRESS = 0x06
 ERR_NOT_LOADED = 0x07
+ERR_STREAM = 0x08
 ERROR_NAMES = {
     ERR_CRC: "bad CRC",
     ERR_UNKNOWN_COMMAND: "unknown command",
@@ -87,6 +125,7 @@ ERROR_NAMES = {
     ERR_NO_RESULT: "no result to read yet",
     ERR_ADDRESS: "weights outside the weight map",
     ERR_NOT_LOADED: "weights not loaded (the flash image is missing, corrupt or still loading)",
+    ERR_STREAM: "stream id out of range",
 }
 
 #: bytes of a WEIGHTS frame's start address (before the words)
@@ -97,6 +136,11 @@ CYCLES_BYTES = 4
 WEIGHTS_REPLY_BYTES = 2
 #: bytes of an error reply: the error, then the command refused
 ERROR_PAYLOAD_BYTES = 2
+#: bytes of the stream id before a RUN / RUN_KEEP payload's steps (and of a one-stream
+#: RESET_STATE payload) on boards with more than one stream
+STREAM_ID_BYTES = 1
+#: the most streams a descriptor can announce (one byte)
+MAX_LINK_STREAMS = 0xFF
 
 _HEADER = struct.Struct("<BH")  # CODE, LEN (after SYNC)
 _TRAILER = struct.Struct(">H")  # CRC, MSB first
@@ -256,8 +300,10 @@ def model_hash(qm, *, weights: bool = True) -> bytes:
 _ROUNDINGS = list(Rounding)
 _OVERFLOWS = list(Overflow)
 _DESC = struct.Struct("<4sB8sHHHBbbBbbBBBBBHHIBBIH")
-#: bytes of the IDENTIFY reply payload
+#: bytes of the IDENTIFY reply payload of a one-stream board (S > 1: one byte more, S)
 DESCRIPTOR_BYTES = _DESC.size
+#: where an S > 1 board's descriptor holds S (after the weights checksum)
+STREAMS_OFFSET = _DESC.size
 #: the weights checksum is the descriptor's last field (the board fills it in at run time)
 WEIGHTS_CRC_OFFSET = _DESC.size - 2
 #: the flags byte: bit 0 reset_after, 1 head, 2 run-time weights, 3 weights in SPRAM (loaded from
@@ -291,6 +337,55 @@ class BoardDescriptor:
     version: int = PROTOCOL_VERSION
     spram: bool = False     #: weights in SPRAM, loaded from the board's flash at power-up
     boot_state: int = 0     #: that load's state (gru_hw.flash_image BOOT_*; 0: loaded)
+    streams: int = 1        #: interleaved streams, each with its own hidden state (S)
+
+    def __post_init__(self) -> None:
+        s = self.streams
+        if not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= MAX_LINK_STREAMS:
+            raise GruHwError(f"streams must be within 1..{MAX_LINK_STREAMS}, got {s!r}",
+                             subject="streams")
+
+    @property
+    def stream_bytes(self) -> int:
+        """Bytes of the stream id before a RUN / RUN_KEEP payload's steps (0 when S = 1)."""
+        return STREAM_ID_BYTES if self.streams > 1 else 0
+
+    @property
+    def descriptor_bytes(self) -> int:
+        """Bytes of this board's IDENTIFY reply payload."""
+        return DESCRIPTOR_BYTES + (1 if self.streams > 1 else 0)
+
+    def check_stream(self, stream) -> int:
+        """Return ``stream`` as an int if this board has it; else raise GruHwError naming it."""
+        if isinstance(stream, (bool, np.bool_)) or not isinstance(stream, (int, np.integer)):
+            raise GruHwError(f"stream id must be an integer, got {stream!r}", subject="stream")
+        if not 0 <= int(stream) < self.streams:
+            have = ("only stream 0 (it was built with one stream)" if self.streams == 1
+                    else f"streams 0..{self.streams - 1}")
+            raise GruHwError(f"stream {int(stream)} is out of range: the board serves {have}",
+                             subject="stream")
+        return int(stream)
+
+    def run_payload(self, xq, stream: int = 0) -> bytes:
+        """Return a RUN / RUN_KEEP payload: the stream id (S > 1 only), then the steps."""
+        sid = self.check_stream(stream)
+        head = sid.to_bytes(STREAM_ID_BYTES, "little") if self.streams > 1 else b""
+        return head + pack_ints(xq, self.x_bytes)
+
+    def parse_run_payload(self, payload: bytes) -> tuple[int, np.ndarray]:
+        """Return (stream id, steps (T, I)) of a RUN / RUN_KEEP payload (no range checks)."""
+        k = self.stream_bytes
+        sid = int.from_bytes(payload[:k], "little") if k else 0
+        body = payload[k:]
+        xq = unpack_ints(body, self.x_bytes, self.x_fmt.width)
+        return sid, xq.reshape(-1, self.input_size)
+
+    def reset_payload(self, stream: int | None = None) -> bytes:
+        """Return a RESET_STATE payload: empty (every stream), or one stream's id (S > 1)."""
+        if stream is None:
+            return b""
+        sid = self.check_stream(stream)
+        return sid.to_bytes(STREAM_ID_BYTES, "little") if self.streams > 1 else b""
 
     @property
     def x_bytes(self) -> int:
@@ -314,8 +409,14 @@ class BoardDescriptor:
 
     @property
     def buffer_bytes(self) -> int:
-        """The board's request buffer: the longest payload it takes."""
+        """The steps of the longest RUN the board takes (its request buffer holds these and,
+        with S > 1, the stream id): the longest WEIGHTS payload it takes."""
         return self.max_steps * self.step_bytes
+
+    @property
+    def max_run_payload(self) -> int:
+        """The longest RUN / RUN_KEEP payload the board takes: stream id and steps."""
+        return self.stream_bytes + self.buffer_bytes
 
     def result_payload(self, y, cycles: int) -> bytes:
         """Return the payload of a RUN / RUN_KEEP / READ reply: outputs, then the cycle count."""
@@ -331,9 +432,10 @@ class BoardDescriptor:
 
     @classmethod
     def for_model(cls, qm, *, lanes: int, max_steps: int, clock_hz: int,
-                  runtime_weights: bool = False, weight_memory: str = "bram") -> "BoardDescriptor":
+                  runtime_weights: bool = False, weight_memory: str = "bram",
+                  streams: int = 1) -> "BoardDescriptor":
         """Return the descriptor a board built for ``qm`` answers with (once its weights are
-        loaded)."""
+        loaded); ``streams``: its core's S."""
         from .link import weight_map
 
         mode = qm.spec.mode("x")
@@ -345,7 +447,7 @@ class BoardDescriptor:
                    len(qm.layers), qm.spec.x_fmt, qm.spec.out_fmt, mode.rounding, mode.overflow,
                    max_steps, lanes, int(clock_hz), bool(qm.reset_after), qm.head_w is not None,
                    bool(runtime_weights), wb, len(image), weights_checksum(image, wb),
-                   spram=weight_memory == "spram")
+                   spram=weight_memory == "spram", streams=streams)
 
     def to_bytes(self) -> bytes:
         """Return the IDENTIFY reply payload."""
@@ -358,18 +460,22 @@ class BoardDescriptor:
             int(self.reset_after) | int(self.head) << 1 | int(self.runtime_weights) << 2
             | int(self.spram) << 3 | (self.boot_state & 7) << BOOT_STATE_SHIFT,
             self.weight_bytes, self.weight_words, self.weights_crc,
-        )
+        ) + (bytes([self.streams]) if self.streams > 1 else b"")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "BoardDescriptor":
-        """Parse an IDENTIFY reply payload."""
-        if len(data) != _DESC.size or data[:4] != MAGIC:
+        """Parse an IDENTIFY reply payload (46 bytes; 47 from a board with S > 1 streams)."""
+        if len(data) not in (_DESC.size, _DESC.size + 1) or data[:4] != MAGIC:
             raise LinkError(f"the device did not identify as a gru-hw board "
                             f"({len(data)} bytes, starting {data[:4]!r})")
-        f = _DESC.unpack(data)
+        f = _DESC.unpack(data[:_DESC.size])
         if f[1] != PROTOCOL_VERSION:
             raise LinkError(f"board speaks link protocol version {f[1]}, this host "
                             f"{PROTOCOL_VERSION}: rebuild and reflash the board")
+        streams = data[STREAMS_OFFSET] if len(data) > _DESC.size else 1
+        if len(data) > _DESC.size and streams < 2:
+            raise LinkError(f"board sent a malformed descriptor (a streams byte of {streams}; "
+                            "a one-stream board sends none)")
         try:
             return cls(model_hash=f[2], input_size=f[3], hidden_size=f[4], output_size=f[5],
                        num_layers=f[6], x_fmt=QFormat(f[7], f[8]), out_fmt=QFormat(f[10], f[11]),
@@ -378,7 +484,7 @@ class BoardDescriptor:
                        reset_after=bool(f[20] & 1), head=bool(f[20] & 2),
                        runtime_weights=bool(f[20] & 4), weight_bytes=f[21], weight_words=f[22],
                        weights_crc=f[23], version=f[1], spram=bool(f[20] & 8),
-                       boot_state=(f[20] >> BOOT_STATE_SHIFT) & 7)
+                       boot_state=(f[20] >> BOOT_STATE_SHIFT) & 7, streams=streams)
         except (IndexError, GruHwError) as exc:
             raise LinkError(f"board sent a malformed descriptor ({exc})") from None
 
@@ -392,5 +498,5 @@ class BoardDescriptor:
             "clock_hz": self.clock_hz, "protocol_version": self.version,
             "runtime_weights": self.runtime_weights, "weight_words": self.weight_words,
             "weight_memory": "spram" if self.spram else "bram",
-            "weights_crc16": self.weights_crc,
+            "weights_crc16": self.weights_crc, "streams": self.streams,
         }

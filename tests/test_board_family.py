@@ -267,3 +267,62 @@ def test_pll_domain_from_family():
     assert pll.config == ice40_pll(12.0, 36.0, not_above=True)
     with pytest.raises(ValueError, match="unknown FPGA family"):
         PLLClockDomain("xilinx", None, 12.0, 36.0)
+
+
+# ---- interleaved streams ----------------------------------------------------------------------
+def test_core_config_for_streams(qms):
+    """``streams`` S reaches the core a board builds, its link and its request buffer."""
+    from gru_hw.boards.top import DEFAULT_BUFFER_BYTES, default_max_steps
+    from gru_hw.protocol import byte_width
+
+    qm = qms[0]
+    for name in ("icebreaker", "ulx3s-25f"):
+        assert core_config_for(qm, name, 8).streams == 1
+        config = core_config_for(qm, name, 8, streams=3)
+        assert config.streams == 3 and config.to_json()["streams"] == 3
+        top = _unused(BoardTop(qm, 8, get_board(name), streams=3))
+        assert top.core.config.streams == 3 and top.link.streams == 3
+        assert top.link.descriptor.streams == 3 and "3 streams" in top.link.core_kind
+        assert config.schedule.cycles_per_step == top.core.schedule.cycles_per_step
+        one = _unused(BoardTop(qm, 8, get_board(name)))
+        assert one.link.descriptor.streams == 1 and one.core.config.streams == 1
+    with pytest.raises(GruHwError, match="streams must be in 1..16"):
+        core_config_for(qm, "icebreaker", 8, streams=0)
+    # the request buffer holds the stream id and the steps in 2 KiB
+    for step_bytes, qm_ in ((byte_width(q.spec.x_fmt.width) * q.input_size, q) for q in qms):
+        for s in (1, 2):
+            steps = default_max_steps(qm_, s)
+            assert steps * step_bytes + (s > 1) <= DEFAULT_BUFFER_BYTES
+
+
+def test_build_records_streams(qms, tmp_path, monkeypatch):
+    """``build(streams=S)`` builds the S-stream core and records S in report.json (the tools
+    faked: no synthesis runs), and refuses a bad S before anything else."""
+    import gru_hw.board as board_mod
+
+    qm = qms[1]
+    with pytest.raises(GruHwError, match="streams must be an integer within 1..16"):
+        board_mod.build(qm, "icebreaker", tmp_path / "bad", lanes=1, streams=17)
+    assert not (tmp_path / "bad").exists()
+
+    class FakeTool:
+        def __init__(self, argv, cwd, **_kw):
+            self.returncode = 0
+            if "nextpnr" in Path(argv[0]).name:
+                report = {"fmax": {"cd_sync": {"achieved": 1000.0, "constraint": 42.0}},
+                          "utilization": {"ICESTORM_LC": {"used": 10, "available": 5280}}}
+                (Path(cwd) / "nextpnr-report.json").write_text(json.dumps(report))
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(board_mod, "_tool_available", lambda cmd: True)
+    monkeypatch.setattr(board_mod.subprocess, "Popen", FakeTool)
+    report = board_mod.build(qm, "icebreaker", tmp_path / "b", lanes=1, streams=2)
+    saved = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["streams"] == saved["streams"] == saved["link"]["streams"] == 2
+    assert saved["cycles_per_stream_step"] == core_config_for(
+        qm, "icebreaker", 1, streams=2).schedule.cycles_per_stream_step
+    assert "streams" in board_mod.format_report(report)
+    one = board_mod.build(qm, "icebreaker", tmp_path / "c", lanes=1)
+    assert one["streams"] == one["link"]["streams"] == 1 and "cycles_per_stream_step" not in one

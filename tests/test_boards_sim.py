@@ -392,6 +392,41 @@ def test_frame_receiver_takes_frames_and_times_out():
     sim.run()
 
 
+def test_frame_receiver_takes_a_stream_id_first():
+    """With several streams: the payload's first byte is the stream id (``frame.stream``, and
+    address 0 of the buffer); the steps are counted after it."""
+    step = 2
+    m = Module()
+    m.submodules.rx = dut = FrameReceiver(max_len=7, step_bytes=step, timeout_cycles=20,
+                                          stream_id=True)
+    m.submodules.buf = buf = memory.Memory(shape=8, depth=7, init=[])
+    wiring.connect(m, dut.buf_w, buf.write_port())
+    f = dut.frame
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+
+    async def bench(ctx):
+        for payload, steps_m1, whole in ((bytes([3, 10, 11, 12, 13]), 1, True),
+                                         (bytes([1, 10, 11, 12]), 0, False),
+                                         (bytes([2]), -1, True)):
+            for byte in encode_frame(CMD_RUN, payload):
+                ctx.set(dut.i_stream.payload, byte)
+                ctx.set(dut.i_stream.valid, 1)
+                await ctx.tick()
+            ctx.set(dut.i_stream.valid, 0)
+            await ctx.tick()
+            assert ctx.get(f.crc_ok) and ctx.get(f.stream) == payload[0]
+            assert ctx.get(f.whole_steps) == whole
+            assert ctx.get(f.steps_m1) == steps_m1 % (1 << 17)
+            assert [ctx.get(buf.data[i]) for i in range(len(payload))] == list(payload)
+            ctx.set(f.release, 1)
+            await ctx.tick()
+            ctx.set(f.release, 0)
+
+    sim.add_testbench(bench)
+    sim.run()
+
+
 def test_request_executor_latency(qm):
     """RequestExecutor asks for replies with its declared latencies (answer, refusal, timeout)."""
     d = BoardDescriptor.for_model(qm, lanes=1, max_steps=8, clock_hz=1_000_000)
@@ -449,3 +484,73 @@ def test_request_executor_latency(qm):
 
     sim.add_testbench(bench)
     sim.run()
+
+
+# ---- interleaved streams (a core with S > 1 hidden states) --------------------------------------
+def test_board_streams_keep_their_own_state(qm, tmp_path, monkeypatch):
+    """An S = 2 board: RUN_KEEPs alternating between the streams continue each stream's own
+    state (== golden_streams with keep_state); a RESET_STATE of one stream restarts only it,
+    of every stream all; out-of-range stream ids and malformed stream frames are refused and
+    change nothing; ``run_on_board(streams=2)`` deals sequences to the streams and checks."""
+    from gru_hw import board
+    from gru_hw.protocol import (
+        CMD_RESET_STATE, CMD_RUN_KEEP, DESCRIPTOR_BYTES, ERR_STREAM, STREAMS_OFFSET,
+    )
+    from gru_hw.streams import golden_streams
+
+    xq, lengths = _inputs(qm, 8, 4, seed=5)
+    # sequences 0..5 alternate (not strictly) between the streams with RUN_KEEP; then stream 0
+    # is reset and runs 6 (a fresh state: stream "2" for the golden model) while stream 1 runs 7
+    stream_of = [0, 1, 1, 0, 1, 0, 0, 1]
+    gold, _ = golden_streams(qm, xq, lengths, [0, 1, 1, 0, 1, 0, 2, 1], keep_state=True)
+    fresh = int_forward_q(qm, xq, lengths).y  # each sequence from zero
+    rng = np.random.default_rng(13)
+    np.savez(tmp_path / "in.npz", x=rng.uniform(-4, 4, (5, 3, 3)), lengths=[3, 2, 3, 1, 2])
+
+    def host(port):
+        c = link.BoardClient(port, expect=qm)
+        d = c.identify()
+        assert d.streams == 2 and d.stream_bytes == 1
+        raw = c.request(CMD_IDENTIFY)
+        assert len(raw) == DESCRIPTOR_BYTES + 1 and raw[STREAMS_OFFSET] == 2
+        got = {}
+        for n in range(6):
+            got[n] = c.run_sequence(xq[n, :lengths[n]], keep_state=True, stream=stream_of[n]).y
+            if n == 3:  # refused frames between the runs change no stream's state
+                for sid in (2, 255):
+                    with pytest.raises(GruHwError, match=f"stream {sid} is out of range"):
+                        c.run_sequence(xq[0, :1], keep_state=True, stream=sid)
+                    _expect_refusal(port, encode_frame(
+                        CMD_RUN_KEEP, bytes([sid]) + pack_ints(xq[0, :2], d.x_bytes)), ERR_STREAM)
+                    _expect_refusal(port, encode_frame(CMD_RESET_STATE, bytes([sid])),
+                                    ERR_STREAM)
+                with pytest.raises(GruHwError, match="stream 3 is out of range"):
+                    c.reset_state(stream=3)
+                _expect_refusal(port, encode_frame(CMD_RUN_KEEP, b"\x01"), ERR_LENGTH)
+                _expect_refusal(port, encode_frame(  # the steps without the stream id
+                    CMD_RUN_KEEP, pack_ints(xq[0, :2], d.x_bytes)), ERR_LENGTH)
+                _expect_refusal(port, encode_frame(CMD_RESET_STATE, b"\x00\x00"), ERR_LENGTH)
+        c.reset_state(stream=0)
+        for n in (6, 7):
+            got[n] = c.run_sequence(xq[n, :lengths[n]], keep_state=True, stream=stream_of[n]).y
+        # RUN starts from zero on either stream; RESET_STATE of every stream restarts both
+        run1 = c.run_sequence(xq[2, :lengths[2]], stream=1).y
+        c.reset_state()
+        after = [c.run_sequence(xq[n, :lengths[n]], keep_state=True, stream=n % 2).y
+                 for n in (4, 5)]
+        monkeypatch.setattr(link, "open_port", lambda device, baud: port)
+        summary = board.run_on_board("sim", tmp_path / "in.npz", tmp_path / "out.npz", baud=1,
+                                     qm=qm, check=True, keep_state=True, streams=2)
+        with pytest.raises(GruHwError, match=r"streams must be within 1..2"):
+            board.run_on_board("sim", tmp_path / "in.npz", tmp_path / "out2.npz", baud=1,
+                               qm=qm, keep_state=True, streams=3)
+        return np.stack([got[n] for n in range(8)]), run1, np.stack(after), summary
+
+    top = BoardTop(qm, 2, None, divisor=DIVISOR, timeout_cycles=TIMEOUT, max_steps=4, streams=2)
+    assert top.link.descriptor.streams == 2 and top.core.config.streams == 2
+    y, run1, after, summary = run_board_sim(top, DIVISOR, host, timeout_cycles=20 * TIMEOUT)
+    np.testing.assert_array_equal(y, gold)
+    assert not np.array_equal(y[4:6], fresh[4:6])  # the kept states mattered
+    np.testing.assert_array_equal(run1, fresh[2])
+    np.testing.assert_array_equal(after, fresh[[4, 5]])
+    assert summary["match"] and summary["streams"] == 2 and summary["sequences"] == 5

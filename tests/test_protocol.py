@@ -10,6 +10,7 @@ from __future__ import annotations
 import binascii
 import random
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +163,7 @@ def test_error_payload_round_trip():
     assert set(protocol.ERROR_NAMES) == {protocol.ERR_CRC, protocol.ERR_UNKNOWN_COMMAND,
                                          protocol.ERR_LENGTH, protocol.ERR_TIMEOUT,
                                          protocol.ERR_NO_RESULT, protocol.ERR_ADDRESS,
-                                         protocol.ERR_NOT_LOADED}
+                                         protocol.ERR_NOT_LOADED, protocol.ERR_STREAM}
     assert protocol.commands(True) == protocol.COMMANDS + (protocol.CMD_WEIGHTS,)
     assert protocol.CMD_WEIGHTS not in protocol.commands(False)
 
@@ -260,3 +261,56 @@ def test_protocol_knowledge_has_one_definition():
         offenders += [f"{path.relative_to(ROOT.resolve())}: {what}" for pattern, what in _RESTATED
                       if pattern.search(text)]
     assert not offenders, offenders
+
+
+# ---- interleaved streams -----------------------------------------------------------------------
+def test_descriptor_streams_round_trip(qm):
+    """S > 1: one byte more (S, after the checksum); S = 1 encodes exactly as before."""
+    p = protocol
+    one = p.BoardDescriptor.for_model(qm, lanes=4, max_steps=100, clock_hz=42_000_000)
+    assert one.streams == 1 and one.stream_bytes == 0 and one.descriptor_bytes == 46
+    assert p.BoardDescriptor.for_model(qm, lanes=4, max_steps=100, clock_hz=42_000_000,
+                                       streams=1).to_bytes() == one.to_bytes()
+    for s in (2, 3, 16, 255):
+        d = p.BoardDescriptor.for_model(qm, lanes=4, max_steps=100, clock_hz=42_000_000,
+                                        streams=s)
+        raw = d.to_bytes()
+        assert len(raw) == d.descriptor_bytes == p.DESCRIPTOR_BYTES + 1
+        assert raw[:p.DESCRIPTOR_BYTES] == one.to_bytes() and raw[p.STREAMS_OFFSET] == s
+        assert p.BoardDescriptor.from_bytes(raw) == d and d.stream_bytes == 1
+        assert d.to_json()["streams"] == s and d.max_run_payload == 1 + d.buffer_bytes
+    for bad in (0, 1):  # a streams byte is only sent by S > 1 boards
+        with pytest.raises(p.LinkError, match="malformed descriptor"):
+            p.BoardDescriptor.from_bytes(one.to_bytes() + bytes([bad]))
+    with pytest.raises(p.LinkError, match="did not identify"):
+        p.BoardDescriptor.from_bytes(one.to_bytes() + b"\x02\x00")
+    for bad in (0, 256, True):
+        with pytest.raises(GruHwError, match="streams must be within 1..255"):
+            replace(one, streams=bad)
+
+
+def test_run_and_reset_payloads_with_streams(qm):
+    p = protocol
+    one = p.BoardDescriptor.for_model(qm, lanes=1, max_steps=4, clock_hz=12_000_000)
+    two = replace(one, streams=2)
+    xq = np.array([[1, -2, 3], [-4, 5, -6]])
+    steps = p.pack_ints(xq, one.x_bytes)
+    assert one.run_payload(xq) == steps  # S = 1: no stream id
+    assert two.run_payload(xq, 1) == b"\x01" + steps
+    for d, sid in ((one, 0), (two, 0), (two, 1)):
+        got_sid, got = d.parse_run_payload(d.run_payload(xq, sid))
+        assert got_sid == sid and got.tolist() == xq.tolist()
+    assert two.reset_payload() == one.reset_payload() == one.reset_payload(0) == b""
+    assert two.reset_payload(1) == b"\x01"
+    with pytest.raises(GruHwError, match=r"stream 2 is out of range: the board serves streams "
+                                         r"0..1"):
+        two.run_payload(xq, 2)
+    with pytest.raises(GruHwError, match=r"stream 1 is out of range: .*only stream 0"):
+        one.run_payload(xq, 1)
+    with pytest.raises(GruHwError, match="stream -1 is out of range"):
+        two.reset_payload(-1)
+    with pytest.raises(GruHwError, match="must be an integer"):
+        two.check_stream(1.0)
+    assert two.check_stream(np.int64(1)) == 1
+    assert p.ERROR_NAMES[p.ERR_STREAM] == "stream id out of range" and p.ERR_STREAM == 8
+    assert p.STREAM_ID_BYTES == 1
