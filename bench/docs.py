@@ -171,6 +171,17 @@ SECTIONS = [
                                    "K rows per cycle, issue 13), the example and a 40-128 GRU:")],
 ),
     Section(
+        "throughput", "ECP5: latency and throughput against lanes, tail width and streams",
+        "How fast the core runs one stream (latency per step) and several interleaved streams "
+        "(throughput per stream-step) as the lanes grow, with the chain exit and tail taking K "
+        "rows per cycle and S streams filling the lanes while each one waits on its recurrence; "
+        "16/16 bits, profile `dsp` (the ECP5 core). PyTorch is measured in the same run on the "
+        "same CPU.",
+        packages=("amaranth", "torch"),
+        parts=lambda a: [Run("bench/ecp5_throughput.py --sim", timed=True)],
+        after="The machine is shared with other jobs: PyTorch's microseconds move with its load. "
+              "The core's microseconds are cycles divided by the clock."),
+    Section(
         "simspeed", "Simulation speed",
         "Generating the Verilog, building the RTL simulator and running whole sequences under the "
         "cocotb bench, every output compared with the golden model.",

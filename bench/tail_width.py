@@ -30,16 +30,21 @@ from gru_hw.schedule import Schedule  # noqa: E402
 CASES = [("example 12-32-9", (24, 48, 96)), ("40-128", (128,))]
 
 
-def models():
-    """Return {name: QuantModel}: the shipped example (bench/cycles.py) and a random 40-128."""
+def float_models():
+    """Return {name: GRUModel}: the shipped example (bench/cycles.py) and a random 40-128."""
     from cycles import load_model
 
     ex, _ = load_model()
     rng = np.random.default_rng(3)
     big = GRUModel((GRULayer(rng.normal(0, 0.1, (384, 40)), rng.normal(0, 0.1, (384, 128)),
                              rng.normal(0, 0.1, 384), rng.normal(0, 0.1, 384)),), True, None)
+    return {"example 12-32-9": ex, "40-128": big}
+
+
+def models():
+    """Return {name: QuantModel}: :func:`float_models` at 16/16 bits."""
     return {name: quantize_model(m, choose_spec(m, 16, 16))
-            for name, m in (("example 12-32-9", ex), ("40-128", big))}
+            for name, m in float_models().items()}
 
 
 def measure(qm, lanes: int, profile, steps: int) -> int:

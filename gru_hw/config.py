@@ -18,6 +18,8 @@ __all__ = ["CoreProfile", "PROFILES", "DEFAULT_PROFILE", "CoreConfig", "get_prof
            "WEIGHT_MEMORIES", "MAX_STREAMS"]
 
 TAIL_MULTIPLIERS = ("dsp", "lut", "seq")
+#: How the MAC lanes' multipliers are built (:attr:`CoreProfile.mac_cells`).
+MAC_CELLS = ("", "ecp5")
 #: Where the MAC lanes' weights live: ``"bram"``, one block-RAM memory per lane, initialised by
 #: the bitstream; ``"spram"``, one packed row of all lanes' weights per address in iCE40 UltraPlus
 #: SB_SPRAM256KA blocks, which the bitstream cannot initialise (loaded through the weight port).
@@ -47,6 +49,12 @@ class CoreProfile:
       UnitTail`: per unit two sigmoids, a tanh and their products), the chain hands it beats of
       K rows in the rowset "all" (r_j, z_j, n_j of U units), 2U in "rz", U in "n", K head
       rows; parked rows leave in beats of the same size.
+    * ``mac_cells``: how the MAC lanes' multipliers are built. ``""``: ``*`` between
+      registers, mapped by synthesis (Yosys maps ECP5 products to MULT18X18D with every
+      register in the fabric); ``"ecp5"``: MULT18X18D instances with their own input and output
+      registers (the weight, the vector element and the product registers live inside the
+      DSP block: no fabric flip-flops, and the vector's fan-out to every lane has a whole cycle),
+      the same latency and results. Simulation and generic Verilog use the ``*`` form.
     """
 
     name: str
@@ -55,8 +63,12 @@ class CoreProfile:
     product_reset_less: bool = False
     ram_delays: bool = False
     tail_width: int = 1
+    mac_cells: str = ""
 
     def __post_init__(self) -> None:
+        if self.mac_cells not in MAC_CELLS:
+            raise GruHwError(f"MAC cells must be one of {list(MAC_CELLS)}, got "
+                             f"{self.mac_cells!r}")
         if self.tail_mul not in TAIL_MULTIPLIERS:
             raise GruHwError(f"tail multiplier must be one of {list(TAIL_MULTIPLIERS)}, "
                              f"got {self.tail_mul!r}")
@@ -76,7 +88,7 @@ class CoreProfile:
         """Return the profile as a JSON-ready dict."""
         return {"name": self.name, "tail_mul": self.tail_mul, "park_read_reg": self.park_read_reg,
                 "product_reset_less": self.product_reset_less, "ram_delays": self.ram_delays,
-                "tail_width": self.tail_width}
+                "tail_width": self.tail_width, "mac_cells": self.mac_cells}
 
     def with_(self, **changes) -> "CoreProfile":
         """Return a copy with some fields changed (named ``<name>-k<tail_width>`` when only the
