@@ -183,6 +183,27 @@ def _add_tail_width(p: argparse.ArgumentParser) -> None:
                         "(default: auto)")
 
 
+def _add_streams(p: argparse.ArgumentParser, what: str = "") -> None:
+    from .config import MAX_STREAMS
+
+    p.add_argument("--streams", type=_int_in(1, MAX_STREAMS), default=None, metavar="S",
+                   help=f"interleaved independent sequences the core serves, 1..{MAX_STREAMS}: a "
+                        "hidden state per stream and a stream id on every beat, so one stream's "
+                        "step fills the lanes while another's waits on its recurrence" + what +
+                        " (default: 1)")
+
+
+def _streams(args: argparse.Namespace) -> int:
+    s = getattr(args, "streams", None)
+    return 1 if s is None else s
+
+
+def _stream_kwargs(args: argparse.Namespace) -> dict:
+    """``streams=S`` for the board helpers, only when S > 1 (one stream is their default)."""
+    s = _streams(args)
+    return {"streams": s} if s > 1 else {}
+
+
 def _add_weight_memory(p: argparse.ArgumentParser, build: bool = False) -> None:
     p.add_argument("--weight-memory", choices=("auto", "bram", "spram"), default="auto",
                    help="where the MAC lanes' weights live: bram (block RAM, in the bitstream), "
@@ -255,6 +276,7 @@ def _parse_info(command) -> None:
     _add_board(p)
     _add_weight_memory(p)
     _add_tail_width(p)
+    _add_streams(p, "; also gives the cycles per stream-step")
     p.add_argument("--steps", type=_int_in(1, MAX_STEPS), default=None, metavar="T",
                    help=f"also give the exact cycles of a T-step sequence, 1..{MAX_STEPS} "
                         "(default: not shown)")
@@ -307,6 +329,7 @@ def _parse_generate(command) -> None:
     p.add_argument("--runtime-weights", action="store_true",
                    help="add the weight stream port w_stream (see spec.json weights) and write "
                         "weights.npz (default: weights fixed in the Verilog)")
+    _add_streams(p, "; the payloads gain a stream field (spec.json ports)")
     _add_quant_flags(p)
 
 
@@ -371,6 +394,16 @@ def _parse_simulate(command) -> None:
     p.add_argument("--build-dir", metavar="DIR",
                    help="where the simulator builds, kept for reuse (default: a temporary "
                         "folder, removed afterwards)")
+    _add_streams(p, "; sequence n of INPUTS runs on stream n %% S, the streams' beats "
+                    "interleaved (--interleave), each output checked against its stream's "
+                    "golden")
+    p.add_argument("--interleave", choices=("round_robin", "random", "blocks"),
+                   default="round_robin",
+                   help="with --streams: how the streams' beats are sent: round_robin (one step "
+                        "of each stream in turn), random (--seed), blocks (each sequence whole) "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=_int_in(0), default=0, metavar="N",
+                   help="seed of --interleave random (default: %(default)s)")
     _add_json(p)
     _add_quant_flags(p)
 
@@ -394,6 +427,7 @@ def _parse_build(command) -> None:
                    help="weights loadable over the UART with run --load-weights (default: off)")
     _add_weight_memory(p, build=True)
     _add_tail_width(p)
+    _add_streams(p)
     p.add_argument("--seeds", type=_int_in(1, 100), default=None, metavar="N",
                    help="if routing misses the clock, place and route again with nextpnr seeds "
                         "2..N (stopping when met) and keep the best (default: per board)")
@@ -599,7 +633,8 @@ def _board_profile(args: argparse.Namespace, qm, lanes: int, **kwargs):
         return DEFAULT_PROFILE.with_(tail_width=tail_width)
     from .boards.family import core_config_for
 
-    return core_config_for(qm, args.board, lanes, tail_width=tail_width, **kwargs).profile
+    return core_config_for(qm, args.board, lanes, tail_width=tail_width,
+                           **_stream_kwargs(args), **kwargs).profile
 
 
 def _default_lanes(model) -> int:
@@ -633,6 +668,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     qm = quantize_model(model, spec)
     profile = _board_profile(args, qm, lanes)
     info = model_info(model, spec, lanes=lanes, steps=args.steps, profile=profile)
+    streams_line = ""
+    if args.streams is not None:
+        from .config import CoreConfig
+
+        sched = CoreConfig(qm, lanes, profile, streams=args.streams).schedule
+        info["streams"] = args.streams
+        info["cycles_per_round"] = sched.cycles_per_round
+        info["cycles_per_stream_step"] = sched.cycles_per_stream_step
+        if args.streams > 1:
+            streams_line = (f"\n  {args.streams} streams: {sched.cycles_per_stream_step:g} "
+                            f"cycles per stream-step ({sched.cycles_per_round} cycles per "
+                            f"round-robin round of one step of each stream; one stream alone: "
+                            f"{info['cycles_per_step']} cycles/step)")
     fit_line = ""
     if args.board is not None:
         from .fit import resolve_weight_memory, spram_capacity_hint
@@ -681,7 +729,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         from .report import format_info
 
-        print(format_info(info) + fit_line + text_extra)
+        print(format_info(info) + streams_line + fit_line + text_extra)
     return 0
 
 
@@ -737,11 +785,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     profile = _board_profile(args, qm, lanes, runtime_weights=args.runtime_weights)
     wm = _weight_memory(args, qm, lanes, args.runtime_weights)
     info = generate(qm, out, lanes=lanes, sequence=args.sequence,
-                    runtime_weights=args.runtime_weights, profile=profile, weight_memory=wm)
+                    runtime_weights=args.runtime_weights, profile=profile, weight_memory=wm,
+                    streams=_streams(args))
     sched = info.get("schedule", {})
     print(f"generated {out / info.get('verilog', 'gru_core.v')}, spec.json and {QCONFIG_FILE} "
           f"in {out}: {model.describe()}, {lanes} lane(s), "
           f"{sched.get('cycles_per_step', '?')} cycles/step")
+    if _streams(args) > 1:
+        print(f"{args.streams} interleaved streams (a stream field on i_stream and o_stream): "
+              f"{sched.get('cycles_per_stream_step', '?'):g} cycles per stream-step")
     if "weights" in info:
         w = info["weights"]
         print(f"weight port w_stream: {w['words']} words of {w['data_width']} bits "
@@ -789,6 +841,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             sequence=args.sequence, keep_state=args.keep_state,
             runtime_weights=args.runtime_weights, waves=args.waves, build_dir=args.build_dir,
             progress=bar, profile=profile, netlist=args.netlist, weight_memory=wm,
+            streams=args.streams, order=args.interleave, seed=args.seed,
         )
     if args.json:
         _print_json(result)
@@ -808,6 +861,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"{result['simulator']}: {result['sequences']} sequence(s), all outputs equal golden "
               f"(bit-exact){loaded}; {result['cycles_mean']:.1f} cycles/sequence mean "
               f"-> {args.output}")
+        if result.get("streams", 1) > 1:
+            measured = result["cycles_per_stream_step"]
+            model_cps = result["cycles_per_stream_step_model"]
+            got = f"{measured:.2f}" if measured is not None else "n/a (one beat)"
+            want = f"{model_cps:.2f}" if model_cps is not None else "n/a"
+            agree = {True: ", every input beat accepted on the schedule's cycle",
+                     False: ", accept cycles differ from the schedule's",
+                     None: ""}[result["accepts_match_model"]]
+            print(f"{result['streams']} streams, {result['interleave']}: {got} cycles per "
+                  f"stream-step measured, {want} by the schedule for these beats{agree}; "
+                  f"steady state round-robin {result['cycles_per_stream_step_schedule']:g}")
     return 0
 
 
@@ -934,7 +998,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     for k, (qm, lanes, wm) in enumerate(candidates):
         try:
             report = build(qm, args.board, args.output, lanes=lanes, progress=print,
-                           weight_memory=wm, tail_width=args.tail_width, **kwargs)
+                           weight_memory=wm, tail_width=args.tail_width,
+                           **_stream_kwargs(args), **kwargs)
             break
         except DoesNotFit as exc:
             if k + 1 == len(candidates):
@@ -1054,7 +1119,8 @@ def _one_line(text: str) -> str:
 SUBJECT_FLAGS = {"lanes": "--lanes", "seeds": "--seeds", "clock_mhz": "--clock-mhz",
                  "baud": "--baud", "board": "--board", "port": "--port", "output": "--output",
                  "simulator": "--simulator", "load_weights": "--load-weights",
-                 "weight_memory": "--weight-memory", "tail_width": "--tail-width"}
+                 "weight_memory": "--weight-memory", "tail_width": "--tail-width",
+                 "streams": "--streams", "order": "--interleave"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -85,7 +85,7 @@ QCONFIG_FILE = "qconfig.json"
 
 def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gru_core",
              profile=None, runtime_weights: bool = False,
-             init_weights: bool = True, weight_memory: str = "bram") -> dict:
+             init_weights: bool = True, weight_memory: str = "bram", streams: int = 1) -> dict:
     """Write ``<name>.v``, ``spec.json`` and ``qconfig.json`` into ``out_dir``; return spec.json.
 
     The Verilog module is named ``name``; its ports are ``clk``, ``rst`` and the two streams'
@@ -97,6 +97,8 @@ def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gr
     ``weight_memory="spram"`` keeps the weights in SB_SPRAM256KA cells (simulate with Yosys's
     ice40 cell models), which start empty: the port is there, and ``weights.npz`` holds the words
     to load through it before the first input (a fixed build: the packed rows only).
+    ``streams`` S > 1: the core serves S interleaved sequences, a hidden state each; both stream
+    payloads then end with a ``stream`` field (see ``spec.json``'s ``ports`` and ``streams``).
 
     The files are written into a temporary folder beside ``out_dir`` and moved into it only when
     all of them are done: a failure leaves ``out_dir`` as it was (and creates nothing); files of
@@ -110,7 +112,8 @@ def generate(qm, out_dir, *, lanes: int, sequence: bool = False, name: str = "gr
     with output_dir(out, replaces=_stale_names(out, name)) as tmp:
         info = _generate_into(tmp, qm, lanes=lanes, sequence=sequence, name=name,
                               profile=profile, runtime_weights=runtime_weights,
-                              init_weights=init_weights, weight_memory=weight_memory)
+                              init_weights=init_weights, weight_memory=weight_memory,
+                              streams=streams)
     return info
 
 
@@ -129,12 +132,13 @@ def _stale_names(out: Path, name: str) -> list[str]:
 
 
 def _generate_into(out: Path, qm, *, lanes: int, sequence: bool, name: str, profile,
-                   runtime_weights: bool, init_weights: bool, weight_memory: str) -> dict:
+                   runtime_weights: bool, init_weights: bool, weight_memory: str,
+                   streams: int = 1) -> dict:
     from .gateware import GRUCore
 
     core = GRUCore(qm, lanes, sequence=sequence, profile=profile,
                    runtime_weights=runtime_weights, init_weights=init_weights,
-                   weight_memory=weight_memory)
+                   weight_memory=weight_memory, streams=streams)
     text = verilog.convert(core, name=name, emit_src=False)
     vfile = out / f"{name}.v"
     vfile.write_text(text)
@@ -150,6 +154,7 @@ def _generate_into(out: Path, qm, *, lanes: int, sequence: bool, name: str, prof
         "lanes": lanes,
         "profile": core.profile.to_json(),
         "weight_memory": weight_memory,
+        "streams": streams,
         "model": {
             "input_size": qm.input_size,
             "hidden_sizes": list(qm.hidden_sizes),
@@ -166,6 +171,12 @@ def _generate_into(out: Path, qm, *, lanes: int, sequence: bool, name: str, prof
             "y_head_fmt": spec.out_fmt.to_json() if (sequence and qm.head_w is not None) else None,
             "output_beats": "one per input step (sequence)" if sequence
             else "one per sequence, after the beat with last=1",
+            "streams": streams,
+            "stream_ids": ("each input beat names its stream (i_stream.payload.stream, "
+                           f"0..{streams - 1}); the core keeps a hidden state per stream, a "
+                           "stream's steps must come in order, other streams' anywhere between; "
+                           "each output beat names its stream (o_stream.payload.stream), in the "
+                           "order the steps were accepted") if streams > 1 else None,
         },
         "ports": port_layout(core),
         "schedule": sch.summary(),

@@ -47,15 +47,19 @@ def _qm_hash(qm) -> str:
 
 
 def generate_cached(qm, root: str | Path, *, lanes: int, sequence: bool = False,
-                    **kwargs) -> tuple[Path, dict]:
+                    streams: int = 1, **kwargs) -> tuple[Path, dict]:
     """Generate the core into ``root/rtl-<hash>`` unless already there; return (verilog, spec).
 
     The folder name hashes the quantized model, the options and gru_hw's sources, so a changed
-    generator never reuses an old core.
+    generator never reuses an old core. ``streams`` S > 1: a core serving S interleaved streams
+    (:func:`gru_hw.generate.generate`).
     """
     import json
 
     from .generate import generate
+
+    if streams != 1:
+        kwargs["streams"] = streams
 
     key = hashlib.sha256(f"{_qm_hash(qm)} {lanes} {sequence} {sorted(kwargs.items())} "
                          f"{_source_hash()}".encode()).hexdigest()[:16]
@@ -105,14 +109,16 @@ def stall_cycles(info: dict) -> int:
     one = max([int(sch.get("cycles_per_step", 0)), int(sch.get("first_step_cycles", 0)),
                int(sch.get("latency", 0))]
               + [int(v) for v in sch.get("cycles_per_sequence_values", {"1": 0}).values()][:1])
-    return 20 * one + 2000
+    # with S streams a handshake may wait for a step of every other stream
+    return (20 * one + 2000) * max(1, int(info.get("streams", 1) or 1))
 
 
 def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: int,
             sequence: bool = False, keep_state: bool = False, build_root: str | Path,
             test_dir: str | Path, waves: bool = False, options: dict | None = None,
             golden=None, runtime_weights: bool = False, core_qm=None, profile=None,
-            weight_memory: str = "bram") -> dict:
+            weight_memory: str = "bram", streams: int = 1, stream_of=None,
+            order: str = "round_robin", order_seed: int = 0) -> dict:
     """Run integer inputs through the generated core in an RTL simulator; compare with golden.
 
     With ``runtime_weights`` the core has the weight port and is generated from ``core_qm``
@@ -124,15 +130,24 @@ def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: i
     ``options`` are :class:`gru_hw.sim.job.Options` fields (idle, backpressure, reset_after_beats, ...).
     ``weight_memory="spram"``: the weights in SB_SPRAM256KA cells (Yosys's iCE40 cell models),
     loaded through the port before the first input, as a board's flash loader does.
-    """
-    from .golden import int_forward_q
 
+    ``streams`` S > 1: a core with S hidden states; sequence n runs on stream ``stream_of[n]``
+    (default n % S), the beats are sent interleaved in ``order`` (round_robin, random with
+    ``order_seed``, blocks: :func:`gru_hw.streams.interleave`) and the bench checks every output
+    beat against the next output due on its stream (golden: :func:`gru_hw.streams.golden_streams`,
+    each stream's sequences continuing that stream's state with ``keep_state``). The result is
+    the same as with one stream, plus ``accept_cycles`` / ``output_cycles`` (see
+    :func:`gru_hw.sim.runner.run_built`) and ``beats`` ((sequence, step) in sending order).
+    """
     lengths = np.asarray(lengths, dtype=np.int64)
     if golden is None:
-        golden = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state)
+        golden = _golden(qm, xq, lengths, sequence=sequence, keep_state=keep_state,
+                         streams=streams, stream_of=stream_of)
     weights = library = None
     profile = get_profile(profile)
     extra = {"weight_memory": weight_memory} if weight_memory != "bram" else {}
+    if streams != 1:
+        extra["streams"] = streams
     if weight_memory == "spram":
         from .netlist import primitive_library
 
@@ -140,7 +155,7 @@ def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: i
     if runtime_weights:
         core_qm = qm if core_qm is None else core_qm
         config = CoreConfig(core_qm, lanes, profile, sequence=sequence, runtime_weights=True,
-                            weight_memory=weight_memory)
+                            weight_memory=weight_memory, streams=streams)
         weights = config.memory_map.image(qm)
         verilog, info = generate_cached(core_qm, build_root, lanes=lanes, sequence=sequence,
                                         runtime_weights=True, init_weights=False, profile=profile,
@@ -149,16 +164,33 @@ def rtl_run(qm, xq: np.ndarray, lengths: np.ndarray, *, simulator: str, lanes: i
         verilog, info = generate_cached(qm, build_root, lanes=lanes, sequence=sequence,
                                         profile=profile, **extra)
         if weight_memory == "spram":
-            config = CoreConfig(qm, lanes, profile, sequence=sequence, weight_memory="spram")
+            config = CoreConfig(qm, lanes, profile, sequence=sequence, weight_memory="spram",
+                                streams=streams)
             weights = config.memory_map.load_image(qm)
     return _run_on_core(qm, xq, lengths, verilog, info, golden, simulator=simulator,
                         sequence=sequence, keep_state=keep_state, build_root=build_root,
                         test_dir=test_dir, waves=waves, options=options, weights=weights,
-                        library=library)
+                        library=library, streams=streams, stream_of=stream_of, order=order,
+                        order_seed=order_seed)
+
+
+def _golden(qm, xq, lengths, *, sequence, keep_state, streams=1, stream_of=None):
+    """The golden outputs (``.y``, ``.h``) of sequences run on their streams (one stream: as
+    :func:`gru_hw.golden.int_forward_q`)."""
+    from types import SimpleNamespace
+
+    from .streams import assign_streams, golden_streams
+
+    xq = np.asarray(xq, dtype=np.int64)
+    sid = assign_streams(xq.shape[0], streams, stream_of)
+    y, h = golden_streams(qm, xq, lengths, sid, sequence=sequence, keep_state=keep_state)
+    return SimpleNamespace(y=y, h=h)
 
 
 def _run_on_core(qm, xq, lengths, verilog, info, golden, *, simulator, sequence, keep_state,
-                 build_root, test_dir, waves, options, weights=None, library=None) -> dict:
+                 build_root, test_dir, waves, options, weights=None, library=None,
+                 streams: int = 1, stream_of=None, order: str = "round_robin",
+                 order_seed: int = 0) -> dict:
     """Run a job on a core's Verilog (RTL or netlist) under the cocotb bench; collect y and h."""
     from .sim.job import Options, PortLayout, make_job
     from .sim.runner import ToolMissing, run_job
@@ -166,7 +198,8 @@ def _run_on_core(qm, xq, lengths, verilog, info, golden, *, simulator, sequence,
     layout = PortLayout.from_ports(info["ports"])
     opts = Options(**{"stall_cycles": stall_cycles(info), **(options or {})})
     job = make_job(layout, xq, lengths, y=golden.y, h=golden.h, sequence=sequence,
-                   keep_state=keep_state, options=opts, weights=weights)
+                   keep_state=keep_state, options=opts, weights=weights, streams=streams,
+                   stream_of=stream_of, order=order, order_seed=order_seed)
     try:
         res = run_job(verilog, job, simulator=simulator, build_root=build_root,
                       test_dir=test_dir, waves=waves, library=library)
@@ -183,27 +216,42 @@ def _run_on_core(qm, xq, lengths, verilog, info, golden, *, simulator, sequence,
         else:
             y = np.stack([h[s, lengths[s] - 1] for s in range(n)])
         res["h"] = h
-    else:
-        y = beats
+    else:  # one beat per sequence, in the order the sequences ended
+        y = np.zeros((n,) + beats.shape[1:], dtype=np.int64)
+        y[job.exp_seq] = beats
     res["y"] = y
+    res["beats"] = [(int(s), int(t)) for s, t in zip(job.beat_seq, _steps(job.beat_seq))]
     res["spec_json"] = info
     return res
+
+
+def _steps(beat_seq) -> list[int]:
+    """The step of each beat, given each beat's sequence in sending order."""
+    seen: dict[int, int] = {}
+    out = []
+    for s in beat_seq:
+        t = seen.get(int(s), 0)
+        seen[int(s)] = t + 1
+        out.append(t)
+    return out
 
 
 def netlist_run(qm, xq: np.ndarray, lengths: np.ndarray, *, config, family: str,
                 synth_opts: str | None, build_root: str | Path, test_dir: str | Path,
                 simulator: str = "icarus", waves: bool = False, options: dict | None = None,
                 golden=None, keep_state: bool = False, mutate: str | None = None,
-                progress=None) -> dict:
+                progress=None, stream_of=None, order: str = "round_robin",
+                order_seed: int = 0) -> dict:
     """Run integer inputs through the *synthesized* core (gate-level netlist); compare with golden.
 
     The core of ``config`` is synthesized with ``family``'s synthesis command and ``synth_opts``
     (what a board build of that family uses) and simulated with Yosys's primitive models
     (:mod:`gru_hw.netlist`). ``mutate`` ("dsp-signed" or "lut") alters the netlist on purpose
     (to show the check catches it). The result adds ``netlist`` (what was synthesized: command,
-    primitive counts, model library version) to :func:`rtl_run`'s.
+    primitive counts, model library version) to :func:`rtl_run`'s. A core of several streams
+    (``config.streams``) is run like :func:`rtl_run` runs one (``stream_of``, ``order``,
+    ``order_seed``).
     """
-    from .golden import int_forward_q
     from .netlist import mutate_netlist, primitive_library, synthesize_core
 
     library = primitive_library(family)
@@ -212,12 +260,14 @@ def netlist_run(qm, xq: np.ndarray, lengths: np.ndarray, *, config, family: str,
                          f", not {simulator}", subject="simulator")
     lengths = np.asarray(lengths, dtype=np.int64)
     sequence = config.sequence
+    streams = getattr(config, "streams", 1)
     if golden is None:
-        golden = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state)
+        golden = _golden(qm, xq, lengths, sequence=sequence, keep_state=keep_state,
+                         streams=streams, stream_of=stream_of)
     extra = ({"weight_memory": config.weight_memory} if config.weight_memory != "bram" else {})
     _, info = generate_cached(qm, build_root, lanes=config.lanes, sequence=sequence,
                               profile=config.profile, runtime_weights=config.runtime_weights,
-                              **extra)
+                              streams=streams, **extra)
     weights = config.memory_map.load_image(qm) if config.weight_memory == "spram" else None
     key = hashlib.sha256(f"{_qm_hash(qm)} {config.to_json()} {family} {synth_opts} "
                          f"{_source_hash()}".encode()).hexdigest()[:16]
@@ -232,7 +282,8 @@ def netlist_run(qm, xq: np.ndarray, lengths: np.ndarray, *, config, family: str,
     res = _run_on_core(qm, xq, lengths, verilog, info, golden, simulator=simulator,
                        sequence=sequence, keep_state=keep_state, build_root=build_root,
                        test_dir=test_dir, waves=waves, options=options, library=library,
-                       weights=weights)
+                       weights=weights, streams=streams, stream_of=stream_of, order=order,
+                       order_seed=order_seed)
     res["netlist"] = syn
     return res
 
@@ -254,7 +305,9 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
                    lanes: int, sequence: bool = False, keep_state: bool = False,
                    runtime_weights: bool = False, waves: str | Path | None = None,
                    build_dir: str | Path | None = None, profile=None, progress=None,
-                   netlist: str | Path | None = None, weight_memory: str = "bram") -> dict:
+                   netlist: str | Path | None = None, weight_memory: str = "bram",
+                   streams: int | None = None, order: str = "round_robin",
+                   seed: int = 0) -> dict:
     """Simulate the generated core on INPUTS, compare with golden, write OUTPUTS; return a summary.
 
     The summary has ``match`` (bool), ``mismatch`` (the first difference: sequence, step, index,
@@ -274,11 +327,23 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
     used (``spec``, ``lanes``, ``profile`` and ``runtime_weights`` are ignored) and the summary
     gains ``netlist`` (what was synthesized, with which primitive models). ``simulator=None``:
     Verilator, or for a netlist the first simulator the family's primitive models run in.
+
+    ``streams`` S > 1 (None: 1, or a netlist build's own): a core with S hidden states;
+    sequence n of INPUTS runs on stream n % S and the beats are sent interleaved in ``order``
+    (:data:`gru_hw.streams.ORDERS`; ``seed`` for "random"); golden is
+    :func:`gru_hw.streams.golden_streams` (with ``keep_state`` each stream's sequences continue
+    its own state). The summary also gives ``streams``, ``interleave``, and the cycles per
+    stream-step (time step of any stream): ``cycles_per_stream_step`` measured (the mean
+    interval between accepted input beats), ``cycles_per_stream_step_model`` (the same from
+    :meth:`gru_hw.schedule.Schedule.run_beats` for these beats), ``accepts_match_model``
+    (every input beat accepted on the model's cycle) and ``cycles_per_stream_step_schedule``
+    (the steady state of S streams round-robin, :attr:`Schedule.cycles_per_stream_step`).
     """
     from .fixed import to_float
-    from .golden import check_inputs, int_forward_q, quantize_inputs
+    from .golden import check_inputs, quantize_inputs
     from .io import load_inputs, save_outputs
     from .quant import quantize_model
+    from .streams import ORDERS, assign_streams, interleave
 
     nl = None
     if netlist is not None:
@@ -291,6 +356,18 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
         spec, lanes = nl["qm"].spec, nl["config"].lanes
         profile, runtime_weights = nl["config"].profile, False
         weight_memory = nl["config"].weight_memory
+        built = getattr(nl["config"], "streams", 1)
+        if streams is not None and streams != built:
+            raise GruHwError(f"the build in {netlist} serves {built} stream(s), not {streams}",
+                             subject="streams")
+        streams = built
+    streams = 1 if streams is None else streams
+    if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
+        raise GruHwError(f"streams must be a positive integer, got {streams!r}",
+                         subject="streams")
+    if order not in ORDERS:
+        raise GruHwError(f"interleaving must be one of {list(ORDERS)}, got {order!r}",
+                         subject="order")
     simulator = simulator or SIMULATORS[0]
     _check_simulator(simulator)
     out_path = Path(output_path)
@@ -302,7 +379,19 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
     x, lengths = load_inputs(inputs_path, model.input_size)
     x, lengths = check_inputs(model, x, lengths, where=str(inputs_path))
     xq, _ = quantize_inputs(spec, x)
-    golden = int_forward_q(qm, xq, lengths, sequence=sequence, keep_state=keep_state)
+    if lengths is None:
+        lengths = np.full(xq.shape[0], xq.shape[1], dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if nl is not None:
+        config = nl["config"].with_(sequence=sequence)
+    else:
+        config = CoreConfig(qm, lanes, profile, sequence=sequence, runtime_weights=runtime_weights,
+                            weight_memory=weight_memory, streams=streams)
+    sid = assign_streams(int(xq.shape[0]), streams)
+    golden = _golden(qm, xq, lengths, sequence=sequence, keep_state=keep_state, streams=streams,
+                     stream_of=sid)
+    order = order if streams > 1 else "blocks"
+    beats = interleave(lengths, sid, order=order, seed=seed)
     waves_dir = Path(waves) if waves is not None else None
     if waves_dir is not None:
         if waves_dir.exists() and not waves_dir.is_dir():
@@ -320,21 +409,24 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
         progress(0, int(xq.shape[0]))
     try:
         if nl is not None:
-            res = netlist_run(qm, xq, lengths, config=nl["config"].with_(sequence=sequence),
+            res = netlist_run(qm, xq, lengths, config=config,
                               family=nl["family"], synth_opts=nl["synth_opts"], build_root=root,
                               test_dir=root / "run", simulator=simulator,
-                              waves=waves_dir is not None, golden=golden, keep_state=keep_state)
+                              waves=waves_dir is not None, golden=golden, keep_state=keep_state,
+                              stream_of=sid, order=order, order_seed=seed)
         elif simulator == "amaranth":
             res = _amaranth_run(qm, xq, lengths, golden, lanes=lanes, sequence=sequence,
                                 keep_state=keep_state, root=root, waves_dir=waves_dir,
                                 runtime_weights=runtime_weights, profile=profile,
-                                weight_memory=weight_memory)
+                                weight_memory=weight_memory, streams=streams, stream_of=sid,
+                                order=order, order_seed=seed)
         else:
             res = rtl_run(qm, xq, lengths, simulator=simulator, lanes=lanes, sequence=sequence,
                           keep_state=keep_state, build_root=root, test_dir=root / "run",
                           waves=waves_dir is not None, golden=golden,
                           runtime_weights=runtime_weights, profile=profile,
-                          weight_memory=weight_memory)
+                          weight_memory=weight_memory, streams=streams, stream_of=sid,
+                          order=order, order_seed=seed)
         if simulator != "amaranth" and res.get("waves") and waves_dir is not None:
             target = waves_dir / Path(res["waves"]).name
             shutil.copyfile(res["waves"], target)
@@ -364,7 +456,9 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
         "runtime_weights": bool(nl["config"].runtime_weights if nl else runtime_weights),
         "profile": get_profile(profile).name,
         "weight_memory": weight_memory,
-        "cycles_per_step_schedule": CoreConfig(qm, lanes, profile).schedule.cycles_per_step,
+        "cycles_per_step_schedule": config.with_(streams=1).schedule.cycles_per_step,
+        **_stream_step_summary(config.schedule, beats, sid, lengths, res.get("accept_cycles"),
+                               order),
         "waves": res.get("waves"),
         "build_dir": None if temp and not keep else str(root),
         **({"netlist": {k: v for k, v in res["netlist"].items() if k != "key"}}
@@ -372,22 +466,51 @@ def run_simulation(model, spec, inputs_path, output_path, *, simulator: str | No
     }
 
 
+def _stream_step_summary(sch, beats, sid, lengths, accepts, order: str) -> dict:
+    """The cycles per stream-step: measured (mean interval between accepted input beats), the
+    event model's for the same beats, and the steady state of the schedule."""
+    model_acc, _ = sch.run_beats([(int(sid[n]), t == int(lengths[n]) - 1) for n, t in beats])
+    out = {"streams": sch.streams, "interleave": order if sch.streams > 1 else None,
+           "cycles_per_stream_step": None, "cycles_per_stream_step_model": None,
+           "accepts_match_model": None,
+           "cycles_per_stream_step_schedule": float(sch.cycles_per_stream_step)}
+    n = len(model_acc)
+    if n > 1:
+        out["cycles_per_stream_step_model"] = (model_acc[-1] - model_acc[0]) / (n - 1)
+    if accepts is not None:
+        acc = np.asarray(accepts, dtype=np.int64)
+        if acc.size == n and n > 1:
+            out["cycles_per_stream_step"] = float(acc[-1] - acc[0]) / (n - 1)
+        if acc.size == n:
+            rel = acc - acc[0]
+            out["accepts_match_model"] = bool(np.array_equal(
+                rel, np.asarray(model_acc, dtype=np.int64) - model_acc[0]))
+    return out
+
+
 def _amaranth_run(qm, xq, lengths, golden, *, lanes, sequence, keep_state, root: Path,
                   waves_dir: Path | None, runtime_weights: bool = False, profile=None,
-                  weight_memory: str = "bram") -> dict:
+                  weight_memory: str = "bram", streams: int = 1, stream_of=None,
+                  order: str = "round_robin", order_seed: int = 0) -> dict:
     from .amaranth_sim import simulate
 
+    accepts: list[int] = []
+
     def run(vcd):
+        accepts.clear()
+        kw = {"streams": streams, "stream_of": stream_of, "order": order,
+              "order_seed": order_seed, "accepts": accepts}
         if runtime_weights:  # zero memories, the model's weights loaded through the port
             return simulate(qm, xq, lengths, lanes=lanes, sequence=sequence,
                             keep_state=keep_state, vcd=vcd, runtime_weights=True,
                             init_weights=False, load=qm, profile=profile,
-                            weight_memory=weight_memory)
+                            weight_memory=weight_memory, **kw)
         return simulate(qm, xq, lengths, lanes=lanes, sequence=sequence, keep_state=keep_state,
-                        vcd=vcd, profile=profile, weight_memory=weight_memory)
+                        vcd=vcd, profile=profile, weight_memory=weight_memory, **kw)
 
     vcd = waves_dir / "waves.vcd" if waves_dir is not None else None
     y, h, cycles = run(vcd)
+    acc = list(accepts)
     msg = first_mismatch(golden.y, y, lengths, exp_h=golden.h if sequence else None,
                          got_h=h if sequence else None)
     if msg is not None and vcd is None:
@@ -396,4 +519,5 @@ def _amaranth_run(qm, xq, lengths, golden, *, lanes, sequence, keep_state, root:
     if msg is not None:
         msg += f" (waveform: {vcd})"
     return {"match": msg is None, "mismatch": msg, "y": y, "h": h, "cycles": cycles,
-            "waves": str(vcd) if vcd is not None else None}
+            "waves": str(vcd) if vcd is not None else None,
+            "accept_cycles": np.asarray(acc, dtype=np.int64) - (acc[0] if acc else 0)}

@@ -7,11 +7,14 @@ The job comes from the folder named by the environment variable ``GRU_TB_JOB`` (
 - takes ``o_stream`` beats with ``ready`` from another pause generator (random backpressure),
   checking that ``valid`` and ``payload`` hold while a beat waits;
 - compares EVERY output beat, as integers, with the expected one (from the golden model), and keeps
-  the first mismatch as "sequence n, step t, index j: expected e, got g";
+  the first mismatch as "sequence n, step t, index j: expected e, got g"; with several
+  interleaved streams it keeps a scoreboard per stream: an output beat is compared with the next
+  output due on the stream it names, which must also be the next output due overall (outputs
+  come in the order their steps were accepted);
 - optionally resets the core in the middle of the stream, then runs the whole job again from the
   start: after reset the core must behave as a fresh one;
 - counts, per sequence, the cycles from its first input beat accepted to its last output beat
-  accepted.
+  accepted, and records the cycle every input beat and every output beat was taken.
 
 It only wakes up when something can happen (value-change triggers instead of polling every clock
 edge while the core computes), so long sequences simulate at close to the simulator's own speed.
@@ -159,7 +162,13 @@ class StreamMonitor:
 
 
 class Scoreboard:
-    """Compare output beats, in order, with the expected ones; keep the first mismatch."""
+    """Compare output beats with the expected ones, one queue per stream; keep the first mismatch.
+
+    Output beat k names a stream (always 0 on a one-stream core): it is compared with the next
+    output due on that stream, and that output must be the k-th due overall (the core returns
+    outputs in the order their steps were accepted). ``got*`` are indexed like the expected
+    outputs.
+    """
 
     def __init__(self, job: Job, note: str = "") -> None:
         self.job = job
@@ -170,36 +179,65 @@ class Scoreboard:
         self.count = 0
         self.mismatches = 0
         self.first_mismatch: str | None = None
+        self.queues: dict[int, list[int]] = {}
+        for k, s in enumerate(job.exp_stream):
+            self.queues.setdefault(int(s), []).append(k)
+        self.heads = {s: 0 for s in self.queues}
 
-    def check(self, k: int, payload: int) -> None:
-        """Check output beat k."""
+    def _where(self, idx: int, stream: int | None = None) -> str:
+        job = self.job
+        w = f"sequence {int(job.exp_seq[idx])}, step {int(job.exp_step[idx])}"
+        if job.streams > 1:
+            w += f" (stream {int(job.exp_stream[idx]) if stream is None else stream})"
+        return w
+
+    def check(self, k: int, payload: int) -> int | None:
+        """Check output beat k; return the index of the expected output it stands for (None
+        when its stream has no output due)."""
         job = self.job
         ys, yh, last = job.layout.unpack_output(payload)
-        self.got[k] = ys
-        self.got_head[k] = yh
-        self.got_last[k] = bool(last)
+        sid = job.layout.unpack_stream(payload)
         self.count = k + 1
-        seq, step = int(job.exp_seq[k]), int(job.exp_step[k])
-        msg = _first_difference(ys, job.exp_y[k], f"sequence {seq}, step {step}, index", k)
-        if msg is None and job.exp_head_valid[k]:
+        queue, head = self.queues.get(sid, []), self.heads.get(sid, 0)
+        if head >= len(queue):
+            nxt = f"; the next output due is {self._where(k)}" if k < len(job.exp_y) else ""
+            self._mismatch(f"output beat {k} names stream {sid}, which has no output due{nxt}")
+            return None
+        idx = queue[head]
+        self.heads[sid] = head + 1
+        self.got[idx] = ys
+        self.got_head[idx] = yh
+        self.got_last[idx] = bool(last)
+        seq, step = int(job.exp_seq[idx]), int(job.exp_step[idx])
+        on = f" on stream {sid}" if job.streams > 1 else ""
+        msg = _first_difference(ys, job.exp_y[idx], f"sequence {seq}, step {step}, index", k, on)
+        if msg is None and job.exp_head_valid[idx]:
             where = f"sequence {seq}, step {step}, y_head index"
-            msg = _first_difference(yh, job.exp_head[k], where, k)
-        if msg is None and bool(last) != bool(job.exp_last[k]):
-            msg = (f"sequence {seq}, step {step}: last expected {int(job.exp_last[k])}, "
-                   f"got {last} (output beat {k})")
+            msg = _first_difference(yh, job.exp_head[idx], where, k, on)
+        if msg is None and bool(last) != bool(job.exp_last[idx]):
+            msg = (f"sequence {seq}, step {step}: last expected {int(job.exp_last[idx])}, "
+                   f"got {last} (output beat {k}{on})")
+        if msg is None and idx != k:
+            msg = (f"output beat {k} is {self._where(idx)}'s, but outputs must come in the order "
+                   f"their steps were accepted: the next due is {self._where(k)}")
         if msg:
-            self.mismatches += 1
-            if self.first_mismatch is None:
-                self.first_mismatch = msg + self.note
+            self._mismatch(msg)
+        return idx
+
+    def _mismatch(self, msg: str) -> None:
+        self.mismatches += 1
+        if self.first_mismatch is None:
+            self.first_mismatch = msg + self.note
 
 
-def _first_difference(got: list[int], exp: np.ndarray, where: str, k: int) -> str | None:
+def _first_difference(got: list[int], exp: np.ndarray, where: str, k: int,
+                      on: str = "") -> str | None:
     bad = [j for j in range(len(got)) if got[j] != int(exp[j])]
     if not bad:
         return None
     j = bad[0]
     return (f"{where} {j}: expected {int(exp[j])}, got {got[j]} "
-            f"({len(bad)} of {len(got)} values differ in output beat {k})")
+            f"({len(bad)} of {len(got)} values differ in output beat {k}{on})")
 
 
 @cocotb.test()
@@ -234,7 +272,8 @@ class _Run:
         self.opt = job.options
         self.wall0 = time.perf_counter()
         self.clk_ns = self.opt.clock_ns
-        self.payloads = [job.layout.pack_input(job.x[b], job.first[b], job.last[b])
+        self.payloads = [job.layout.pack_input(job.x[b], job.first[b], job.last[b],
+                                               job.beat_stream[b])
                          for b in range(len(job.x))]
         seq_first_beat: dict[int, int] = {}
         for b in range(len(job.x)):
@@ -247,6 +286,8 @@ class _Run:
         self.errors = ProtocolError()
         self.t_in = np.full(job.sequences, np.nan)
         self.t_out = np.full(job.sequences, np.nan)
+        self.accept_ns = np.full(len(job.x), np.nan)     # each input beat taken
+        self.output_ns = np.full(len(job.exp_y), np.nan)  # each expected output taken
         self.board = Scoreboard(job)
         self.t_start = 0.0
 
@@ -348,14 +389,18 @@ class _Run:
 
         def accept(k: int, ns: float) -> None:
             progress.sent += 1
+            self.accept_ns[k] = ns
             s = self.first_beat_seq.get(k)
             if s is not None:
                 self.t_in[s] = ns
 
         def beat(k: int, payload: int, ns: float) -> None:
             progress.received += 1
-            self.board.check(k, payload)
-            s = self.last_out_seq.get(k)
+            idx = self.board.check(k, payload)
+            if idx is None:
+                return
+            self.output_ns[idx] = ns
+            s = self.last_out_seq.get(idx)
             if s is not None:
                 self.t_out[s] = ns
 
@@ -376,6 +421,9 @@ class _Run:
         result, board, job = self.result, self.board, self.job
         sim_ns = get_sim_time("ns") - self.t_start
         cycles = np.rint((self.t_out - self.t_in) / self.clk_ns)
+        t0 = self.accept_ns[0] if len(self.accept_ns) else np.nan
+        accepts = np.rint((self.accept_ns - t0) / self.clk_ns)
+        outputs = np.rint((self.output_ns - t0) / self.clk_ns)
         result["mismatch"] = board.first_mismatch or result["error"]
         if result["mismatch"] is None and board.count != len(job.exp_y):
             result["mismatch"] = f"only {board.count} of {len(job.exp_y)} output beats arrived"
@@ -385,7 +433,9 @@ class _Run:
                       sim_cycles=int(round(sim_ns / self.clk_ns)),
                       wall_seconds=time.perf_counter() - self.wall0)
         np.savez(self.folder / RESULTS_NPZ, y=board.got, y_head=board.got_head,
-                 last=board.got_last, cycles=np.nan_to_num(cycles, nan=-1).astype(np.int64))
+                 last=board.got_last, cycles=np.nan_to_num(cycles, nan=-1).astype(np.int64),
+                 accept_cycles=np.nan_to_num(accepts, nan=-1).astype(np.int64),
+                 output_cycles=np.nan_to_num(outputs, nan=-1).astype(np.int64))
         (self.folder / RESULTS_JSON).write_text(json.dumps(result, indent=1))
 
 

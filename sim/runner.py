@@ -345,7 +345,11 @@ def run_built(build_dir: Path, simulator: str, test_dir: str | Path, *, waves: b
     """Run the job already saved in test_dir on a built core; return the results dict.
 
     The dict holds results.json's keys (match, mismatch, error, beats_*, sim_cycles, ...) plus
-    ``y`` / ``last`` (output beats, integers), ``cycles`` (per sequence), ``log`` and ``waves``.
+    ``y`` / ``y_head`` / ``last`` (the output beats, integers, in the order the job expects them:
+    with several streams each beat sits where its stream's scoreboard matched it), ``cycles``
+    (per sequence), ``accept_cycles`` (each input beat's accept cycle, from the first beat's) and
+    ``output_cycles`` (each expected output's, on the same clock; -1 when it never came),
+    ``log`` and ``waves``.
     """
     test_dir = Path(test_dir).resolve()
     for name in (RESULTS_JSON, RESULTS_NPZ, "waves.fst", "waves.vcd"):

@@ -273,3 +273,83 @@ def test_every_option_documents_its_default():
                 assert "(required)" in action.help, (name, action.option_strings)
             elif action.dest != "quiet":
                 assert "default" in action.help, (name, action.option_strings)
+
+
+# ---- --streams (interleaved streams) ------------------------------------------------------------
+def test_streams_on_info_and_generate(files, tmp_path, capsys):
+    from gru_hw.schedule import Schedule
+    from gru_hw.sim.job import PortLayout
+
+    model, mpath, *_ = files
+    code, stdout, _ = run(capsys, "info", mpath, "--json", "--lanes", "4", "--streams", "3")
+    assert code == 0
+    info = json.loads(stdout)
+    sch = Schedule(quantize_model(model, choose_spec(model)), 4, streams=3)
+    assert info["streams"] == 3
+    assert info["cycles_per_stream_step"] == sch.cycles_per_stream_step
+    assert info["cycles_per_stream_step"] <= info["cycles_per_step"]
+    code, stdout, _ = run(capsys, "info", mpath, "--lanes", "4", "--streams", "3")
+    assert code == 0 and f"3 streams: {sch.cycles_per_stream_step:g} cycles per stream-step" \
+        in stdout
+    code, stdout, _ = run(capsys, "info", mpath, "--lanes", "4")
+    assert code == 0 and "stream-step" not in stdout
+    gen = tmp_path / "gen"
+    code, stdout, _ = run(capsys, "generate", mpath, "-o", gen, "--lanes", "4", "--streams", "2")
+    assert code == 0 and "2 interleaved streams" in stdout
+    spec = json.loads((gen / "spec.json").read_text())
+    assert spec["streams"] == 2 and spec["schedule"]["streams"] == 2
+    assert PortLayout.from_ports(spec["ports"]).stream_width == 1
+    assert "stream" in spec["ports"][[p["name"] for p in spec["ports"]].index(
+        "o_stream__payload")]["fields"]
+
+
+def test_streams_simulate_amaranth(files, tmp_path, capsys):
+    """simulate --streams 2 --interleave random: exact against the per-stream golden (with
+    --keep-state each stream continues its own state); the cycles per stream-step measured are
+    the schedule's for the same beats."""
+    from gru_hw.golden import quantize_inputs
+    from gru_hw.streams import golden_streams
+
+    model, mpath, x, lengths, ipath = files
+    out = tmp_path / "s.npz"
+    code, stdout, err = run(capsys, "simulate", mpath, ipath, "-o", out, "--simulator",
+                            "amaranth", "--lanes", "6", "--streams", "2", "--interleave",
+                            "random", "--seed", "3", "--keep-state", "--json")
+    assert code == 0, err
+    s = json.loads(stdout)
+    assert s["match"] and s["streams"] == 2 and s["interleave"] == "random"
+    assert s["accepts_match_model"] is True
+    assert s["cycles_per_stream_step"] == s["cycles_per_stream_step_model"] > 0
+    spec = choose_spec(model)
+    qm = quantize_model(model, spec)
+    xq, _ = quantize_inputs(spec, x)
+    y, _ = golden_streams(qm, xq, lengths, [0, 1, 0, 1], keep_state=True)
+    from gru_hw.fixed import to_float
+
+    np.testing.assert_array_equal(np.load(out)["y"], to_float(y, spec.out_fmt))
+    code, stdout, err = run(capsys, "simulate", mpath, ipath, "-o", out, "--simulator",
+                            "amaranth", "--lanes", "6", "--streams", "2")
+    assert code == 0, err
+    assert "2 streams, round_robin:" in stdout and "cycles per stream-step measured" in stdout
+
+
+def test_streams_build_passes_through(files, tmp_path, capsys, monkeypatch):
+    """build --streams S hands S to the board build (no FPGA tools run here)."""
+    import gru_hw.board
+
+    _, mpath, *_ = files
+    seen = {}
+
+    def fake_build(qm, board, out, **kwargs):
+        seen.update(kwargs)
+        return {"board": board}
+
+    monkeypatch.setattr(gru_hw.board, "build", fake_build)
+    code, _, err = run(capsys, "build", mpath, "--board", "ulx3s-85f", "-o", tmp_path / "b",
+                       "--lanes", "2", "--streams", "4")
+    assert code == 0, err
+    assert seen["streams"] == 4
+    seen.clear()
+    assert run(capsys, "build", mpath, "--board", "ulx3s-85f", "-o", tmp_path / "b",
+               "--lanes", "2")[0] == 0
+    assert seen.get("streams", 1) == 1
