@@ -473,6 +473,11 @@ def _parse_run(command) -> None:
                    help="compare every output with golden; exit 1 on a difference (default: off)")
     p.add_argument("--keep-state", action="store_true",
                    help="the sequences are consecutive chunks of one stream (default: off)")
+    p.add_argument("--streams", type=_int_in(1, 255), default=None, metavar="S",
+                   help="deal the sequences to the board's streams 0..S-1 in order (sequence n on "
+                        "stream n %% S; with --keep-state each continues its own stream's "
+                        "state); the board must have been built with --streams S or more "
+                        "(default: 1)")
     p.add_argument("--load-weights", action="store_true",
                    help="first load --model's weights into a --runtime-weights build (needs "
                         "--build-dir) (default: off)")
@@ -1087,7 +1092,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
     result = run_on_board(args.port, args.inputs, args.output, baud=baud, qm=qm,
                           check=args.check, keep_state=args.keep_state,
-                          load_weights=args.load_weights, log=print)
+                          load_weights=args.load_weights, log=print, streams=args.streams)
     msg = (f"{args.port}: {result['sequences']} sequence(s), mean {result['cycles_mean']:.0f} "
            f"cycles each -> {args.output}")
     if args.check:

@@ -353,3 +353,25 @@ def test_streams_build_passes_through(files, tmp_path, capsys, monkeypatch):
     assert run(capsys, "build", mpath, "--board", "ulx3s-85f", "-o", tmp_path / "b",
                "--lanes", "2")[0] == 0
     assert seen.get("streams", 1) == 1
+
+
+def test_streams_run_passes_through(files, tmp_path, capsys, monkeypatch):
+    """run --streams S deals INPUTS to the board's streams: S reaches run_on_board (the board
+    side is simulated in tests/test_boards_sim.py); a bad S is refused with status 2."""
+    import gru_hw.board
+
+    *_, ipath = files
+    seen = {}
+
+    def fake_run(port, inputs, output, **kwargs):
+        seen.update(kwargs)
+        return {"sequences": 1, "cycles_mean": 1.0, "match": True}
+
+    monkeypatch.setattr(gru_hw.board, "run_on_board", fake_run)
+    code, _, err = run(capsys, "run", ipath, "-o", tmp_path / "o.npz", "--port", "x",
+                       "--streams", "3", "--keep-state")
+    assert code == 0, err
+    assert seen["streams"] == 3 and seen["keep_state"]
+    with pytest.raises(SystemExit) as e:
+        run(capsys, "run", ipath, "-o", tmp_path / "o.npz", "--port", "x", "--streams", "0")
+    assert e.value.code == 2 and "--streams" in capsys.readouterr().err
