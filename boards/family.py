@@ -86,6 +86,11 @@ class Family:
     lutram_bits: int = 0
     #: Extra nextpnr options (after the flow's own --report and --timing-allow-fail).
     nextpnr_extra: str = ""
+    #: How a synthesized core's MAC multipliers are built (:attr:`gru_hw.config.CoreProfile.
+    #: mac_cells`): the family's own DSP cells with their registers, or "" (``*``, mapped by
+    #: synthesis). Only the synthesized core (board builds, netlist checks) takes it: simulation
+    #: and ``generate`` keep the ``*`` form, which computes the same.
+    mac_cells: str = ""
 
     #: The synthesis tool (common to both families).
     synth_tool = "yosys"
@@ -285,6 +290,7 @@ class ECP5Family(Family):
     pack_tool = "ecppack"
     bitstream_suffix = ".bit"
     default_flash_method = "jtag"
+    mac_cells = "ecp5"
     resources = {"lut": ("TRELLIS_COMB",), "ff": ("TRELLIS_FF",), "dsp": ("MULT18X18D",),
                  "bram": ("DP16KD",), "pll": ("EHXPLLL",), "io": ("TRELLIS_IO",)}
     ff_cells = r"TRELLIS_FF"
@@ -321,7 +327,8 @@ def get_family(family: Family | str) -> Family:
 
 def core_config_for(qm, board: "Board | str", lanes: int, *, runtime_weights: bool = False,
                     sequence: bool = False, weight_memory: str = "bram",
-                    tail_width: int | None = None, streams: int = 1) -> CoreConfig:
+                    tail_width: int | None = None, streams: int = 1,
+                    synthesis: bool = False) -> CoreConfig:
     """Return the core configuration a build of ``qm`` for ``board`` at ``lanes`` lanes makes.
 
     ``board`` is a :class:`gru_hw.boards.Board` or its name. The profile comes from the board's
@@ -330,7 +337,8 @@ def core_config_for(qm, board: "Board | str", lanes: int, *, runtime_weights: bo
     h every step (simulation: a board build has ``sequence=False``); ``weight_memory`` "spram"
     puts the weights in the device's SPRAM (:func:`gru_hw.fit.resolve_weight_memory` picks one
     for "auto"); ``tail_width`` K (None: the family's choice, :meth:`Family.core_profile`);
-    ``streams`` S: interleaved streams, each with its own hidden state (1..16).
+    ``streams`` S: interleaved streams, each with its own hidden state (1..16); ``synthesis``:
+    the core a build synthesizes, with the family's MAC cells (:attr:`Family.mac_cells`).
     Lanes outside 1..3H, or SPRAM the board lacks or the model overflows, raise GruHwError.
     """
     from ..errors import GruHwError
@@ -340,6 +348,8 @@ def core_config_for(qm, board: "Board | str", lanes: int, *, runtime_weights: bo
 
         board = get_board(board)
     profile = board.core_profile(qm, lanes, tail_width)
+    if synthesis:
+        profile = profile.with_(mac_cells=board.family.mac_cells)
     config = CoreConfig(qm, lanes, profile, sequence=sequence, runtime_weights=runtime_weights,
                         weight_memory=weight_memory, streams=streams)
     if weight_memory == "spram":

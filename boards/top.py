@@ -244,7 +244,7 @@ class BoardTop(Elaboratable):
         if board is not None:
             return core_config_for(qm, board, lanes, runtime_weights=runtime_weights,
                                    weight_memory=weight_memory, tail_width=tail_width,
-                                   streams=streams)
+                                   streams=streams, synthesis=True)
         return CoreConfig(qm, lanes, profile, runtime_weights=runtime_weights,
                           weight_memory=weight_memory, spram_cells=False, streams=streams)
 

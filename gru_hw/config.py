@@ -54,7 +54,11 @@ class CoreProfile:
       register in the fabric); ``"ecp5"``: MULT18X18D instances with their own input and output
       registers (the weight, the vector element and the product registers live inside the
       DSP block: no fabric flip-flops, and the vector's fan-out to every lane has a whole cycle),
-      the same latency and results. Simulation and generic Verilog use the ``*`` form.
+      the same latency and results. The cells are built when the configuration's
+      ``spram_cells`` is True (Verilog for synthesis) and both operands fit 18 bits
+      (:mod:`gru_hw.gateware.dsp`); a board family sets it for the core it synthesizes
+      (:attr:`gru_hw.boards.family.Family.mac_cells`), while ``info``, ``generate`` and
+      ``simulate`` keep ``""``.
     """
 
     name: str

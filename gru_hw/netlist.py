@@ -101,13 +101,24 @@ _MULT_PARAMS = {
 
 
 def mult18x18d_model() -> str:
-    """Return a Verilog model of the ECP5 MULT18X18D in its combinational configuration.
+    """Return a Verilog model of the ECP5 MULT18X18D in the configurations gru-hw makes.
 
-    Yosys ships only a blackbox of MULT18X18D; ``synth_ecp5`` maps every ``*`` to one with all
-    registers bypassed (the product registers stay in the fabric). This model computes
-    P = A * B (each operand signed when SIGNEDA / SIGNEDB is high), passes A, B and C through
-    to ROA, ROB and ROC, and stops the simulation (``$fatal``) for any other configuration (a register
-    enabled, bypass, cascaded sources), which it does not model.
+    Yosys ships only a blackbox of MULT18X18D. Two configurations are modelled:
+
+    * combinational (every register bypassed): what ``synth_ecp5`` maps a ``*`` to (the product
+      registers stay in the fabric);
+    * registered, as :class:`gru_hw.gateware.dsp.ECP5MacMultiplier` instantiates it (the MAC
+      lanes with the profile's ``mac_cells="ecp5"``): input registers A and/or B and the output
+      register on CLK0, enabled by CE0 and synchronously reset by RST0 (REG_*_CE "CE0",
+      REG_*_RST "RST0", RESETMODE "SYNC"), no pipeline register.
+
+    P = A * B (each operand signed when SIGNEDA / SIGNEDB is high; a registered operand's SIGNED
+    input is registered with it, as in Lattice's models), ROA and ROB are the operands after
+    their input registers, ROC = C. As in the device, whose registers the configuration clears
+    (GSR, PUR), every register starts at 0. Any other configuration (the pipeline register or
+    a registered C, another clock, CE or reset, an asynchronous reset, the high-speed clock,
+    bypass) and cascaded operands (SOURCEA / SOURCEB) stop the simulation (``$fatal``): they
+    are not modelled. The cascade outputs SROA / SROB are 0.
     """
     bits = {n: [f"{n}{i}" for i in range(w - 1, -1, -1)] for n, w in
             (("A", 18), ("B", 18), ("C", 18), ("SRIA", 18), ("SRIB", 18), ("SROA", 18),
@@ -118,30 +129,59 @@ def mult18x18d_model() -> str:
     outputs = bits["SROA"] + bits["SROB"] + bits["ROA"] + bits["ROB"] + bits["ROC"] + \
         bits["P"] + ["SIGNEDP"]
     params = "\n".join(f'    parameter {k} = "{v}";' for k, v in _MULT_PARAMS.items())
-    checks = " ||\n        ".join(f'{k} != "NONE"' for k in _MULT_PARAMS if k.endswith("_CLK"))
+    # the registers this model knows: on CLK0 (or bypassed), with CE0 and RST0
+    modelled = ("INPUTA", "INPUTB", "OUTPUT")
+    unmodelled = " ||\n            ".join(
+        [f'REG_{r}_CLK != "NONE"' for r in ("INPUTC", "PIPELINE")] +
+        [f'(REG_{r}_CLK != "NONE" && REG_{r}_CLK != "CLK0")' for r in modelled] +
+        [f'(REG_{r}_CLK != "NONE" && (REG_{r}_CE != "CE0" || REG_{r}_RST != "RST0"))'
+         for r in modelled] +
+        ['((REG_INPUTA_CLK != "NONE" || REG_INPUTB_CLK != "NONE" || REG_OUTPUT_CLK != "NONE")'
+         ' &&\n             (RESETMODE != "SYNC" || CLK0_DIV != "ENABLED"))',
+         'HIGHSPEED_CLK != "NONE"', 'MULT_BYPASS != "DISABLED"'])
     cat = lambda n: "{" + ", ".join(bits[n]) + "}"  # noqa: E731
-    return f"""// MULT18X18D, combinational configuration only (written by gru_hw.netlist; Yosys ships a
-// blackbox). P = A * B, each operand signed when SIGNEDA / SIGNEDB is high.
+    return f"""// MULT18X18D: combinational, or input registers A/B and output register on CLK0
+// (written by gru_hw.netlist; Yosys ships a blackbox). P = A * B, each operand signed when
+// SIGNEDA / SIGNEDB is high.
 module MULT18X18D({", ".join(inputs + outputs)});
     input {", ".join(inputs)};
     output {", ".join(outputs)};
 {params}
     wire [17:0] a = {cat("A")};
     wire [17:0] b = {cat("B")};
-    wire signed [18:0] sa = {{SIGNEDA & a[17], a}};
-    wire signed [18:0] sb = {{SIGNEDB & b[17], b}};
+    // input registers (CE0, synchronous RST0); 0 after configuration
+    reg [17:0] a_q = 18'd0, b_q = 18'd0;
+    reg sa_q = 1'b0, sb_q = 1'b0;
+    always @(posedge CLK0) begin
+        if (RST0) begin
+            a_q <= 18'd0; sa_q <= 1'b0; b_q <= 18'd0; sb_q <= 1'b0;
+        end else if (CE0) begin
+            a_q <= a; sa_q <= SIGNEDA; b_q <= b; sb_q <= SIGNEDB;
+        end
+    end
+    wire [17:0] a_m = REG_INPUTA_CLK == "NONE" ? a : a_q;
+    wire [17:0] b_m = REG_INPUTB_CLK == "NONE" ? b : b_q;
+    wire sign_a = REG_INPUTA_CLK == "NONE" ? SIGNEDA : sa_q;
+    wire sign_b = REG_INPUTB_CLK == "NONE" ? SIGNEDB : sb_q;
+    wire signed [18:0] sa = {{sign_a & a_m[17], a_m}};
+    wire signed [18:0] sb = {{sign_b & b_m[17], b_m}};
     wire signed [37:0] p = sa * sb;
-    assign {cat("P")} = p[35:0];
-    assign SIGNEDP = SIGNEDA | SIGNEDB;
-    assign {cat("ROA")} = a;
-    assign {cat("ROB")} = b;
+    // output register (CE0, synchronous RST0); 0 after configuration
+    reg [35:0] p_q = 36'd0;
+    always @(posedge CLK0) begin
+        if (RST0) p_q <= 36'd0;
+        else if (CE0) p_q <= p[35:0];
+    end
+    assign {cat("P")} = REG_OUTPUT_CLK == "NONE" ? p[35:0] : p_q;
+    assign SIGNEDP = sign_a | sign_b;
+    assign {cat("ROA")} = a_m;
+    assign {cat("ROB")} = b_m;
     assign {cat("ROC")} = {cat("C")};
     assign {cat("SROA")} = 18'd0;
     assign {cat("SROB")} = 18'd0;
     initial begin
-        if ({checks} ||
-            MULT_BYPASS != "DISABLED") begin
-            $fatal(1, "MULT18X18D %m: configuration not modelled (registers or bypass)");
+        if ({unmodelled}) begin
+            $fatal(1, "MULT18X18D %m: configuration not modelled (see gru_hw.netlist)");
         end
         #1 if (SOURCEA !== 1'b0 || SOURCEB !== 1'b0) begin
             $fatal(1, "MULT18X18D %m: cascaded operands (SOURCEA/SOURCEB) not modelled");
@@ -215,6 +255,8 @@ def mutate_netlist(src: str | Path, dst: str | Path, kind: str) -> str:
 
     ``kind="dsp-signed"``: the first hard multiplier takes A as unsigned (iCE40 SB_MAC16:
     parameter ``A_SIGNED`` 0; ECP5 MULT18X18D: input ``SIGNEDA`` tied to 0);
+    ``kind="dsp-register"``: the first MULT18X18D with an output register on CLK0 (the MAC lanes'
+    cells of ``mac_cells="ecp5"``) bypasses it (its product one cycle early);
     ``kind="lut"``: the first iCE40 LUT4 whose function is not constant computes its complement.
     Used to show that the netlist check can fail.
     """
@@ -227,6 +269,9 @@ def mutate_netlist(src: str | Path, dst: str | Path, kind: str) -> str:
         if n == 0:
             new, n = re.subn(r"\.SIGNEDA\(1'h1\)", ".SIGNEDA(1'h0)", text, count=1)
             what = "first MULT18X18D: SIGNEDA 1 -> 0"
+    elif kind == "dsp-register":
+        new, n = re.subn(r'\.REG_OUTPUT_CLK\("CLK0"\)', '.REG_OUTPUT_CLK("NONE")', text, count=1)
+        what = "first registered MULT18X18D: REG_OUTPUT_CLK CLK0 -> NONE"
     elif kind == "lut":
         pat = re.compile(r"\.LUT_INIT\(16'h([0-9a-f]{4})\)")
         m = next((m for m in pat.finditer(text) if m.group(1) not in ("0000", "ffff")), None)
@@ -281,7 +326,8 @@ def from_build(build_dir: str | Path, model) -> dict:
                   if isinstance(report.get("profile"), str) else None)
     config = core_config_for(qm, board, int(report["lanes"]), runtime_weights=rw,
                              weight_memory=report.get("weight_memory", "bram"),
-                             tail_width=tail_width)
+                             tail_width=tail_width, streams=int(report.get("streams", 1)),
+                             synthesis=True)
     return {"qm": qm, "config": config, "family": board.family.name,
             "synth_opts": board.family.synth_opts(board, runtime_weights=rw), "report": report}
 

@@ -47,17 +47,23 @@ def _lanes(qm):
 # ---- the core a board build makes --------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(BOARDS))
 def test_core_config_for_is_the_core_the_board_builds(qms, name):
-    """``core_config_for`` (what info/simulate --board use) == the core build's BoardTop builds:
-    same profile, same cycles per step, for every board and lanes 1, 8, 32 (where <= 3H), with
+    """``core_config_for(synthesis=True)`` == the core a build's BoardTop builds: same profile
+    (with the family's MAC cells), same cycles per step, for every board and lanes 1, 8, 32 (where <= 3H), with
     and without run-time weights."""
     b = BOARDS[name]
     for qm in qms:
         for lanes in _lanes(qm):
             for rw in (False, True):
-                config = core_config_for(qm, b, lanes, runtime_weights=rw)
+                config = core_config_for(qm, b, lanes, runtime_weights=rw, synthesis=True)
                 top = _unused(BoardTop(qm, lanes, b, runtime_weights=rw))
                 built = top.core.config
                 assert config.profile == built.profile, (name, lanes, rw)
+                # the synthesized core: the family's profile with its MAC cells; info and
+                # simulate (synthesis=False) the same core with inferred products
+                assert config.profile == b.core_profile(qm, lanes).with_(
+                    mac_cells=b.family.mac_cells)
+                assert config.profile.mac_cells == ("ecp5" if b.family.name == "ecp5" else "")
+                assert core_config_for(qm, b, lanes).profile == b.core_profile(qm, lanes)
                 assert f"profile {config.profile.name}" in top.link.core_kind
                 assert config.schedule.cycles_per_step == top.core.schedule.cycles_per_step
                 assert config.runtime_weights == built.runtime_weights == rw

@@ -166,3 +166,96 @@ def test_spram_netlist_is_exact(simulator, sim_root, tmp_path):
     cells = res["netlist"]["cells"]
     assert cells.get("SB_SPRAM256KA", 0) == config.memory_map.spram_blocks == 2
     assert cells.get("SB_MAC16", 0) >= 3
+
+
+def _mult_tb(params: dict[str, str], n: int) -> str:
+    """A testbench of two MULT18X18D models: ``params`` (on CLK0) and the combinational one,
+    fed ``n`` operand pairs from $random, CE0 low for cycles 12..14 and RST0 high in cycle 20;
+    each cycle prints ``a b ce rst p_cfg p_comb`` (hex) before the clock edge."""
+    def ports(p):
+        conns = [f".A{i}(a[{i}])" for i in range(18)] + [f".B{i}(b[{i}])" for i in range(18)]
+        conns += [f".P{i}({p}[{i}])" for i in range(36)]
+        return ", ".join(conns + [".SIGNEDA(1'b1)", ".SIGNEDB(1'b1)", ".SOURCEA(1'b0)",
+                                  ".SOURCEB(1'b0)"])
+    ps = ", ".join(f'.{k}("{v}")' for k, v in params.items())
+    return f"""`timescale 1ns/1ps
+module tb;
+    reg clk = 0, ce = 1, rst = 0;
+    reg [17:0] a = 0, b = 0;
+    wire [35:0] pr, pc;
+    integer i;
+    MULT18X18D #({ps}) r ({ports("pr")}, .CLK0(clk), .CE0(ce), .RST0(rst));
+    MULT18X18D c ({ports("pc")});
+    initial begin
+        for (i = 0; i < {n}; i = i + 1) begin
+            a = $random; b = $random;
+            ce = !(i >= 12 && i < 15); rst = (i == 20);
+            #1 $display("%h %h %0d %0d %h %h", a, b, ce, rst, pr, pc);
+            #4 clk = 1; #5 clk = 0;
+        end
+        $finish;
+    end
+endmodule
+"""
+
+
+def _run_mult_tb(tmp_path, params: dict[str, str], n: int = 32):
+    import subprocess
+
+    from gru_hw.netlist import mult18x18d_model
+
+    (tmp_path / "tb.v").write_text(_mult_tb(params, n))
+    (tmp_path / "m.v").write_text(mult18x18d_model())
+    subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "tb.vvp"), str(tmp_path / "tb.v"),
+                    str(tmp_path / "m.v")], check=True, capture_output=True, text=True)
+    return subprocess.run(["vvp", "-N", str(tmp_path / "tb.vvp")], capture_output=True,
+                          text=True)
+
+
+def _s18(v: int) -> int:
+    return v - (1 << 18) if v >> 17 else v
+
+
+REGISTERED = {"REG_INPUTA_CLK": "CLK0", "REG_INPUTB_CLK": "CLK0", "REG_OUTPUT_CLK": "CLK0"}
+
+
+def test_mult18x18d_model_registered(tmp_path):
+    """The model's registered configuration (what mac_cells="ecp5" instantiates): P is the signed
+    product of the operands two edges earlier through input registers A, B and the output
+    register, all enabled by CE0, cleared by RST0 (synchronous), 0 after configuration; the
+    combinational configuration beside it is the product at once."""
+    require_tool("icarus")
+    proc = _run_mult_tb(tmp_path, REGISTERED)
+    assert proc.returncode == 0 and "not modelled" not in proc.stdout, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if len(line.split()) == 6]
+    assert len(rows) == 32
+    a_q = b_q = p_q = 0  # the registers of a cell after configuration
+    for a, b, ce, rst, pr, pc in rows:
+        a, b, pr, pc = (int(v, 16) for v in (a, b, pr, pc))
+        assert pc == (_s18(a) * _s18(b)) % (1 << 36)
+        assert pr == p_q
+        if rst == "1":
+            a_q = b_q = p_q = 0
+        elif ce == "1":
+            a_q, b_q, p_q = a, b, (_s18(a_q) * _s18(b_q)) % (1 << 36)
+    assert any(r[3] == "1" for r in rows) and any(r[2] == "0" for r in rows)
+
+
+@pytest.mark.parametrize("changes", [{"REG_PIPELINE_CLK": "CLK0"}, {"REG_INPUTA_CLK": "CLK1"},
+                                     {"REG_OUTPUT_CE": "CE1"}, {"RESETMODE": "ASYNC"},
+                                     {"REG_INPUTC_CLK": "CLK0"}])
+def test_mult18x18d_model_refuses_other_configurations(changes, tmp_path):
+    require_tool("icarus")
+    proc = _run_mult_tb(tmp_path, {**REGISTERED, **changes}, n=2)
+    assert "configuration not modelled" in proc.stdout + proc.stderr
+
+
+def test_dsp_register_mutation(tmp_path):
+    src = tmp_path / "n.v"
+    src.write_text('MULT18X18D #(.REG_OUTPUT_CLK("CLK0")) a (); '
+                   'MULT18X18D #(.REG_OUTPUT_CLK("CLK0")) b ();\n')
+    assert "REG_OUTPUT_CLK CLK0 -> NONE" in mutate_netlist(src, tmp_path / "m.v", "dsp-register")
+    assert (tmp_path / "m.v").read_text().count('REG_OUTPUT_CLK("NONE")') == 1
+    src.write_text("MULT18X18D m ();\n")
+    with pytest.raises(GruHwError, match="nothing to mutate"):
+        mutate_netlist(src, tmp_path / "x.v", "dsp-register")

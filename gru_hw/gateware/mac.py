@@ -7,6 +7,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .dsp import ECP5MacMultiplier, ecp5_mac_cells
 from .weights import PackedWeights
 
 __all__ = ["MACLanes"]
@@ -36,6 +37,16 @@ class MACLanes(wiring.Component):
 
     Latency :attr:`LATENCY` = 2 cycles from operands to sums (operands registered before the
     multipliers, product register); throughput one column per cycle, no stall.
+
+    Multipliers (the profile's ``mac_cells``): ``""``, ``*`` between fabric registers (the
+    weight word ``wq<p>`` of each lane, one vector register ``vec`` shared by all lanes, the
+    product ``prod<p>``). ``"ecp5"``: one :class:`~gru_hw.gateware.dsp.ECP5MacMultiplier` per
+    lane, a MULT18X18D whose input register A takes the weight word and B the vector element
+    (straight from the ``vec`` port, in the cycle the ``*`` form registers it) and whose output
+    register is the product: the same cycles and sums, no fabric registers. Only where
+    :func:`~gru_hw.gateware.dsp.ecp5_mac_cells` says so: with ``config.spram_cells`` (Verilog and
+    synthesis; the Amaranth simulator, which cannot run the cell, builds cores without) and
+    weights and vector elements of at most 18 bits; otherwise the ``*`` form.
     """
 
     #: Cycles from ``vec`` (operand stage) to ``sums``.
@@ -65,8 +76,10 @@ class MACLanes(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
-        vec = Signal(signed(self.vector_width), name="vec", reset_less=True)
-        m.d.sync += vec.eq(self.vec)
+        cells = ecp5_mac_cells(cfg)
+        if not cells:
+            vec = Signal(signed(self.vector_width), name="vec", reset_less=True)
+            m.d.sync += vec.eq(self.vec)
         # pipeline control: the operand stage registered once with the operands, then with
         # the product
         v1, f1 = Signal(name="v1"), Signal(name="f1")
@@ -78,16 +91,17 @@ class MACLanes(wiring.Component):
         m.d.comb += [self.o_valid.eq(v2), self.o_tag.eq(t2)]
         words = self._weight_words(m)
         for lane in range(self.lanes):
-            # the weight word is registered before the multiplier (block RAM output -> hard
-            # multiplier was the ECP5 critical path)
-            w_q = Signal(signed(self.weight_width), name=f"wq{lane}", reset_less=True)
-            m.d.sync += w_q.eq(words[lane])
-            # iCE40 profile: a product register without reset lets Yosys (ice40_dsp) put it,
-            # w_q and vec into the SB_MAC16's own registers and the accumulator's adder into its
-            # adder. Safe: the product is only used under v2.
-            prod = Signal(signed(self.weight_width + self.vector_width), name=f"prod{lane}",
-                          reset_less=cfg.profile.product_reset_less)
-            m.d.sync += prod.eq(w_q * vec)
+            if cells:
+                # MULT18X18D: the weight word into input register A, the vector element into
+                # B (each lane's own: the port fans out to every lane's register), the product
+                # in the output register (none is reset; the product is only used under v2)
+                mul = ECP5MacMultiplier(self.weight_width, self.vector_width)
+                m.submodules[f"mult{lane}"] = mul
+                prod = Signal(signed(self.weight_width + self.vector_width),
+                              name=f"prod{lane}")
+                m.d.comb += [mul.a.eq(words[lane]), mul.b.eq(self.vec), prod.eq(mul.p)]
+            else:
+                prod = self._fabric_product(m, words[lane], vec, lane)
             acc = Signal(signed(self.acc_width), name=f"acc{lane}")
             acc_next = Signal(signed(self.acc_width), name=f"accn{lane}")
             m.d.comb += acc_next.eq(Mux(f2, 0, acc) + prod)
@@ -95,6 +109,21 @@ class MACLanes(wiring.Component):
                 m.d.sync += acc.eq(acc_next)
             m.d.comb += self.sums[lane].eq(acc_next)
         return m
+
+    def _fabric_product(self, m, word, vec, lane):
+        """Return lane ``lane``'s product register, ``*`` between fabric registers."""
+        cfg = self.config
+        # the weight word is registered before the multiplier (block RAM output -> hard
+        # multiplier was the ECP5 critical path)
+        w_q = Signal(signed(self.weight_width), name=f"wq{lane}", reset_less=True)
+        m.d.sync += w_q.eq(word)
+        # iCE40 profile: a product register without reset lets Yosys (ice40_dsp) put it,
+        # w_q and vec into the SB_MAC16's own registers and the accumulator's adder into its
+        # adder. Safe: the product is only used under v2.
+        prod = Signal(signed(self.weight_width + self.vector_width), name=f"prod{lane}",
+                      reset_less=cfg.profile.product_reset_less)
+        m.d.sync += prod.eq(w_q * vec)
+        return prod
 
     def _weight_words(self, m):
         """Add the weight memories; return each lane's weight word (one cycle after waddr)."""
