@@ -52,15 +52,19 @@ CASES = {
     # tail width K > 1 (issue 13): beats of 3 rows, groups starting inside a beat; 2 unit ways
     "classifier-32-lanes-tail-width-3": (_classifier, 32, False, "dsp-k3"),
     "reset-before-2-layers-tail-width-6": (_reset_before, 5, True, "dsp-k6"),
+    # interleaved streams (issue 13): per-stream state copies, stream ids on the beats
+    "reset-before-2-layers-3-streams": (_reset_before, 4, True, None, 3),
+    "classifier-24-lanes-tail-width-3-2-streams": (_classifier, 24, False, "dsp-k3", 2),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_generated_verilog_lints_clean(case, sim_root):
     require_tool("verilator")
-    make_qm, lanes, sequence, profile = CASES[case]
+    make_qm, lanes, sequence, profile, *streams = CASES[case]
     verilog, _ = generate_cached(make_qm(), sim_root, lanes=lanes, sequence=sequence,
-                                 **({"profile": profile} if profile else {}))
+                                 **({"profile": profile} if profile else {}),
+                                 **({"streams": streams[0]} if streams else {}))
     # Everything -Wall reports, nothing waived: only the waived kinds may appear.
     raw = _lint(verilog, "-Wno-fatal")
     kinds = Counter(re.findall(r"%Warning-([A-Z0-9_]+):", raw.stderr))
