@@ -153,15 +153,24 @@ class WideChainExit(wiring.Component):
                          s_rowset.eq(tag.rowset), s["s_ph"].eq(tag.ph)]
             if s_stream is not None:
                 m.d.sync += s_stream.eq(tag.stream)
-            with m.Switch(new_lead):
-                for o in leads:
-                    with m.Case(o):
-                        m.d.sync += [ch[o + i].eq(self.sums[i]) for i in range(P)]
+            # one lead (lanes a multiple of every beat size) or one beat size: no select on
+            # the path into every chain register (it fans out to P x acc_width flip-flops)
+            if len(leads) == 1:
+                m.d.sync += [ch[leads[0] + i].eq(self.sums[i]) for i in range(P)]
+            else:
+                with m.Switch(new_lead):
+                    for o in leads:
+                        with m.Case(o):
+                            m.d.sync += [ch[o + i].eq(self.sums[i]) for i in range(P)]
         with m.Elif(out_now):
-            with m.Switch(bsz):
-                for b in sizes:
-                    with m.Case(b):
-                        m.d.sync += [ch[i].eq(ch[i + b]) for i in range(len(ch) - b)]
+            if len(sizes) == 1:
+                b = sizes[0]
+                m.d.sync += [ch[i].eq(ch[i + b]) for i in range(len(ch) - b)]
+            else:
+                with m.Switch(bsz):
+                    for b in sizes:
+                        with m.Case(b):
+                            m.d.sync += [ch[i].eq(ch[i + b]) for i in range(len(ch) - b)]
             m.d.sync += [cnt.eq(Mux(cnt > bsz, cnt - bsz, 0)), lead.eq(0)]
         with m.If(self.load & tag.fgroup):
             m.d.sync += [ebeat.eq(0), erow.eq(0)]
