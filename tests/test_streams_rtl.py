@@ -306,3 +306,34 @@ def test_cli_simulate_streams_in_verilator(tmp_path, capsys):
     assert s["cycles_per_stream_step"] == s["cycles_per_stream_step_model"]
     assert s["cycles_per_stream_step_schedule"] == Schedule(
         quantize_model(model, choose_spec(model, 10, 12)), 6, streams=3).cycles_per_stream_step
+
+
+@pytest.mark.slow
+def test_example_two_streams_96_lanes_in_verilator(sim_root, tmp_path):
+    """Issue 13's streams target in Verilator: the example (16/16 bits) at 96 lanes, K = 6,
+    2 streams: exact under a random interleaving with backpressure, and with inputs always
+    valid / outputs always ready every beat on the schedule's cycle (48 cycles per
+    stream-step in the steady state)."""
+    from pathlib import Path
+
+    from gru_hw.importers import load_model
+
+    require_tool("verilator")
+    ex = load_model(Path(__file__).resolve().parents[1] / "gru_hw" / "data" /
+                    "japanese_vowels_gru.pt")
+    qm = quantize_model(ex, choose_spec(ex, 16, 16))
+    rng = np.random.default_rng(96)
+    f = qm.spec.x_fmt
+    xq = rng.integers(f.min_int // 4, f.max_int // 4, (4, 8, qm.input_size))
+    lengths = np.array([8, 8, 5, 7])
+    res = rtl_run(qm, xq, lengths, simulator="verilator", lanes=96, profile="dsp-k6", streams=2,
+                  order="random", order_seed=3, build_root=sim_root, test_dir=tmp_path / "bp",
+                  options=BACKPRESSURE)
+    _check(res, qm, xq, lengths, streams=2)
+    res = rtl_run(qm, xq, lengths, simulator="verilator", lanes=96, profile="dsp-k6", streams=2,
+                  build_root=sim_root, test_dir=tmp_path / "rr")
+    _check(res, qm, xq, lengths, streams=2)
+    _assert_cycles_are_the_schedule(res, qm, 96, lengths, streams=2, profile="dsp-k6")
+    acc = res["accept_cycles"]
+    assert (acc[6] - acc[4]) / 2 == Schedule(qm, 96, profile="dsp-k6",
+                                             streams=2).cycles_per_stream_step == 48
