@@ -291,6 +291,9 @@ class ECP5Family(Family):
     bitstream_suffix = ".bit"
     default_flash_method = "jtag"
     mac_cells = "ecp5"
+    #: router2: on the 96-lane example (ULX3S-85F) router1 had not finished after 39 minutes;
+    #: router2 converges, in minutes once the high-fanout nets are split (docs/benchmarks.md)
+    nextpnr_extra = "--router router2"
     resources = {"lut": ("TRELLIS_COMB",), "ff": ("TRELLIS_FF",), "dsp": ("MULT18X18D",),
                  "bram": ("DP16KD",), "pll": ("EHXPLLL",), "io": ("TRELLIS_IO",)}
     ff_cells = r"TRELLIS_FF"

@@ -234,7 +234,8 @@ def test_boards_name_their_family_objects():
 
 def test_synthesis_and_place_and_route_options():
     """Exactly the options the measured builds used (iCEBreaker 8 lanes 8/8: 4705 LC with
-    ``-dsp -device u``; run-time weights only fit with plain ``-dsp``); ECP5: the defaults."""
+    ``-dsp -device u``; run-time weights only fit with plain ``-dsp``); ECP5: synthesis
+    defaults, nextpnr's router2."""
     ice, ulx = BOARDS["icebreaker"], BOARDS["ulx3s-85f"]
     pnr = "--report nextpnr-report.json --timing-allow-fail"
     assert ice.family.build_overrides(ice) == {"nextpnr_opts": pnr,
@@ -243,8 +244,9 @@ def test_synthesis_and_place_and_route_options():
                                                                      "synth_opts": "-dsp"}
     hx = replace(ice, name="hx", device="iCE40HX8K")
     assert hx.family.synth_opts(hx) == "-dsp"
-    for rw in (False, True):
-        assert ulx.family.build_overrides(ulx, runtime_weights=rw) == {"nextpnr_opts": pnr}
+    for rw in (False, True):  # ECP5: router2 (the 96-lane build did not finish with router1)
+        assert ulx.family.build_overrides(ulx, runtime_weights=rw) == \
+            {"nextpnr_opts": pnr + " --router router2"}
 
 
 def test_tools_and_resources():

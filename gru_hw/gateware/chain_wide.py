@@ -9,7 +9,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .chain import ChainExit
-from .mac import tag_layout
+from .mac import GROUP_LANES, tag_layout
 
 __all__ = ["WideChainExit", "beat_layout"]
 
@@ -70,7 +70,7 @@ class WideChainExit(wiring.Component):
         self.interval = interval
         self.k = config.profile.tail_width
         super().__init__({
-            "load": In(1),
+            "load": In(1), "load_pre": In(1), "nrows_pre": In(range(config.lanes + 1)),
             "sums": In(data.ArrayLayout(signed(config.memory_map.acc_width), config.lanes)),
             "tag": In(tag_layout(config)),
             "beat": Out(beat_layout(config)),
@@ -148,6 +148,14 @@ class WideChainExit(wiring.Component):
         end_lead = Mux(cnt == bsz, 0, cnt)
         new_lead = Mux(tag.fgroup, 0, Mux(out_now, end_lead, nlead))
         sizes = sorted({ph.beat for ph in sch.phases})
+        # Aligned beats of one size, one row per cycle of the tail (the wide ECP5 cores): each
+        # group of GROUP_LANES chain registers gets its own registered load and shift enables,
+        # a distinct function per group (a group beyond the rows loaded, or beyond the rows
+        # left, holds garbage it never hands on): one load select fanned out to P x acc_width
+        # flip-flops was the most congested net of a 96-lane ECP5-85F build.
+        grouped = len(leads) == 1 and len(sizes) == 1 and TI == 1 and P > GROUP_LANES
+        if grouped:
+            self._grouped_chain(m, ch, cnt, out_now, sizes[0], end_lead, new_lead)
         with m.If(self.load):
             m.d.sync += [cnt.eq(new_lead + tag.nrows), lead.eq(new_lead), s_layer.eq(tag.layer),
                          s_rowset.eq(tag.rowset), s["s_ph"].eq(tag.ph)]
@@ -155,7 +163,9 @@ class WideChainExit(wiring.Component):
                 m.d.sync += s_stream.eq(tag.stream)
             # one lead (lanes a multiple of every beat size) or one beat size: no select on
             # the path into every chain register (it fans out to P x acc_width flip-flops)
-            if len(leads) == 1:
+            if grouped:
+                pass
+            elif len(leads) == 1:
                 m.d.sync += [ch[leads[0] + i].eq(self.sums[i]) for i in range(P)]
             else:
                 with m.Switch(new_lead):
@@ -163,7 +173,9 @@ class WideChainExit(wiring.Component):
                         with m.Case(o):
                             m.d.sync += [ch[o + i].eq(self.sums[i]) for i in range(P)]
         with m.Elif(out_now):
-            if len(sizes) == 1:
+            if grouped:
+                pass
+            elif len(sizes) == 1:
                 b = sizes[0]
                 m.d.sync += [ch[i].eq(ch[i + b]) for i in range(len(ch) - b)]
             else:
@@ -183,6 +195,28 @@ class WideChainExit(wiring.Component):
         s.update(ch=ch[:K], valid=valid, s_layer=s_layer, s_rowset=s_rowset, ebeat=ebeat,
                  erow=erow, s_stream=s_stream)
 
+    def _grouped_chain(self, m, ch, cnt, out_now, b, end_lead, new_lead):
+        """The chain registers' loads and shifts with one registered enable pair per group of
+        :data:`~gru_hw.gateware.mac.GROUP_LANES` registers (beats of ``b`` rows, lead 0).
+
+        ``load_g`` = load with the group holding loaded rows (from the MAC lanes' signals one
+        cycle ahead: ``load_pre``, ``nrows_pre``); ``shift_g`` = the chain occupancy ``cnt``
+        beyond the group's first register (from cnt's next value), which implies out_now."""
+        P = self.config.lanes
+        G = GROUP_LANES
+        cnt_next = Signal.like(cnt, name="ch_cnt_next")
+        m.d.comb += cnt_next.eq(Mux(self.load, new_lead + self.tag.nrows,
+                                    Mux(out_now, Mux(cnt > b, cnt - b, 0), cnt)))
+        for g in range(-(-len(ch) // G)):
+            load_g, shift_g = Signal(name=f"ch_load{g}"), Signal(name=f"ch_shift{g}")
+            m.d.sync += [load_g.eq(self.load_pre & (self.nrows_pre > g * G)),
+                         shift_g.eq(cnt_next > g * G)]
+            members = range(g * G, min((g + 1) * G, len(ch)))
+            with m.If(load_g):
+                m.d.sync += [ch[i].eq(self.sums[i]) for i in members if i < P]
+            with m.Elif(shift_g):
+                m.d.sync += [ch[i].eq(ch[i + b]) for i in members if i + b < len(ch)]
+
     def _exit(self, m, s):
         """Bias add (K reads of the bias memory) and the park buffer (K banks), per slot.
 
@@ -193,8 +227,11 @@ class WideChainExit(wiring.Component):
         sch, mm = cfg.schedule, cfg.memory_map
         K = self.k
         aw = mm.acc_width
+        # block RAM (a copy per read port): as logic, K ROMs on one address were among the
+        # most congested nets of a 96-lane ECP5 build
         bmem = Memory(shape=signed(mm.bias_width), depth=max(len(mm.bias_words), 2),
-                      init=mm.bias_words if cfg.init_weights else [])
+                      init=mm.bias_words if cfg.init_weights else [],
+                      attrs={"ram_style": "block"})
         m.submodules.bias = bmem
         if cfg.runtime_weights:
             bw_ = bmem.write_port()

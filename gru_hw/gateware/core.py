@@ -150,6 +150,9 @@ class GRUCore(wiring.Component):
                      lanes.first.eq(ctrl.first), lanes.vec.eq(ctrl.vec), lanes.tag.eq(ctrl.tag),
                      chain.load.eq(lanes.o_valid & lanes.o_tag.last), chain.sums.eq(lanes.sums),
                      chain.tag.eq(lanes.o_tag)]
+        if wide:  # registered per-group chain enables need the lanes' signals one cycle ahead
+            m.d.comb += [chain.load_pre.eq(lanes.o_valid_pre & lanes.o_tag_pre.last),
+                         chain.nrows_pre.eq(lanes.o_tag_pre.nrows)]
         if not wide:
             m.d.comb += tail.row.eq(chain.row)
             # memories

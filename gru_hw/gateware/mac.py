@@ -10,7 +10,10 @@ from amaranth.lib.wiring import In, Out
 from .dsp import ECP5MacMultiplier, ecp5_mac_cells
 from .weights import PackedWeights
 
-__all__ = ["MACLanes"]
+__all__ = ["MACLanes", "GROUP_LANES"]
+
+#: Lanes per copy of a control signal that fans out to every lane (tail width K > 1).
+GROUP_LANES = 8
 
 
 class MACLanes(wiring.Component):
@@ -25,7 +28,8 @@ class MACLanes(wiring.Component):
         (``signed(vector_width)``), whether the column is the first of its group (the
         accumulators restart from 0) and a tag carried alongside (``tag_layout``).
       * ``sums`` (out): every lane's running sum including this column's product, with
-        ``o_valid`` and ``o_tag`` — combinational, in cycle i + 1 + :attr:`LATENCY`.
+        ``o_valid`` and ``o_tag`` — combinational, in cycle i + 1 + :attr:`LATENCY`;
+        ``o_valid_pre`` / ``o_tag_pre``: the same one cycle earlier (for registered copies).
         At a group's last column these are the group's P dot products.
       * ``w_en`` (in, P bits), ``w_addr``, ``w_data`` (in; only with the weight port): write
         ``w_data`` at ``w_addr`` into the weight memory of every lane whose ``w_en`` bit is set.
@@ -65,6 +69,7 @@ class MACLanes(wiring.Component):
             "valid": In(1), "first": In(1), "vec": In(signed(self.vector_width)),
             "tag": In(tag_layout),
             "o_valid": Out(1), "o_tag": Out(tag_layout),
+            "o_valid_pre": Out(1), "o_tag_pre": Out(tag_layout),
             "sums": Out(data.ArrayLayout(signed(self.acc_width), self.lanes)),
         }
         if config.weight_port:
@@ -88,7 +93,9 @@ class MACLanes(wiring.Component):
         v2, f2 = Signal(name="v2"), Signal(name="f2")
         t2 = Signal(self.tag.shape(), name="t2")
         m.d.sync += [v2.eq(v1), f2.eq(f1), t2.eq(t1)]
-        m.d.comb += [self.o_valid.eq(v2), self.o_tag.eq(t2)]
+        m.d.comb += [self.o_valid.eq(v2), self.o_tag.eq(t2),
+                     self.o_valid_pre.eq(v1), self.o_tag_pre.eq(t1)]
+        v2s, f2s = self._group_controls(m, v1, f1, t1, v2, f2)
         words = self._weight_words(m)
         for lane in range(self.lanes):
             if cells:
@@ -104,11 +111,30 @@ class MACLanes(wiring.Component):
                 prod = self._fabric_product(m, words[lane], vec, lane)
             acc = Signal(signed(self.acc_width), name=f"acc{lane}")
             acc_next = Signal(signed(self.acc_width), name=f"accn{lane}")
-            m.d.comb += acc_next.eq(Mux(f2, 0, acc) + prod)
-            with m.If(v2):
+            m.d.comb += acc_next.eq(Mux(f2s[lane // GROUP_LANES], 0, acc) + prod)
+            with m.If(v2s[lane // GROUP_LANES]):
                 m.d.sync += acc.eq(acc_next)
             m.d.comb += self.sums[lane].eq(acc_next)
         return m
+
+    def _group_controls(self, m, v1, f1, t1, v2, f2):
+        """The accumulators' enable and restart, one copy per :data:`GROUP_LANES` lanes with tail
+        width K > 1 (many lanes): v2 and f2 each fanned out to P x acc_width inputs, the most
+        congested nets of a 96-lane ECP5 build. Copy g is ``v1 & (nrows > g * GROUP_LANES)``
+        (and f1 likewise), registered: a distinct function per copy (synthesis merges equal
+        flip-flops), and a lane beyond the group's rows holds garbage either way (its sum is
+        never read). With K = 1 (the iCE40 cores) one v2 and one f2, as before."""
+        groups = -(-self.lanes // GROUP_LANES)
+        if self.config.profile.tail_width == 1 or groups == 1:
+            return [v2] * groups, [f2] * groups
+        v2s, f2s = [v2], [f2]
+        for g in range(1, groups):
+            vg, fg = Signal(name=f"v2_{g}"), Signal(name=f"f2_{g}")
+            busy = t1.nrows > g * GROUP_LANES
+            m.d.sync += [vg.eq(v1 & busy), fg.eq(f1 & busy)]
+            v2s.append(vg)
+            f2s.append(fg)
+        return v2s, f2s
 
     def _fabric_product(self, m, word, vec, lane):
         """Return lane ``lane``'s product register, ``*`` between fabric registers."""
