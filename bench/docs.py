@@ -178,7 +178,8 @@ SECTIONS = [
         "16/16 bits, profile `dsp` (the ECP5 core). PyTorch is measured in the same run on the "
         "same CPU.",
         packages=("amaranth", "torch"),
-        parts=lambda a: [Run("bench/ecp5_throughput.py --sim", timed=True)],
+        parts=lambda a: [Run("bench/ecp5_throughput.py --sim" + (
+            f" --report {a.throughput_report}" if a.throughput_report else ""), timed=True)],
         after="The machine is shared with other jobs: PyTorch's microseconds move with its load. "
               "The core's microseconds are cycles divided by the clock."),
     Section(
@@ -325,6 +326,9 @@ def main(argv=None) -> int:
                          f"models under {BUILD_ROOT}/capacity")
     ap.add_argument("--ecp5-sweep", action="store_true",
                     help="boards: also run the ULX3S-85F lane sweep (1..96 lanes; long)")
+    ap.add_argument("--throughput-report", metavar="DIR",
+                    help="throughput: a build folder whose routed Fmax gives the microseconds "
+                         "(default: 90 MHz)")
     ap.add_argument("--list", action="store_true", help="list the sections and exit")
     args = ap.parse_args(argv)
     if args.list:
