@@ -125,7 +125,11 @@ class WideChainExit(wiring.Component):
         tag = self.tag
         leads = group_leads(sch)
         length = P + max(leads)
-        ch = [Signal(signed(aw), name=f"ch{i}") for i in range(max(length, K))]
+        # no reset: a register's value counts only while ch_cnt says it holds a row (the reset
+        # net reached every one of the P x acc_width flip-flops: one of the 96-lane ECP5
+        # build's most congested nets)
+        ch = [Signal(signed(aw), name=f"ch{i}", reset_less=True)
+              for i in range(max(length, K))]
         cnt = Signal(range(length + 1), name="ch_cnt")
         lead = Signal(range(K), name="ch_lead")
         nlead = Signal(range(K), name="ch_nlead")
@@ -268,5 +272,9 @@ class WideChainExit(wiring.Component):
             m.d.sync += [x1_ch.eq(s["ch"][i]), x2_val.eq(x1_ch + b_r[i].data)]
             m.d.comb += [u_r.addr.eq(x1_u), u_w.addr.eq(x2_u), u_w.data.eq(x2_val),
                          u_w.en.eq(x2_v[i] & ~x2_emit)]
-            domain += [self.beat.ax[i].eq(Mux(x2_xlike, x2_val, u_r.data)),
-                       self.beat.ah[i].eq(Mux(x2_xlike, u_r.data, x2_val))]
+            # slot i's own copy of the x-like select (a distinct function per slot: an invalid
+            # slot's parts are never used), not one select for all K x 2 x acc_width muxes
+            xl = Signal(name=f"x2_xlike{i}")
+            m.d.sync += xl.eq(x1_xlike & x1_v[i])
+            domain += [self.beat.ax[i].eq(Mux(xl, x2_val, u_r.data)),
+                       self.beat.ah[i].eq(Mux(xl, u_r.data, x2_val))]

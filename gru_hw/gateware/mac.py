@@ -109,7 +109,10 @@ class MACLanes(wiring.Component):
                 m.d.comb += [mul.a.eq(words[lane]), mul.b.eq(self.vec), prod.eq(mul.p)]
             else:
                 prod = self._fabric_product(m, words[lane], vec, lane)
-            acc = Signal(signed(self.acc_width), name=f"acc{lane}")
+            # wide cores: no reset (each group restarts it; the reset net reached P x
+            # acc_width flip-flops); K = 1 (iCE40: the SB_MAC16's accumulator) as before
+            acc = Signal(signed(self.acc_width), name=f"acc{lane}",
+                         reset_less=self.config.profile.tail_width > 1)
             acc_next = Signal(signed(self.acc_width), name=f"accn{lane}")
             m.d.comb += acc_next.eq(Mux(f2s[lane // GROUP_LANES], 0, acc) + prod)
             with m.If(v2s[lane // GROUP_LANES]):
