@@ -168,12 +168,13 @@ class MACLanes(wiring.Component):
             return [pw.rdata[p * ww:(p + 1) * ww].as_signed() for p in range(self.lanes)]
         words = []
         for lane in range(self.lanes):
-            # block RAM even when small: Yosys maps a small ROM to logic (the example at 96
-            # lanes on the ECP5-85F: 96 mux trees of 76 words on one broadcast address, 5,700
-            # LUTs more and one DP16KD instead of 97); the fit estimate counts block RAMs
+            # wide cores (K > 1, many lanes): block RAM even when small. Yosys maps a small
+            # ROM to logic: the example at 96 lanes on the ECP5-85F got 96 mux trees of 76
+            # words on one broadcast address, 5,700 LUTs more and one DP16KD instead of 97
+            # (the fit estimate counts block RAMs). K = 1 cores as before.
+            attrs = {"ram_style": "block"} if cfg.profile.tail_width > 1 else {}
             wmem = Memory(shape=signed(ww), depth=max(self.depth, 1),
-                          init=mm.lane_words[lane] if cfg.init_weights else [],
-                          attrs={"ram_style": "block"})
+                          init=mm.lane_words[lane] if cfg.init_weights else [], attrs=attrs)
             m.submodules[f"wmem{lane}"] = wmem
             wr = wmem.read_port()
             if cfg.weight_port:
